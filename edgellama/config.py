@@ -1,0 +1,202 @@
+"""Settings, resolved once: defaults < TOML file < ``EDGELLAMA_*`` environment < command-line flags.
+
+Owns where every setting comes from; it never opens the database or loads a model.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "resolve_settings", "config_file_path", "data_dir", "physical_cores", "SETTING_HELP"]
+
+PROMPT_STYLES = ("completion", "chat")
+
+
+def physical_cores() -> int:
+    """Physical cores (not hyper-threads): llama.cpp runs slower with one thread per sibling."""
+    try:
+        pairs = set()
+        phys = core = None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "physical id":
+                phys = value.strip()
+            elif key == "core id":
+                core = value.strip()
+            elif not key and core is not None:
+                pairs.add((phys, core))
+                phys = core = None
+        if core is not None:
+            pairs.add((phys, core))
+        if pairs:
+            return min(len(pairs), os.cpu_count() or len(pairs))
+    except OSError:
+        pass
+    return os.cpu_count() or 1
+
+
+def data_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "edgellama"
+
+
+def config_file_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("EDGELLAMA_CONFIG"):
+        return Path(env["EDGELLAMA_CONFIG"]).expanduser()
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "edgellama" / "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings; ``origins`` says where each value came from."""
+
+    db: Path
+    model: Path | None  # None: the bundled SmolLM2, requantized to Q4_0 on first use
+    embed_model: Path | None  # None: the bundled all-MiniLM-L6-v2
+    threads: int
+    n_ctx: int
+    top_k: int
+    context_tokens: int
+    max_tokens: int
+    chunk_tokens: int
+    chunk_overlap: int
+    max_file_mb: float
+    min_relevance: float
+    prompt_style: str
+    requantize: bool
+    data_dir: Path
+    config_file: Path
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("origins",)}
+
+
+# name -> (type, help). Defaults live in _defaults() because some depend on the environment.
+SETTING_HELP: dict[str, tuple[type, str]] = {
+    "db": (Path, "SQLite database file"),
+    "model": (Path, "GGUF model file (empty: the bundled SmolLM2, requantized to Q4_0)"),
+    "embed_model": (Path, "sentence-transformers model folder (empty: bundled all-MiniLM-L6-v2)"),
+    "threads": (int, "CPU threads for generation (default: physical cores)"),
+    "n_ctx": (int, "model context window in tokens"),
+    "top_k": (int, "chunks retrieved per question"),
+    "context_tokens": (int, "token budget for retrieved text in the prompt"),
+    "max_tokens": (int, "cap on answer length in tokens"),
+    "chunk_tokens": (int, "target chunk size in embedder tokens"),
+    "chunk_overlap": (int, "tokens of overlap between neighbouring chunks"),
+    "max_file_mb": (float, "files larger than this are skipped"),
+    "min_relevance": (float, "below this score of the best passage (cosine + 0.3 x word overlap), ask says the documents do not say"),
+    "prompt_style": (str, "completion (one-shot Context/Question/Answer) or chat (the GGUF chat template)"),
+    "requantize": (bool, "requantize the bundled model to Q4_0 on first use"),
+}
+
+
+def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "db": data_dir(env) / "edgellama.db",
+        "model": None,
+        "embed_model": None,
+        "threads": physical_cores(),
+        "n_ctx": 4096,
+        "top_k": 5,
+        "context_tokens": 1000,
+        "max_tokens": 48,
+        "chunk_tokens": 200,
+        "chunk_overlap": 30,
+        "max_file_mb": 50.0,
+        "min_relevance": 0.55,
+        "prompt_style": "completion",
+        "requantize": True,
+    }
+
+
+def _coerce(key: str, value: Any, origin: str) -> Any:
+    kind = SETTING_HELP[key][0]
+    try:
+        if kind is Path:
+            if value is None or value == "":
+                return None
+            return Path(str(value)).expanduser()
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = int(str(value).strip())
+        elif kind is float:
+            number = float(str(value).strip())
+        else:
+            number = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {key!r} from {origin}: expected {kind.__name__}, got {value!r}") from None
+    if key == "prompt_style" and number not in PROMPT_STYLES:
+        raise ConfigError(f"setting 'prompt_style' from {origin}: expected one of {', '.join(PROMPT_STYLES)}")
+    if kind in (int, float) and key not in ("min_relevance", "chunk_overlap") and number <= 0:
+        raise ConfigError(f"setting {key!r} from {origin}: must be positive, got {value!r}")
+    if key == "chunk_overlap" and number < 0:
+        raise ConfigError(f"setting 'chunk_overlap' from {origin}: must not be negative")
+    return number
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from None
+    unknown = sorted(set(data) - set(SETTING_HELP))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return data
+
+
+def resolve_settings(
+    *, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Merge defaults, the config file, the environment and flags (None flags are ignored)."""
+    env = os.environ if env is None else env
+    values = _defaults(env)
+    origins = {key: "default" for key in values}
+    cfg_path = config_file_path(env)
+    for key, raw in _read_file(cfg_path).items():
+        values[key] = _coerce(key, raw, f"file {cfg_path}")
+        origins[key] = f"file {cfg_path}"
+    for key in SETTING_HELP:
+        name = f"EDGELLAMA_{key.upper()}"
+        if name in env:
+            values[key] = _coerce(key, env[name], f"env {name}")
+            origins[key] = f"env {name}"
+    for key, raw in (flags or {}).items():
+        if raw is None:
+            continue
+        if key not in SETTING_HELP:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = _coerce(key, raw, "flag")
+        origins[key] = "flag"
+    if values["db"] is None:
+        values["db"] = data_dir(env) / "edgellama.db"
+    if values["chunk_overlap"] >= values["chunk_tokens"]:
+        raise ConfigError("chunk_overlap must be smaller than chunk_tokens")
+    return Settings(**values, data_dir=data_dir(env), config_file=cfg_path, origins=origins)

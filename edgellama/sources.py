@@ -1,0 +1,264 @@
+"""Turning one file (txt, md, rst, html, pdf) into plain text with its line and page positions.
+
+Pure reading: never touches the database. Anything that cannot be read raises SourceError with
+the reason the indexer records.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from .errors import SourceError
+
+__all__ = ["ExtractedText", "FORMATS", "format_for", "extract", "decode_text"]
+
+FORMATS = {
+    ".txt": "text",
+    ".text": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".rst": "rst",
+    ".html": "html",
+    ".htm": "html",
+    ".pdf": "pdf",
+}
+
+
+@dataclass(frozen=True)
+class ExtractedText:
+    """``text`` uses ``\\n`` line ends. ``lines[i]`` is the source line of text line i (1-based)
+    and ``pages[i]`` its page (PDF only), so a chunk can cite where it stands in the file."""
+
+    text: str
+    format: str
+    title: str | None
+    lines: tuple[int, ...]
+    pages: tuple[int, ...] | None = None
+
+
+def format_for(path: Path) -> str | None:
+    return FORMATS.get(path.suffix.lower())
+
+
+def decode_text(data: bytes) -> str:
+    """Bytes to str: BOMs honoured, UTF-8 preferred, Latin-1 as the fallback; binary refused."""
+    for bom, codec in (
+        (b"\xef\xbb\xbf", "utf-8-sig"),
+        (b"\xff\xfe\x00\x00", "utf-32"),
+        (b"\x00\x00\xfe\xff", "utf-32"),
+        (b"\xff\xfe", "utf-16"),
+        (b"\xfe\xff", "utf-16"),
+    ):
+        if data.startswith(bom):
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError as err:
+                raise SourceError(f"invalid {codec} text: {err.reason} at byte {err.start}") from None
+    if b"\x00" in data[:65536]:
+        raise SourceError("binary content (NUL bytes), not text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    sample = text[:65536]
+    controls = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\t\n\r\f")
+    if sample and controls / len(sample) > 0.05:
+        raise SourceError("binary content (control characters), not text")
+    return text
+
+
+def _normalize_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _first_line_title(text: str) -> str | None:
+    for line in text.split("\n"):
+        line = line.strip().lstrip("#").strip()
+        if line:
+            return line[:120]
+    return None
+
+
+def _rst_title(text: str) -> str | None:
+    lines = text.split("\n")
+    for i in range(len(lines) - 1):
+        under = lines[i + 1].strip()
+        if lines[i].strip() and len(under) >= 3 and re.fullmatch(r"([=\-~^\"'`#*+])\1+", under):
+            return lines[i].strip()[:120]
+    return _first_line_title(text)
+
+
+def _plain(text: str, fmt: str) -> ExtractedText:
+    text = _normalize_newlines(text)
+    title = _rst_title(text) if fmt == "rst" else _first_line_title(text)
+    return ExtractedText(text=text, format=fmt, title=title, lines=tuple(range(1, text.count("\n") + 2)))
+
+
+_BLOCK_TAGS = {
+    "p", "div", "section", "article", "header", "footer", "main", "aside", "nav", "ul", "ol", "li",
+    "table", "thead", "tbody", "tr", "blockquote", "pre", "dl", "dt", "dd", "figure", "figcaption",
+    "form", "fieldset", "address", "hr", "br", "h1", "h2", "h3", "h4", "h5", "h6", "body", "html",
+}
+_SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "head", "iframe", "object"}
+_VOID_TAGS = {"br", "hr", "img", "input", "meta", "link", "area", "base", "col", "embed", "source", "wbr"}
+
+
+class _VisibleText(HTMLParser):
+    """Collects visible text as lines, each remembering the source line it started on."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[tuple[str, int]] = []
+        self.title_parts: list[str] = []
+        self._buf: list[str] = []
+        self._buf_line = 0
+        self._skip = 0
+        self._in_title = False
+        self._pre = 0
+
+    def _flush(self, *, blank: bool = False) -> None:
+        text = "".join(self._buf)
+        text = text.strip() if self._pre else re.sub(r"[ \t\n\f\v]+", " ", text).strip()
+        if text:
+            self.out.append((text, self._buf_line))
+        if blank and self.out and self.out[-1][0]:
+            self.out.append(("", self.out[-1][1]))
+        self._buf = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "title":
+            self._in_title = True
+        if tag in _SKIP_TAGS:
+            if tag not in _VOID_TAGS:
+                self._skip += 1
+            return
+        if tag in _BLOCK_TAGS:
+            self._flush(blank=tag in ("p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "pre"))
+            if tag == "pre":
+                self._pre += 1
+            if tag[0] == "h" and tag[1:].isdigit():
+                self._buf = ["#" * int(tag[1:]) + " "]
+                self._buf_line = self.getpos()[0]
+        elif tag in ("td", "th"):
+            self._buf.append(" | " if self._buf else "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self._in_title = False
+        if tag in _SKIP_TAGS:
+            self._skip = max(0, self._skip - 1)
+            return
+        if tag in _BLOCK_TAGS:
+            if tag == "pre":
+                self._pre = max(0, self._pre - 1)
+            self._flush(blank=tag in ("p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol", "pre"))
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title_parts.append(data)
+            return
+        if self._skip:
+            return
+        if self._pre and "\n" in data:
+            line = self.getpos()[0]
+            for i, part in enumerate(data.split("\n")):
+                if i:
+                    self._flush()
+                    line += 1
+                if not self._buf:
+                    self._buf_line = line
+                self._buf.append(part)
+            return
+        if not self._buf or not "".join(self._buf).strip():
+            # the data may start with newlines: its first visible character is on a later line
+            lead = len(data) - len(data.lstrip())
+            self._buf_line = self.getpos()[0] + data[:lead].count("\n")
+        self._buf.append(data)
+
+
+def _html(text: str) -> ExtractedText:
+    parser = _VisibleText()
+    try:
+        parser.feed(_normalize_newlines(text))
+        parser.close()
+    except Exception as err:  # html.parser is lenient; anything it still rejects is a bad file
+        raise SourceError(f"unparseable HTML: {err}") from None
+    parser._flush()
+    out = parser.out
+    while out and not out[-1][0]:
+        out.pop()
+    body = "\n".join(line for line, _ in out)
+    title = re.sub(r"\s+", " ", "".join(parser.title_parts)).strip() or _first_line_title(body)
+    return ExtractedText(text=body, format="html", title=title[:120] if title else None,
+                         lines=tuple(src for _, src in out) or (1,))
+
+
+def _pdf(data: bytes) -> ExtractedText:
+    try:
+        import pypdf  # only PDFs need it
+        from pypdf.errors import PyPdfError
+    except ImportError:  # pragma: no cover - declared dependency
+        raise SourceError("PDF support needs the pypdf package") from None
+    import logging
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings about odd files are noise here
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            try:
+                if not reader.decrypt(""):
+                    raise SourceError("encrypted PDF (needs a password)")
+            except SourceError:
+                raise
+            except Exception:
+                raise SourceError("encrypted PDF (cannot decrypt)") from None
+        texts, lines, pages = [], [], []
+        for number, page in enumerate(reader.pages, start=1):
+            page_text = _normalize_newlines(page.extract_text() or "").strip("\n")
+            if not page_text.strip():
+                continue
+            page_lines = page_text.split("\n")
+            if texts:  # a blank line between pages keeps paragraphs apart
+                texts.append("")
+                lines.append(lines[-1])
+                pages.append(pages[-1])
+            texts.extend(page_lines)
+            lines.extend(range(1, len(page_lines) + 1))
+            pages.extend([number] * len(page_lines))
+        meta_title = None
+        try:
+            meta_title = (reader.metadata or {}).get("/Title")
+        except Exception:
+            pass
+    except SourceError:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, OSError,
+            RecursionError, AssertionError, ZeroDivisionError) as err:
+        raise SourceError(f"unreadable PDF: {type(err).__name__}: {err}"[:300]) from None
+    if not texts:
+        raise SourceError("PDF has no text layer (scanned image?)")
+    text = "\n".join(texts)
+    title = str(meta_title).strip() if meta_title else _first_line_title(text)
+    return ExtractedText(text=text, format="pdf", title=title, lines=tuple(lines), pages=tuple(pages))
+
+
+def extract(path: Path, data: bytes) -> ExtractedText:
+    """The text of a file whose bytes were already read; raises SourceError if it has none."""
+    fmt = format_for(path)
+    if fmt is None:
+        raise SourceError(f"unsupported file type {path.suffix or '(no extension)'}")
+    if not data:
+        raise SourceError("empty file")
+    if fmt == "pdf":
+        if not data.startswith(b"%PDF"):
+            raise SourceError("not a PDF file (no %PDF header)")
+        return _pdf(data)
+    text = decode_text(data)
+    result = _html(text) if fmt == "html" else _plain(text, fmt)
+    if not result.text.strip():
+        raise SourceError("no text content")
+    return result

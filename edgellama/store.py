@@ -1,0 +1,416 @@
+"""The one SQLite file: schema, numbered migrations, documents, chunks, FTS5 and embeddings.
+
+The only module that writes SQL. It knows nothing of files on disk, models or the CLI.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import sqlite_utils
+
+from .errors import StoreError
+
+__all__ = ["Store", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SCHEMA_VERSION"]
+
+# Each migration is a list of statements run in one transaction, recorded in schema_migrations.
+# Never edit a released migration: add the next number.
+MIGRATIONS: dict[int, tuple[str, list[str]]] = {
+    1: (
+        "documents, chunks, fts5, embeddings",
+        [
+            """CREATE TABLE documents (
+                id INTEGER PRIMARY KEY,
+                path TEXT NOT NULL UNIQUE,
+                content_hash TEXT,
+                size INTEGER,
+                mtime REAL,
+                format TEXT,
+                title TEXT,
+                status TEXT NOT NULL CHECK (status IN ('indexed', 'skipped')),
+                error TEXT,
+                indexed_at REAL NOT NULL
+            )""",
+            """CREATE TABLE chunks (
+                id INTEGER PRIMARY KEY,
+                document_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+                ordinal INTEGER NOT NULL,
+                text TEXT NOT NULL,
+                context TEXT NOT NULL,
+                text_hash TEXT NOT NULL,
+                char_start INTEGER NOT NULL,
+                char_end INTEGER NOT NULL,
+                line_start INTEGER NOT NULL,
+                line_end INTEGER NOT NULL,
+                page INTEGER,
+                token_count INTEGER NOT NULL,
+                UNIQUE (document_id, ordinal)
+            )""",
+            "CREATE INDEX chunks_text_hash ON chunks(text_hash)",
+            # Vectors are keyed by the hash of the text that was embedded, so an unchanged chunk
+            # (same document re-indexed, a renamed file, a repeated paragraph) is never embedded twice.
+            """CREATE TABLE embeddings (
+                text_hash TEXT NOT NULL,
+                model TEXT NOT NULL,
+                dim INTEGER NOT NULL,
+                vector BLOB NOT NULL,
+                PRIMARY KEY (text_hash, model)
+            )""",
+            """CREATE VIRTUAL TABLE chunks_fts USING fts5(
+                text, context, content='chunks', content_rowid='id',
+                tokenize='porter unicode61 remove_diacritics 2'
+            )""",
+            """CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
+                INSERT INTO chunks_fts(rowid, text, context) VALUES (new.id, new.text, new.context);
+            END""",
+            """CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
+                INSERT INTO chunks_fts(chunks_fts, rowid, text, context)
+                VALUES ('delete', old.id, old.text, old.context);
+            END""",
+            """CREATE TRIGGER chunks_au AFTER UPDATE ON chunks BEGIN
+                INSERT INTO chunks_fts(chunks_fts, rowid, text, context)
+                VALUES ('delete', old.id, old.text, old.context);
+                INSERT INTO chunks_fts(rowid, text, context) VALUES (new.id, new.text, new.context);
+            END""",
+        ],
+    ),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class DocumentRecord:
+    id: int
+    path: str
+    content_hash: str | None
+    size: int | None
+    mtime: float | None
+    format: str | None
+    title: str | None
+    status: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class NewChunk:
+    ordinal: int
+    text: str
+    context: str
+    text_hash: str
+    char_start: int
+    char_end: int
+    line_start: int
+    line_end: int
+    page: int | None
+    token_count: int
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    id: int
+    path: str
+    title: str | None
+    ordinal: int
+    text: str
+    context: str
+    text_hash: str
+    line_start: int
+    line_end: int
+    page: int | None
+    token_count: int
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    documents: int
+    skipped: int
+    chunks: int
+    embeddings: int
+    db_bytes: int
+    schema_version: int
+
+
+_DOC_COLUMNS = "id, path, content_hash, size, mtime, format, title, status, error"
+_CHUNK_COLUMNS = (
+    "c.id, d.path, d.title, c.ordinal, c.text, c.context, c.text_hash, c.line_start, c.line_end, "
+    "c.page, c.token_count"
+)
+
+
+class Store:
+    """One SQLite database in WAL mode. Use ``Store.open(path)``; close it with ``close()``."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.path = path
+        self.db = sqlite_utils.Database(conn)
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> "Store":
+        path = Path(path)
+        if not create and not path.exists():
+            raise StoreError(f"no index at {path}: run 'edgellama index PATH' first")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so DDL is transactional too.
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except (OSError, sqlite3.Error) as err:
+            raise StoreError(f"cannot open database {path}: {err}") from None
+        store = cls(conn, path)
+        try:
+            store.migrate()
+        except sqlite3.DatabaseError as err:
+            conn.close()
+            raise StoreError(f"{path} is not a usable EdgeLlama database: {err}") from None
+        return store
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        else:
+            self._conn.execute("COMMIT")
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        if not self.db["schema_migrations"].exists():
+            return 0
+        row = self._conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return row[0] or 0
+
+    def migrate(self) -> None:
+        with self.transaction():
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            current = self.schema_version()
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {current}, newer than this EdgeLlama ({SCHEMA_VERSION})"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                name, statements = MIGRATIONS[version]
+                for statement in statements:
+                    self._conn.execute(statement)
+                self._conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, time.time()),
+                )
+
+    # -- documents --------------------------------------------------------------------------------
+
+    def documents(self) -> dict[str, DocumentRecord]:
+        rows = self._conn.execute(f"SELECT {_DOC_COLUMNS} FROM documents")
+        return {row[1]: DocumentRecord(*row) for row in rows}
+
+    def document(self, path: str) -> DocumentRecord | None:
+        row = self._conn.execute(f"SELECT {_DOC_COLUMNS} FROM documents WHERE path = ?", (path,)).fetchone()
+        return DocumentRecord(*row) if row else None
+
+    def replace_document(
+        self,
+        *,
+        path: str,
+        content_hash: str,
+        size: int,
+        mtime: float,
+        format: str,
+        title: str | None,
+        chunks: Sequence[NewChunk],
+        vectors: dict[str, bytes],
+        model: str,
+        dim: int,
+    ) -> None:
+        """Write a document, its chunks and any new vectors in one transaction (all or nothing)."""
+        with self.transaction():
+            self._delete_documents([path])
+            cur = self._conn.execute(
+                "INSERT INTO documents (path, content_hash, size, mtime, format, title, status, error, indexed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'indexed', NULL, ?)",
+                (path, content_hash, size, mtime, format, title, time.time()),
+            )
+            doc_id = cur.lastrowid
+            self._conn.executemany(
+                "INSERT INTO chunks (document_id, ordinal, text, context, text_hash, char_start, char_end,"
+                " line_start, line_end, page, token_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (doc_id, c.ordinal, c.text, c.context, c.text_hash, c.char_start, c.char_end,
+                     c.line_start, c.line_end, c.page, c.token_count)
+                    for c in chunks
+                ],
+            )
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO embeddings (text_hash, model, dim, vector) VALUES (?, ?, ?, ?)",
+                [(h, model, dim, blob) for h, blob in vectors.items()],
+            )
+
+    def record_skipped(self, *, path: str, size: int | None, mtime: float | None, reason: str,
+                       content_hash: str | None = None, format: str | None = None) -> None:
+        """Remember a file that could not be indexed, and why; it has no chunks."""
+        with self.transaction():
+            self._delete_documents([path])
+            self._conn.execute(
+                "INSERT INTO documents (path, content_hash, size, mtime, format, title, status, error, indexed_at)"
+                " VALUES (?, ?, ?, ?, ?, NULL, 'skipped', ?, ?)",
+                (path, content_hash, size, mtime, format, reason, time.time()),
+            )
+
+    def touch_document(self, path: str, *, mtime: float, size: int) -> None:
+        """The file's metadata changed but its content hash did not."""
+        with self.transaction():
+            self._conn.execute("UPDATE documents SET mtime = ?, size = ? WHERE path = ?", (mtime, size, path))
+
+    def remove_documents(self, paths: Iterable[str]) -> int:
+        paths = list(paths)
+        if not paths:
+            return 0
+        with self.transaction():
+            return self._delete_documents(paths)
+
+    def _delete_documents(self, paths: Sequence[str]) -> int:
+        removed = 0
+        for path in paths:
+            row = self._conn.execute("SELECT id FROM documents WHERE path = ?", (path,)).fetchone()
+            if row is None:
+                continue
+            # Delete chunks explicitly (not only by cascade) so the FTS triggers run in any SQLite.
+            self._conn.execute("DELETE FROM chunks WHERE document_id = ?", (row[0],))
+            self._conn.execute("DELETE FROM documents WHERE id = ?", (row[0],))
+            removed += 1
+        return removed
+
+    def delete_orphan_embeddings(self) -> int:
+        with self.transaction():
+            cur = self._conn.execute(
+                "DELETE FROM embeddings WHERE text_hash NOT IN (SELECT text_hash FROM chunks)"
+            )
+            return cur.rowcount
+
+    # -- embeddings -------------------------------------------------------------------------------
+
+    def missing_embeddings(self, text_hashes: Iterable[str], *, model: str) -> set[str]:
+        wanted = set(text_hashes)
+        if not wanted:
+            return set()
+        have: set[str] = set()
+        hashes = list(wanted)
+        for i in range(0, len(hashes), 500):
+            part = hashes[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._conn.execute(
+                f"SELECT text_hash FROM embeddings WHERE model = ? AND text_hash IN ({marks})", (model, *part)
+            )
+            have.update(row[0] for row in rows)
+        return wanted - have
+
+    def chunk_vectors(self, *, model: str) -> tuple[list[int], list[bytes], int]:
+        """Every indexed chunk's id and vector bytes for one embedding model, and the dimension."""
+        rows = self._conn.execute(
+            "SELECT c.id, e.vector, e.dim FROM chunks c JOIN embeddings e"
+            " ON e.text_hash = c.text_hash AND e.model = ? ORDER BY c.id",
+            (model,),
+        ).fetchall()
+        dim = rows[0][2] if rows else 0
+        return [r[0] for r in rows], [r[1] for r in rows], dim
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def bm25(self, match: str, *, limit: int) -> list[tuple[int, float]]:
+        """Chunk ids and BM25 scores (higher is better) for an FTS5 MATCH expression."""
+        if not match:
+            return []
+        try:
+            rows = self._conn.execute(
+                "SELECT rowid, bm25(chunks_fts, 1.0, 0.5) AS score FROM chunks_fts"
+                " WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?",
+                (match, limit),
+            ).fetchall()
+        except sqlite3.OperationalError as err:
+            raise StoreError(f"full-text query failed: {err}") from None
+        return [(row[0], -row[1]) for row in rows]
+
+    def chunks(self, ids: Iterable[int]) -> dict[int, ChunkRecord]:
+        ids = list(ids)
+        found: dict[int, ChunkRecord] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._conn.execute(
+                f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d ON d.id = c.document_id"
+                f" WHERE c.id IN ({marks})",
+                part,
+            )
+            found.update((row[0], ChunkRecord(*row)) for row in rows)
+        return found
+
+    def document_chunks(self, path: str) -> list[ChunkRecord]:
+        rows = self._conn.execute(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d ON d.id = c.document_id"
+            " WHERE d.path = ? ORDER BY c.ordinal",
+            (path,),
+        )
+        return [ChunkRecord(*row) for row in rows]
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def stats(self) -> StoreStats:
+        one = lambda sql: self._conn.execute(sql).fetchone()[0]  # noqa: E731
+        db_bytes = sum(
+            p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists()
+        )
+        return StoreStats(
+            documents=one("SELECT count(*) FROM documents WHERE status = 'indexed'"),
+            skipped=one("SELECT count(*) FROM documents WHERE status = 'skipped'"),
+            chunks=one("SELECT count(*) FROM chunks"),
+            embeddings=one("SELECT count(*) FROM embeddings"),
+            db_bytes=db_bytes,
+            schema_version=self.schema_version(),
+        )
+
+    def skipped(self) -> list[tuple[str, str]]:
+        rows = self._conn.execute("SELECT path, error FROM documents WHERE status = 'skipped' ORDER BY path")
+        return [(row[0], row[1]) for row in rows]
+
+    def integrity_problems(self) -> list[str]:
+        """Empty when the database is sound: SQLite's own check plus our invariants."""
+        problems = [r[0] for r in self._conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        orphans = self._conn.execute(
+            "SELECT count(*) FROM chunks WHERE document_id NOT IN (SELECT id FROM documents)"
+        ).fetchone()[0]
+        if orphans:
+            problems.append(f"{orphans} chunks without a document")
+        dupes = self._conn.execute(
+            "SELECT count(*) FROM (SELECT document_id, ordinal FROM chunks GROUP BY 1, 2 HAVING count(*) > 1)"
+        ).fetchone()[0]
+        if dupes:
+            problems.append(f"{dupes} duplicated chunks")
+        try:
+            # rank=1: compare the full-text index with the chunks table it indexes.
+            self._conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)")
+        except sqlite3.DatabaseError as err:
+            problems.append(f"full-text index out of sync with chunks: {err}")
+        return problems

@@ -1,0 +1,97 @@
+"""The indexer's bookkeeping, through the Embedder seam with a fast fake model."""
+
+import os
+import time
+
+import pytest
+
+from edgellama.errors import EdgeLlamaError
+from edgellama.indexer import index_paths
+from edgellama.store import Store
+
+from fakes import BagOfWordsEmbedder
+
+
+def run(store, embedder, *paths, **kw):
+    return index_paths(store=store, embedder=embedder, paths=list(paths), chunk_tokens=kw.get("chunk_tokens", 60),
+                       chunk_overlap=10, max_file_bytes=kw.get("max_file_bytes", 1_000_000))
+
+
+@pytest.fixture
+def docs(tmp_path):
+    root = tmp_path / "docs"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.md").write_text("# Alpha\n\nThe alpha pump moves 40 litres a minute.\n")
+    (root / "b.txt").write_text("Bravo notes.\n\nThe bravo valve opens at 3 bar.\n")
+    (root / "sub" / "c.rst").write_text("Charlie\n=======\n\nCharlie checks the filters every 14 days.\n")
+    (root / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+    (root / ".hidden.md").write_text("never indexed")
+    return root
+
+
+def test_incremental_reindex(tmp_path, docs):
+    emb = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "i.db") as store:
+        first = run(store, emb, docs)
+        assert (first.added, first.changed, first.removed, first.ignored) == (3, 0, 0, 1)
+        assert first.chunks_embedded == first.chunks_written == store.stats().chunks
+
+        again = run(store, emb, docs)
+        assert (again.added, again.changed, again.unchanged, again.chunks_embedded) == (0, 0, 3, 0)
+
+        time.sleep(0.01)
+        (docs / "a.md").write_text("# Alpha\n\nThe alpha pump moves 45 litres a minute.\n")
+        (docs / "b.txt").unlink()
+        (docs / "d.md").write_text("# Delta\n\nDelta is new.\n")
+        os.utime(docs / "sub" / "c.rst")  # touched, same content: hashed, not re-indexed
+        third = run(store, emb, docs)
+        assert (third.added, third.changed, third.unchanged, third.removed) == (1, 1, 1, 1)
+        assert third.chunks_embedded == 2
+        texts = " ".join(c.text for p in store.documents() for c in store.document_chunks(p))
+        assert "45 litres" in texts and "40 litres" not in texts and "bravo" not in texts
+        assert store.integrity_problems() == []
+        assert store.stats().embeddings == store.stats().chunks  # no orphan vectors left
+
+
+def test_a_renamed_file_is_not_embedded_again(tmp_path, docs):
+    emb = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "i.db") as store:
+        run(store, emb, docs)
+        (docs / "a.md").rename(docs / "sub" / "moved.md")
+        stats = run(store, emb, docs)
+        assert (stats.added, stats.removed, stats.chunks_embedded) == (1, 1, 0)
+        assert str(docs / "sub" / "moved.md") in store.documents()
+
+
+def test_bad_files_are_skipped_with_reasons_and_good_ones_indexed(tmp_path, docs):
+    (docs / "elf.txt").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(100))
+    (docs / "empty.md").write_bytes(b"")
+    (docs / "big.txt").write_text("x" * 5000)
+    os.mkfifo(docs / "pipe.txt")
+    (docs / "locked.md").write_text("secret")
+    (docs / "locked.md").chmod(0)
+    emb = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "i.db") as store:
+        stats = run(store, emb, docs, max_file_bytes=4000)
+        reasons = {os.path.basename(s.path): s.reason for s in stats.skipped}
+        assert "binary" in reasons["elf.txt"]
+        assert reasons["empty.md"] == "empty file"
+        assert "larger than" in reasons["big.txt"]
+        assert reasons["pipe.txt"] == "not a regular file"
+        if os.geteuid() != 0:  # root reads anything
+            assert "cannot read" in reasons["locked.md"]
+        assert stats.added >= 3
+        assert dict(store.skipped())[str(docs / "elf.txt")] == reasons["elf.txt"]
+
+
+def test_missing_path_is_an_error(tmp_path):
+    with Store.open(tmp_path / "i.db") as store:
+        with pytest.raises(EdgeLlamaError, match="path not found"):
+            run(store, BagOfWordsEmbedder(), tmp_path / "nope")
+
+
+def test_chunks_too_long_for_the_embedder_are_refused(tmp_path, docs):
+    emb = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "i.db") as store:
+        with pytest.raises(EdgeLlamaError, match="too large for the embedder"):
+            run(store, emb, docs, chunk_tokens=500)
