@@ -92,27 +92,45 @@ def _context(title: str | None, heading: str) -> str:
     return " ".join(words[-20:])
 
 
+def _page_segments(extracted: ExtractedText) -> list[tuple[int, int]]:
+    """Character ranges that chunks must not cross: each page of a PDF, else the whole text."""
+    if not extracted.pages:
+        return [(0, len(extracted.text))]
+    segments, start, pos = [], 0, 0
+    lines = extracted.text.split("\n")
+    for i, line in enumerate(lines):
+        if i and extracted.pages[i] != extracted.pages[i - 1]:
+            segments.append((start, pos))
+            start = pos
+        pos += len(line) + 1
+    segments.append((start, len(extracted.text)))
+    return segments
+
+
 def chunks_for_document(extracted: ExtractedText, *, count_tokens: Callable[[str], int],
                         chunk_tokens: int, chunk_overlap: int) -> list[NewChunk]:
-    """The rows to store for one document: chunk text, its heading context and source position."""
-    out = []
-    for ordinal, chunk in enumerate(
-        chunk_text(extracted.text, count_tokens=count_tokens, max_tokens=chunk_tokens, overlap=chunk_overlap)
-    ):
-        first, last = line_span(extracted.text, chunk.char_start, chunk.char_end)
-        context = _context(extracted.title, chunk.heading)
-        out.append(NewChunk(
-            ordinal=ordinal,
-            text=chunk.text,
-            context=context,
-            text_hash=_hash(f"{context}\n{chunk.text}"),
-            char_start=chunk.char_start,
-            char_end=chunk.char_end,
-            line_start=extracted.lines[min(first, len(extracted.lines) - 1)],
-            line_end=extracted.lines[min(last, len(extracted.lines) - 1)],
-            page=extracted.pages[min(first, len(extracted.pages) - 1)] if extracted.pages else None,
-            token_count=chunk.token_count,
-        ))
+    """The rows to store for one document: chunk text, its heading context and source position.
+    A chunk never crosses a page, so a citation names one page."""
+    out: list[NewChunk] = []
+    last_line = len(extracted.lines) - 1
+    for seg_start, seg_end in _page_segments(extracted):
+        for chunk in chunk_text(extracted.text[seg_start:seg_end], count_tokens=count_tokens,
+                                max_tokens=chunk_tokens, overlap=chunk_overlap):
+            start, end = seg_start + chunk.char_start, seg_start + chunk.char_end
+            first, last = line_span(extracted.text, start, end)
+            context = _context(extracted.title, chunk.heading)
+            out.append(NewChunk(
+                ordinal=len(out),
+                text=chunk.text,
+                context=context,
+                text_hash=_hash(f"{context}\n{chunk.text}"),
+                char_start=start,
+                char_end=end,
+                line_start=extracted.lines[min(first, last_line)],
+                line_end=extracted.lines[min(last, last_line)],
+                page=extracted.pages[min(first, last_line)] if extracted.pages else None,
+                token_count=chunk.token_count,
+            ))
     return out
 
 
