@@ -12,7 +12,9 @@ def test_whole_chunks_within_the_budget_and_the_rest_reported():
     assert [d.index for d in plan.dropped] == [2]
     assert "over the 130-token context budget" in plan.dropped[0].reason
     assert plan.prompt.endswith("Question: Which?\nAnswer:")
-    assert "[1] (Power) alpha" in plan.prompt and "[2] (Water) bravo" in plan.prompt
+    context = plan.prompt.rsplit("Context: ", 1)[1]
+    assert context.index("bravo") < context.index("alpha"), "the best passage stands last, by the question"
+    assert "charlie" not in context
 
 
 def test_a_first_chunk_too_long_is_cut_and_said():
