@@ -115,15 +115,15 @@ def ask(
         reason = "nothing indexed" if not found else f"best passage scores {best:.2f}, below min_relevance {min_relevance:.2f}"
         return _abstain(question, reason, time.perf_counter() - started, started)
     if style == "completion":
-        passages = [(found[s.chunk_index], s.text) for s in picked]
+        passages = [(found[s.chunk_index], s.text, (s.line_start, s.line_end)) for s in picked]
     else:
-        passages = [(c, c.chunk.text) for c in found]
+        passages = [(c, c.chunk.text, (c.chunk.line_start, c.chunk.line_end)) for c in found]
     retrieve_seconds = time.perf_counter() - started
 
     gen = generator() if callable(generator) and not hasattr(generator, "stream") else generator
     plan = build_prompt(
         question=question,
-        chunks=[(c.chunk.context, text) for c, text in passages],
+        chunks=[(c.chunk.context, text) for c, text, _ in passages],
         count_tokens=gen.count_tokens,
         context_budget=context_tokens,
         n_ctx=gen.n_ctx,
@@ -153,7 +153,8 @@ def ask(
         total_seconds=time.perf_counter() - started,
     )
     shown = tuple(
-        _source(n, passages[i][0], passages[i][1], supporting_overlap(text, f"{passages[i][0].chunk.context} {passages[i][1]}"))
+        _source(n, passages[i][0], passages[i][1], passages[i][2],
+                supporting_overlap(text, f"{passages[i][0].chunk.context} {passages[i][1]}"))
         for n, i in enumerate(plan.included, start=1)
     )
     citations: list[Source] = []
@@ -171,14 +172,14 @@ def ask(
         # Retrieval was confident but the model's answer is not in the text: quote the best
         # sentence instead of guessing, and cite where it stands.
         top = picked[0]
-        quote = _source(0, found[top.chunk_index], top.text, 1.0)
+        quote = _source(0, found[top.chunk_index], top.text, (top.line_start, top.line_end), 1.0)
         return Answer(question, top.text, "quote", False, (quote,), shown, plan.dropped, timings, reason, text)
     return Answer(question, text, "answer", True, tuple(citations[:3]), shown, plan.dropped, timings, "", text)
 
 
-def _source(number: int, found: ScoredChunk, text: str, support: float) -> Source:
+def _source(number: int, found: ScoredChunk, text: str, lines: tuple[int, int], support: float) -> Source:
     c = found.chunk
-    return Source(number=number, path=c.path, line_start=c.line_start, line_end=c.line_end, page=c.page,
+    return Source(number=number, path=c.path, line_start=lines[0], line_end=lines[1], page=c.page,
                   heading=c.context, text=text, score=found.score, similarity=found.similarity, support=support)
 
 

@@ -7,6 +7,7 @@ Never prints: progress goes to a callback.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 import time
@@ -130,6 +131,7 @@ def chunks_for_document(extracted: ExtractedText, *, count_tokens: Callable[[str
                 line_end=extracted.lines[min(last, last_line)],
                 page=extracted.pages[min(first, last_line)] if extracted.pages else None,
                 token_count=chunk.token_count,
+                line_map=json.dumps(extracted.lines[first:last + 1], separators=(",", ":")),
             ))
     return out
 

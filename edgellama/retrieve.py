@@ -40,6 +40,8 @@ class Sentence:
     chunk_index: int  # position of its chunk in the search results
     text: str
     score: float
+    line_start: int  # where the sentence stands in the source file
+    line_end: int
 
 
 def content_words(text: str) -> set[str]:
@@ -111,20 +113,21 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     Score: cosine similarity plus 0.3 x the share of the query's content words in the sentence."""
     from .chunking import sentence_spans
 
-    sentences: list[tuple[int, str]] = []
+    sentences: list[tuple[int, str, tuple[int, int]]] = []
     for index, found in enumerate(chunks):
         text = found.chunk.text
         for start, end in sentence_spans(text):
             sentence = " ".join(text[start:end].split())
             if len(sentence) > 3:
-                sentences.append((index, sentence))
+                sentences.append((index, sentence, found.chunk.source_lines(start, end)))
     if not sentences:
         return []
-    vectors = embedder.embed([query, *(s for _, s in sentences)])
+    vectors = embedder.embed([query, *(s for _, s, _ in sentences)])
     sims = vectors[1:] @ vectors[0]
     words = content_words(query)
     scored = [
-        Sentence(index, text, float(sims[i]) + 0.3 * (len(words & content_words(text)) / max(1, len(words))))
-        for i, (index, text) in enumerate(sentences)
+        Sentence(index, text, float(sims[i]) + 0.3 * (len(words & content_words(text)) / max(1, len(words))),
+                 lines[0], lines[1])
+        for i, (index, text, lines) in enumerate(sentences)
     ]
     return sorted(scored, key=lambda s: -s.score)[:limit]

@@ -48,6 +48,7 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
                 line_start INTEGER NOT NULL,
                 line_end INTEGER NOT NULL,
                 page INTEGER,
+                line_map TEXT NOT NULL,
                 token_count INTEGER NOT NULL,
                 UNIQUE (document_id, ordinal)
             )""",
@@ -108,6 +109,7 @@ class NewChunk:
     line_end: int
     page: int | None
     token_count: int
+    line_map: str  # JSON list: the source line of each line of ``text`` (for exact citations)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,16 @@ class ChunkRecord:
     line_end: int
     page: int | None
     token_count: int
+    line_map: str
+
+    def source_lines(self, start: int, end: int) -> tuple[int, int]:
+        """First and last source line of the span ``text[start:end]``."""
+        import json
+
+        lines = json.loads(self.line_map) or [self.line_start]
+        first = self.text.count("\n", 0, start)
+        last = first + self.text.count("\n", start, max(start, end - 1))
+        return lines[min(first, len(lines) - 1)], lines[min(last, len(lines) - 1)]
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,7 @@ class StoreStats:
 _DOC_COLUMNS = "id, path, content_hash, size, mtime, format, title, status, error"
 _CHUNK_COLUMNS = (
     "c.id, d.path, d.title, c.ordinal, c.text, c.context, c.text_hash, c.line_start, c.line_end, "
-    "c.page, c.token_count"
+    "c.page, c.token_count, c.line_map"
 )
 
 
@@ -256,10 +268,10 @@ class Store:
             doc_id = cur.lastrowid
             self._conn.executemany(
                 "INSERT INTO chunks (document_id, ordinal, text, context, text_hash, char_start, char_end,"
-                " line_start, line_end, page, token_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " line_start, line_end, page, line_map, token_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (doc_id, c.ordinal, c.text, c.context, c.text_hash, c.char_start, c.char_end,
-                     c.line_start, c.line_end, c.page, c.token_count)
+                     c.line_start, c.line_end, c.page, c.line_map, c.token_count)
                     for c in chunks
                 ],
             )

@@ -95,3 +95,22 @@ def test_chunks_too_long_for_the_embedder_are_refused(tmp_path, docs):
     with Store.open(tmp_path / "i.db") as store:
         with pytest.raises(EdgeLlamaError, match="too large for the embedder"):
             run(store, emb, docs, chunk_tokens=500)
+
+
+def test_sentences_cite_their_exact_source_lines(tmp_path):
+    from edgellama.retrieve import best_sentences, search
+
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "page.html").write_text(
+        "<html><head><title>T</title><style>p {}</style></head><body>\n<h1>Tanks</h1>\n\n<p>Filler text here.</p>\n"
+        "<p>The grey tank\n holds 700 litres.</p>\n</body></html>\n")
+    (root / "notes.md").write_text("# Notes\n\nFirst line.\nThe blue valve opens at 3 bar.\n")
+    emb = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "i.db") as store:
+        run(store, emb, root)
+        for query, path, lines in (("grey tank litres", "page.html", (5, 5)), ("blue valve bar", "notes.md", (4, 4))):
+            found = search(store=store, embedder=emb, query=query, k=2)
+            best = best_sentences(query=query, chunks=found, embedder=emb, limit=1)[0]
+            assert found[best.chunk_index].chunk.path.endswith(path)
+            assert (best.line_start, best.line_end) == lines  # html: the line its paragraph starts on

@@ -8,7 +8,8 @@ from edgellama.store import SCHEMA_VERSION, NewChunk, Store
 
 def chunk(ordinal: int, text: str) -> NewChunk:
     return NewChunk(ordinal=ordinal, text=text, context="Doc", text_hash=f"h-{text}", char_start=0,
-                    char_end=len(text), line_start=1, line_end=1, page=None, token_count=3)
+                    char_end=len(text), line_start=1, line_end=1, page=None, token_count=3,
+                    line_map="[1]")
 
 
 def write(store: Store, path: str, *texts: str) -> None:
