@@ -15,7 +15,7 @@ from .prompt import STOP, DroppedChunk, build_prompt
 from .retrieve import ScoredChunk, best_sentences, content_words, search
 from .store import Store
 
-__all__ = ["Answer", "Source", "Timings", "ask", "NOT_IN_DOCUMENTS", "supporting_overlap"]
+__all__ = ["Answer", "Source", "Timings", "ask", "answer_to_dict", "NOT_IN_DOCUMENTS", "supporting_overlap"]
 
 NOT_IN_DOCUMENTS = "The documents do not say."
 _DONT_KNOW = re.compile(r"^(i (do not|don't) know|unknown|n/?a|none|the documents do not say)\b", re.I)
@@ -186,3 +186,26 @@ def _source(number: int, found: ScoredChunk, text: str, lines: tuple[int, int], 
 def _abstain(question: str, reason: str, retrieve_seconds: float, started: float) -> Answer:
     timings = Timings(retrieve_seconds, 0.0, 0, 0, 0.0, time.perf_counter() - started)
     return Answer(question, NOT_IN_DOCUMENTS, "abstain", False, (), (), (), timings, reason, "")
+
+
+def answer_to_dict(answer: Answer) -> dict:
+    """The JSON form of an answer: what ``ask --json`` prints and what the daemon sends."""
+
+    def source(s: Source) -> dict:
+        return {"number": s.number, "path": s.path, "line_start": s.line_start, "line_end": s.line_end,
+                "page": s.page, "heading": s.heading, "support": round(s.support, 3),
+                "similarity": round(s.similarity, 4), "text": s.text}
+
+    return {
+        "question": answer.question,
+        "answer": answer.text,
+        "kind": answer.kind,
+        "abstained": answer.abstained,
+        "reason": answer.reason,
+        "model_answer": answer.model_text,
+        "verified": answer.verified,
+        "sources": [source(s) for s in answer.citations],
+        "context": [source(s) for s in answer.context],
+        "dropped": [{"rank": d.index + 1, "reason": d.reason} for d in answer.dropped],
+        "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in answer.timings.__dict__.items()},
+    }

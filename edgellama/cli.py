@@ -105,39 +105,55 @@ def index(
         typer.echo(f"  skipped {_show_path(skipped.path)}: {skipped.reason}")
 
 
+NoDaemonOption = Annotated[bool, typer.Option("--no-daemon", help="Work in-process even if a daemon runs.")]
+
+
+def _daemon(settings: Settings, no_daemon: bool):
+    """The running daemon serving this database, or None: then the command works in-process."""
+    if no_daemon:
+        return None
+    from .client import connect
+
+    client = connect(settings.socket)
+    if client is None:
+        return None
+    health = client.wait_ready()
+    return client if health.get("db") == str(settings.db) else None
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     top_k: TopKOption = None,
     mode: Annotated[str, typer.Option(help="hybrid, bm25 or dense.")] = "hybrid",
     db: DbOption = None,
+    no_daemon: NoDaemonOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Show the chunks that best match QUERY, with file:lines."""
-    from .retrieve import search as run_search
-
     if mode not in ("hybrid", "bm25", "dense"):
         raise typer.BadParameter("mode must be hybrid, bm25 or dense", param_hint="--mode")
     settings = _settings(db=db, top_k=top_k)
-    with _open_store(settings) as store:
-        results = run_search(store=store, embedder=_embedder(settings), query=query, k=settings.top_k, mode=mode)
+    client = _daemon(settings, no_daemon)
+    if client is not None:
+        results = client.request("POST", "/search", {"query": query, "k": settings.top_k, "mode": mode})["results"]
+    else:
+        from .retrieve import scored_chunk_to_dict, search as run_search
+
+        with _open_store(settings) as store:
+            found = run_search(store=store, embedder=_embedder(settings), query=query, k=settings.top_k, mode=mode)
+        results = [scored_chunk_to_dict(r) for r in found]
     if as_json:
-        _print_json([
-            {"path": r.chunk.path, "line_start": r.chunk.line_start, "line_end": r.chunk.line_end,
-             "page": r.chunk.page, "heading": r.chunk.context, "score": r.score, "similarity": r.similarity,
-             "bm25_rank": r.bm25_rank, "dense_rank": r.dense_rank, "text": r.chunk.text}
-            for r in results
-        ])
+        _print_json(results)
         return
     if not results:
         typer.echo("No matches.")
     for n, r in enumerate(results, start=1):
-        c = r.chunk
-        lines = f"{c.line_start}-{c.line_end}" + (f" page {c.page}" if c.page else "")
-        typer.echo(f"{n}. {_show_path(c.path)}:{lines}  score {r.score:.4f}  similarity {r.similarity:.2f}")
-        if c.context:
-            typer.echo(f"   {c.context}")
-        snippet = " ".join(c.text.split())
+        lines = f"{r['line_start']}-{r['line_end']}" + (f" page {r['page']}" if r["page"] else "")
+        typer.echo(f"{n}. {_show_path(r['path'])}:{lines}  score {r['score']:.4f}  similarity {r['similarity']:.2f}")
+        if r["heading"]:
+            typer.echo(f"   {r['heading']}")
+        snippet = " ".join(r["text"].split())
         typer.echo(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
 
 
@@ -150,107 +166,149 @@ def ask(
     model: Annotated[Optional[Path], typer.Option(help="A GGUF model file [env EDGELLAMA_MODEL].")] = None,
     prompt_style: Annotated[Optional[str], typer.Option(help="completion or chat.")] = None,
     db: DbOption = None,
+    no_daemon: NoDaemonOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Answer QUESTION from the indexed documents, streaming, then list the sources."""
-    from .answer import ask as run_ask
-    from .generate import load_generator
-
     settings = _settings(db=db, top_k=top_k, max_tokens=max_tokens, context_tokens=context_tokens,
                          model=model, prompt_style=prompt_style)
-
-    def generator():
-        return load_generator(model=settings.model, models_dir=settings.models_dir,
-                              requantize_bundled=settings.requantize, threads=settings.threads,
-                              n_ctx=settings.n_ctx)
 
     def stream(piece: str) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
-    with _open_store(settings) as store:
-        answer = run_ask(
-            question=question, store=store, embedder=_embedder(settings), generator=generator,
-            top_k=settings.top_k, context_tokens=settings.context_tokens, max_tokens=settings.max_tokens,
-            min_relevance=settings.min_relevance, style=settings.prompt_style,
-            on_token=None if as_json else stream,
-        )
+    # A daemon has its own model and prompt style: a flag that picks another one works in-process.
+    client = None if model or prompt_style else _daemon(settings, no_daemon)
+    if client is not None:
+        answer = None
+        body = {"question": question, "top_k": settings.top_k, "max_tokens": settings.max_tokens,
+                "context_tokens": settings.context_tokens, "stream": True}
+        for event, data in client.events("/ask", body):
+            if event == "token" and not as_json:
+                stream(data["text"])
+            elif event == "answer":
+                answer = data
+            elif event == "error":
+                from .client import DaemonError
+
+                raise DaemonError(data["error"]["message"])
+        if answer is None:
+            raise EdgeLlamaError("the daemon ended the answer early")
+    else:
+        from .answer import answer_to_dict, ask as run_ask
+        from .generate import load_generator
+
+        def generator():
+            return load_generator(model=settings.model, models_dir=settings.models_dir,
+                                  requantize_bundled=settings.requantize, threads=settings.threads,
+                                  n_ctx=settings.n_ctx)
+
+        with _open_store(settings) as store:
+            answer = answer_to_dict(run_ask(
+                question=question, store=store, embedder=_embedder(settings), generator=generator,
+                top_k=settings.top_k, context_tokens=settings.context_tokens, max_tokens=settings.max_tokens,
+                min_relevance=settings.min_relevance, style=settings.prompt_style,
+                on_token=None if as_json else stream,
+            ))
     if as_json:
-        _print_json(answer_json(answer))
+        _print_json(answer)
         return
-    streamed = answer.timings.completion_tokens > 0
-    if answer.kind == "abstain":
-        typer.echo(answer.text)
-    elif answer.kind == "quote":
+    streamed = answer["timings"]["completion_tokens"] > 0
+    if answer["kind"] == "abstain":
+        typer.echo(answer["answer"])
+    elif answer["kind"] == "quote":
         if streamed:
             typer.echo("\n(no passage supports that answer)")
-        typer.echo(f'The documents do not say it in so many words. Closest passage: "{answer.text}"')
+        typer.echo(f'The documents do not say it in so many words. Closest passage: "{answer["answer"]}"')
     else:
         typer.echo("")
-    if answer.citations:
+    if answer["sources"]:
         typer.echo("Sources:")
-        for s in answer.citations:
-            typer.echo(f"  {_show_path(s.path)}:{_lines(s)}  ({s.heading})")
-    for d in answer.dropped:
-        typer.echo(f"note: passage {d.index + 1} was {d.reason}", err=True)
+        for s in answer["sources"]:
+            typer.echo(f"  {_show_path(s['path'])}:{_lines(s)}  ({s['heading']})")
+    for d in answer["dropped"]:
+        typer.echo(f"note: passage {d['rank']} was {d['reason']}", err=True)
 
 
-def _lines(s) -> str:
-    lines = f"{s.line_start}" if s.line_start == s.line_end else f"{s.line_start}-{s.line_end}"
-    return lines + (f" (page {s.page})" if s.page else "")
-
-
-def answer_json(answer) -> dict:
-    def source(s) -> dict:
-        return {"number": s.number, "path": s.path, "line_start": s.line_start, "line_end": s.line_end,
-                "page": s.page, "heading": s.heading, "support": round(s.support, 3),
-                "similarity": round(s.similarity, 4), "text": s.text}
-
-    return {
-        "question": answer.question,
-        "answer": answer.text,
-        "kind": answer.kind,
-        "abstained": answer.abstained,
-        "reason": answer.reason,
-        "model_answer": answer.model_text,
-        "verified": answer.verified,
-        "sources": [source(s) for s in answer.citations],
-        "context": [source(s) for s in answer.context],
-        "dropped": [{"rank": d.index + 1, "reason": d.reason} for d in answer.dropped],
-        "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in answer.timings.__dict__.items()},
-    }
+def _lines(s: dict) -> str:
+    lines = f"{s['line_start']}" if s["line_start"] == s["line_end"] else f"{s['line_start']}-{s['line_end']}"
+    return lines + (f" (page {s['page']})" if s["page"] else "")
 
 
 @app.command()
 def status(
     errors: Annotated[bool, typer.Option("--errors", help="List every skipped file with its reason.")] = False,
     db: DbOption = None,
+    no_daemon: NoDaemonOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Documents, chunks, skipped files, models and database size."""
-    from .generate import describe_model
-
+    """Documents, chunks, skipped files, models, database size, and the daemon if one runs."""
     settings = _settings(db=db)
-    with _open_store(settings) as store:
-        stats = store.stats()
-        skipped = store.skipped()
-    model = describe_model(model=settings.model, models_dir=settings.models_dir,
-                           requantize_bundled=settings.requantize)
-    embed_model = str(settings.embed_model) if settings.embed_model else "bundled all-MiniLM-L6-v2"
+    client = None if no_daemon else _daemon_any_state(settings)
+    if client is not None:
+        report = client.request("GET", "/status")
+    else:
+        from .status import status_report
+
+        with _open_store(settings) as store:
+            report = status_report(settings=settings, store=store)
     if as_json:
-        _print_json({**stats.__dict__, "db": str(settings.db), "model": model, "embed_model": embed_model,
-                     "skipped_files": [{"path": p, "reason": r} for p, r in skipped]})
+        _print_json(report)
         return
-    typer.echo(f"database     {settings.db} ({stats.db_bytes / 1e6:.1f} MB, schema {stats.schema_version})")
-    typer.echo(f"documents    {stats.documents} indexed, {stats.skipped} skipped")
-    typer.echo(f"chunks       {stats.chunks} ({stats.embeddings} embeddings)")
-    typer.echo(f"model        {model}")
-    typer.echo(f"embedder     {embed_model}")
+    skipped = report["skipped_files"]
+    typer.echo(f"database     {report['db']} ({report['db_bytes'] / 1e6:.1f} MB, schema {report['schema_version']})")
+    typer.echo(f"documents    {report['documents']} indexed, {report['skipped']} skipped")
+    typer.echo(f"chunks       {report['chunks']} ({report['embeddings']} embeddings)")
+    typer.echo(f"model        {report['model']}")
+    typer.echo(f"embedder     {report['embed_model']}")
+    daemon = report.get("daemon")
+    if daemon:
+        watcher = daemon["watcher"] or {}
+        typer.echo(f"daemon       pid {daemon['pid']} on {daemon['socket']}, {'ready' if daemon['ready'] else daemon['stage']}, "
+                   f"up {daemon['uptime_seconds']:.0f} s, queue {daemon['queue']['active']}/{daemon['queue']['max_queue'] + 1}")
+        if watcher:
+            typer.echo(f"watching     {', '.join(watcher['folders']) or '(no folders)'}: {watcher['pending']} pending, "
+                       f"{'indexing' if watcher['indexing'] else 'idle'}, {watcher['runs']} runs")
+            for message in watcher["errors"]:
+                typer.echo(f"  error: {message}")
+    else:
+        typer.echo("daemon       not running")
     shown = skipped if errors else skipped[:5]
-    for path, reason in shown:
-        typer.echo(f"  skipped {_show_path(path)}: {reason}")
+    for item in shown:
+        typer.echo(f"  skipped {_show_path(item['path'])}: {item['reason']}")
     if len(skipped) > len(shown):
         typer.echo(f"  … {len(skipped) - len(shown)} more: edgellama status --errors")
+
+
+def _daemon_any_state(settings: Settings):
+    """The daemon on our socket even while it loads (status works then), if it serves our database."""
+    from .client import connect
+
+    client = connect(settings.socket)
+    if client is None:
+        return None
+    report_db = client.request("GET", "/status").get("db")
+    return client if report_db == str(settings.db) else None
+
+
+@app.command()
+def serve(
+    folders: Annotated[Optional[list[Path]], typer.Option("--folder", help="Watch and index this folder (repeatable) [config: folders].")] = None,
+    socket_path: Annotated[Optional[Path], typer.Option("--socket", help="UNIX socket to listen on [env EDGELLAMA_SOCKET].")] = None,
+    db: DbOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
+) -> None:
+    """Run the daemon: warm models, live index of the folders, HTTP API on a UNIX socket."""
+    import logging
+
+    from .daemon import serve as run_daemon
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("watchdog", "sentence_transformers", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    flags = {"folders": [str(f) for f in folders] if folders else None, "socket": socket_path, "db": db}
+    raise typer.Exit(run_daemon(flags=flags))
 
 
 @app.command("config")

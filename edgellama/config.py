@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "resolve_settings", "config_file_path", "data_dir", "physical_cores", "SETTING_HELP"]
+__all__ = ["Settings", "resolve_settings", "config_file_path", "data_dir", "runtime_dir", "parse_loopback", "physical_cores", "SETTING_HELP"]
 
 PROMPT_STYLES = ("completion", "chat")
 
@@ -42,10 +42,37 @@ def physical_cores() -> int:
     return os.cpu_count() or 1
 
 
+def parse_loopback(value: str, origin: str = "setting") -> tuple[str, int]:
+    """``host:port`` of the optional TCP listener; anything but a loopback address is refused."""
+    import ipaddress
+
+    host, _, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    try:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ConfigError(f"tcp_listen from {origin}: {host} is not a loopback address; "
+                              "the daemon only listens on 127.0.0.1 or ::1")
+        number = int(port)
+        if not 0 < number < 65536:
+            raise ValueError(port)
+    except ValueError:
+        raise ConfigError(f"tcp_listen from {origin}: expected host:port such as 127.0.0.1:8088, got {value!r}") from None
+    return host, number
+
+
 def data_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "edgellama"
+
+
+def runtime_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where the daemon's socket lives: ``$XDG_RUNTIME_DIR/edgellama`` (``/run/edgellama`` under
+    the system unit), else the data dir."""
+    env = os.environ if env is None else env
+    if env.get("XDG_RUNTIME_DIR"):
+        return Path(env["XDG_RUNTIME_DIR"]) / "edgellama"
+    return data_dir(env)
 
 
 def config_file_path(env: Mapping[str, str] | None = None) -> Path:
@@ -74,6 +101,13 @@ class Settings:
     min_relevance: float
     prompt_style: str
     requantize: bool
+    folders: tuple[Path, ...]
+    socket: Path
+    max_queue: int
+    settle_seconds: float
+    reconcile_seconds: float
+    tcp_listen: str
+    token_file: Path | None
     data_dir: Path
     config_file: Path
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -102,6 +136,13 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
     "min_relevance": (float, "below this score of the best passage (cosine + 0.3 x word overlap), ask says the documents do not say"),
     "prompt_style": (str, "completion (one-shot Context/Question/Answer) or chat (the GGUF chat template)"),
     "requantize": (bool, "requantize the bundled model to Q4_0 on first use"),
+    "folders": (list, "folders the daemon watches and keeps indexed (env: separated by ':')"),
+    "socket": (Path, "the daemon's UNIX socket"),
+    "max_queue": (int, "requests waiting for the model beyond the one running; more get 503"),
+    "settle_seconds": (float, "quiet time after a file event before the daemon indexes the file"),
+    "reconcile_seconds": (float, "interval of the daemon's full rescan that repairs missed events"),
+    "tcp_listen": (str, "optional loopback TCP listener, host:port (empty: none); needs token_file"),
+    "token_file": (Path, "file holding the bearer token the TCP listener requires (mode 0600)"),
 }
 
 
@@ -121,6 +162,13 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "min_relevance": 0.55,
         "prompt_style": "completion",
         "requantize": True,
+        "folders": (),
+        "socket": runtime_dir(env) / "edgellama.sock",
+        "max_queue": 4,
+        "settle_seconds": 1.0,
+        "reconcile_seconds": 300.0,
+        "tcp_listen": "",
+        "token_file": None,
     }
 
 
@@ -131,6 +179,11 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             if value is None or value == "":
                 return None
             return Path(str(value)).expanduser()
+        if kind is list:
+            items = value.split(os.pathsep) if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)):
+                raise ValueError(value)
+            return tuple(Path(str(item)).expanduser() for item in items if str(item).strip())
         if kind is bool:
             if isinstance(value, bool):
                 return value
@@ -150,12 +203,14 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             number = str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"setting {key!r} from {origin}: expected {kind.__name__}, got {value!r}") from None
+    if key == "tcp_listen" and number:
+        parse_loopback(number, origin)
     if key == "prompt_style" and number not in PROMPT_STYLES:
         raise ConfigError(f"setting 'prompt_style' from {origin}: expected one of {', '.join(PROMPT_STYLES)}")
-    if kind in (int, float) and key not in ("min_relevance", "chunk_overlap") and number <= 0:
+    if kind in (int, float) and key not in ("min_relevance", "chunk_overlap", "max_queue") and number <= 0:
         raise ConfigError(f"setting {key!r} from {origin}: must be positive, got {value!r}")
-    if key == "chunk_overlap" and number < 0:
-        raise ConfigError(f"setting 'chunk_overlap' from {origin}: must not be negative")
+    if key in ("chunk_overlap", "max_queue") and number < 0:
+        raise ConfigError(f"setting {key!r} from {origin}: must not be negative")
     return number
 
 
@@ -195,8 +250,13 @@ def resolve_settings(
             raise ConfigError(f"unknown setting {key!r}")
         values[key] = _coerce(key, raw, "flag")
         origins[key] = "flag"
-    if values["db"] is None:
-        values["db"] = data_dir(env) / "edgellama.db"
+    for key, fallback in (("db", data_dir(env) / "edgellama.db"), ("socket", runtime_dir(env) / "edgellama.sock")):
+        if values[key] is None:
+            values[key] = fallback
+    if values["tcp_listen"] and values["token_file"] is None:
+        raise ConfigError("tcp_listen needs token_file: the TCP listener only serves requests with the bearer token")
+    if len(os.fsencode(values["socket"])) > 107:
+        raise ConfigError(f"socket path is too long for a UNIX socket (107 bytes at most): {values['socket']}")
     if values["chunk_overlap"] >= values["chunk_tokens"]:
         raise ConfigError("chunk_overlap must be smaller than chunk_tokens")
     return Settings(**values, data_dir=data_dir(env), config_file=cfg_path, origins=origins)

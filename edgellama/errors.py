@@ -11,6 +11,8 @@ __all__ = [
     "StoreError",
     "ModelError",
     "SourceError",
+    "RequestError",
+    "BusyError",
 ]
 
 
@@ -18,12 +20,34 @@ class EdgeLlamaError(Exception):
     """Base class: ``str(err)`` is the one-line message shown to the user."""
 
     exit_code: int = 1
+    http_status: int = 500  # what the daemon answers when this reaches a request
 
 
 class ConfigError(EdgeLlamaError):
     """A setting has a bad value, or the config file cannot be parsed."""
 
     exit_code = 2
+    http_status = 400
+
+
+class RequestError(EdgeLlamaError):
+    """A request to the daemon is malformed or too large."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, http_status: int = 400):
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class BusyError(EdgeLlamaError):
+    """The daemon's queue is full: try again after ``retry_after`` seconds."""
+
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StoreError(EdgeLlamaError):

@@ -164,9 +164,15 @@ def index_paths(
     chunk_overlap: int,
     max_file_bytes: int,
     on_progress: Callable[[IndexProgress], None] | None = None,
+    missing_ok: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> IndexStats:
     """Bring the index in line with ``paths`` (files or folders): add new files, re-index changed
-    ones, drop documents under these paths whose files are gone. Safe to run again at any time."""
+    ones, drop documents under these paths whose files are gone. Safe to run again at any time.
+
+    ``missing_ok``: a path that neither exists nor was indexed is passed over (the watcher's case:
+    a file created and deleted before it settled). ``should_stop`` is asked after every file; when
+    it says yes, what was read so far is written and the run ends early, consistent."""
     started = time.perf_counter()
     limit = getattr(embedder, "max_input_tokens", 512)
     if chunk_tokens + CONTEXT_TOKENS + 2 > limit:
@@ -177,7 +183,7 @@ def index_paths(
     roots = [os.path.abspath(p) for p in paths]
     known = store.documents()
     for root, given in zip(roots, paths):
-        if not os.path.lexists(root) and not any(_under(p, [root]) for p in known):
+        if not missing_ok and not os.path.lexists(root) and not any(_under(p, [root]) for p in known):
             raise EdgeLlamaError(f"path not found: {given}")
     candidates: list[Path] = []
     run = _Run()
@@ -196,7 +202,11 @@ def index_paths(
         _write_pending(store, embedder, pending, run)
         pending.clear()
 
+    stopped = False
     for done, path in enumerate(candidates, start=1):
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
         key = str(path)
         seen.add(key)
         item = _prepare(store, embedder, path, key, known.get(key), run,
@@ -208,8 +218,9 @@ def index_paths(
         if on_progress:
             on_progress(IndexProgress(done=done, total=len(candidates), path=key))
     flush()
-    gone = [p for p in known if _under(p, roots) and p not in seen]
-    run.removed = store.remove_documents(gone)
+    if not stopped:  # an early stop has not seen every file: removing the unseen would be wrong
+        gone = [p for p in known if _under(p, roots) and p not in seen]
+        run.removed = store.remove_documents(gone)
     store.delete_orphan_embeddings()
     return IndexStats(
         added=run.added, changed=run.changed, unchanged=run.unchanged, removed=run.removed,

@@ -4,6 +4,7 @@ fused by reciprocal rank. Returns scored chunks; never generates or prints.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -11,7 +12,7 @@ from typing import Literal
 from .embed import Embedder
 from .store import ChunkRecord, Store
 
-__all__ = ["ScoredChunk", "Sentence", "search", "best_sentences", "fts_query", "content_words", "SearchMode"]
+__all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "fts_query", "content_words", "SearchMode"]
 
 SearchMode = Literal["hybrid", "bm25", "dense"]
 
@@ -31,6 +32,14 @@ class ScoredChunk:
     similarity: float  # cosine similarity of chunk and question, -1..1
     bm25_rank: int | None  # 1-based, None when the chunk had no keyword match
     dense_rank: int | None
+
+
+def scored_chunk_to_dict(found: ScoredChunk) -> dict:
+    """The JSON form of a search hit: what ``search --json`` prints and what the daemon sends."""
+    c = found.chunk
+    return {"path": c.path, "line_start": c.line_start, "line_end": c.line_end, "page": c.page,
+            "heading": c.context, "score": found.score, "similarity": found.similarity,
+            "bm25_rank": found.bm25_rank, "dense_rank": found.dense_rank, "text": c.text}
 
 
 @dataclass(frozen=True)
@@ -88,8 +97,12 @@ def search(
     for ranked in (bm25_ranked, dense_ranked):
         for rank, cid in enumerate(ranked, start=1):
             fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank)
-    best = sorted(fused, key=lambda cid: (-fused[cid], -sims[position[cid]]))[:k]
-    records = store.chunks(best)
+    ranked = sorted(fused, key=lambda cid: (-fused[cid], -sims[position[cid]]))
+    records = store.chunks(ranked[: k * 3])
+    # A file deleted since it was indexed is never cited, even before the next index run sees it.
+    exists: dict[str, bool] = {}
+    best = [cid for cid in ranked[: k * 3]
+            if cid in records and exists.setdefault(records[cid].path, os.path.exists(records[cid].path))][:k]
     bm25_pos = {cid: r for r, cid in enumerate(bm25_ranked, start=1)}
     dense_pos = {cid: r for r, cid in enumerate(dense_ranked, start=1)}
     return [

@@ -214,6 +214,8 @@ class Store:
         return row[0] or 0
 
     def migrate(self) -> None:
+        if self.schema_version() == SCHEMA_VERSION:
+            return  # the common case: no write lock taken, so readers open fast beside a writer
         with self.transaction():
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,10 +20,14 @@ def isolated_home(tmp_path, monkeypatch):
     """No test reads or writes the user's real config or data."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    # Never the user's running daemon; and a short path, as a socket's path must fit in 107 bytes.
+    runtime = tempfile.mkdtemp(prefix="el-run-")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
     for key in list(os.environ):
-        if key.startswith("EDGELLAMA_"):
+        if key.startswith("EDGELLAMA_") or key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             monkeypatch.delenv(key)
-    return tmp_path
+    yield tmp_path
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

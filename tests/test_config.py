@@ -47,8 +47,28 @@ def test_unknown_key_in_file_is_reported(tmp_path):
 def test_config_command_shows_origins(tmp_path):
     result = run_cli("config", env={"EDGELLAMA_TOP_K": "9"})
     assert result.returncode == 0, result.stderr
-    assert "top_k          = 9    # env EDGELLAMA_TOP_K" in result.stdout
-    assert "n_ctx          = 4096    # default" in result.stdout
+    lines = {line.split("=")[0].strip(): line.split("=", 1)[1].strip() for line in result.stdout.splitlines()
+             if not line.startswith("#")}
+    assert lines["top_k"] == "9    # env EDGELLAMA_TOP_K"
+    assert lines["n_ctx"] == "4096    # default"
+
+
+def test_folders_from_file_and_environment(tmp_path):
+    cfg = tmp_path / "edgellama" / "config.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('folders = ["/srv/docs", "~/notes"]\n')
+    settings = resolve_settings(env={"XDG_CONFIG_HOME": str(tmp_path), "HOME": "/home/u"})
+    assert settings.folders == (Path("/srv/docs"), Path("~/notes").expanduser())
+    settings = resolve_settings(env={"XDG_CONFIG_HOME": str(tmp_path), "EDGELLAMA_FOLDERS": "/a:/b"})
+    assert settings.folders == (Path("/a"), Path("/b"))
+    assert settings.origins["folders"] == "env EDGELLAMA_FOLDERS"
+
+
+def test_socket_lives_in_the_runtime_dir(tmp_path):
+    settings = resolve_settings(env={"XDG_CONFIG_HOME": str(tmp_path), "XDG_RUNTIME_DIR": "/run/user/7"})
+    assert settings.socket == Path("/run/user/7/edgellama/edgellama.sock")
+    with pytest.raises(ConfigError, match="too long"):
+        resolve_settings(env={"XDG_CONFIG_HOME": str(tmp_path), "EDGELLAMA_SOCKET": "/x" * 60})
 
 
 def test_broken_config_file_is_one_line_and_exit_2(tmp_path):

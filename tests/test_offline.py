@@ -77,3 +77,38 @@ def test_index_and_ask_inside_a_network_namespace_with_no_network(tmp_path, shar
     assert answer.returncode == 0, answer.stderr
     data = json.loads(answer.stdout)
     assert data["answer"] == "210 kWh" and data["sources"][0]["path"].endswith("power.md")
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(not _unshare_works(), reason="unshare -n is not permitted here (needs CAP_SYS_ADMIN)")
+def test_the_daemon_serves_inside_a_network_namespace(tmp_path, shared_data):
+    import os
+    import tempfile
+    import time
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(CORPUS / "station" / "power.md", docs)
+    runtime = tempfile.mkdtemp(prefix="el-ns-")
+    env = {**os.environ, "XDG_DATA_HOME": str(shared_data), "EDGELLAMA_DB": str(tmp_path / "ns.db"),
+           "XDG_RUNTIME_DIR": runtime}
+    daemon = subprocess.Popen(["unshare", "-n", sys.executable, "-m", "edgellama", "serve", "--folder", str(docs)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        sock = f"{runtime}/edgellama/edgellama.sock"
+        deadline = time.monotonic() + 180
+        answer = None
+        while time.monotonic() < deadline and daemon.poll() is None:
+            # A path socket is reachable from outside the namespace: the client runs out here.
+            result = run_cli("ask", "--json", "How much energy can the battery bank store?", env=env)
+            if result.returncode == 0 and json.loads(result.stdout)["sources"]:
+                answer = json.loads(result.stdout)
+                break
+            time.sleep(1)
+        assert answer is not None, daemon.stdout.read() if daemon.poll() is not None else "no answer in time"
+        assert "210" in answer["answer"] and answer["sources"][0]["path"].endswith("power.md")
+        assert os.path.exists(sock)
+    finally:
+        daemon.terminate()
+        assert daemon.wait(timeout=30) == 0
+        shutil.rmtree(runtime, ignore_errors=True)

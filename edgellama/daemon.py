@@ -1,0 +1,483 @@
+"""The daemon's process lifecycle: bind the socket, load the models once, start the indexing thread,
+tell systemd (READY, STATUS, WATCHDOG, STOPPING), handle SIGTERM and SIGHUP, shut down cleanly.
+
+``Engine`` holds what requests share (models, reader connections, queue, metrics); the HTTP layer
+is ``server.py`` and the live index is ``watch.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from .config import Settings, parse_loopback, resolve_settings
+from .errors import EdgeLlamaError, RequestError
+from .server import Admission, LoopbackHTTPServer, Metrics, UnixHTTPServer, read_token
+
+__all__ = ["Engine", "Priority", "SharedEmbedder", "sd_notify", "serve"]
+
+log = logging.getLogger("edgellama.daemon")
+
+
+def sd_notify(message: str) -> bool:
+    """Send ``message`` to systemd's notification socket, if there is one (stdlib only)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # an abstract socket
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        return True
+    except OSError as err:
+        log.warning("cannot notify systemd at %s: %s", address, err)
+        return False
+
+
+class Priority:
+    """Queries first: while any query runs, background work waits at its next checkpoint."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+
+    @contextmanager
+    def foreground(self) -> Iterator[None]:
+        with self._cond:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def wait_idle(self) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._active == 0)
+
+
+class SharedEmbedder:
+    """One embedding model for queries and the indexer. The model is used by one thread at a time
+    (its tokenizer is not thread-safe); the indexer embeds in batches of ``background_batch`` and
+    lets every waiting query go first, so a query waits at most for one small batch."""
+
+    def __init__(self, inner, *, priority: Priority, background_batch: int = 8):
+        self.inner = inner
+        self.priority = priority
+        self.background_batch = background_batch
+        self._lock = threading.Lock()
+        self.name = inner.name
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.inner.max_input_tokens
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def embed(self, texts: Sequence[str]):
+        with self.priority.foreground(), self._lock:
+            return self.inner.embed(texts)
+
+    def embed_background(self, texts: Sequence[str]):
+        import numpy as np
+
+        parts = []
+        for start in range(0, len(texts), self.background_batch):
+            self.priority.wait_idle()
+            with self._lock:
+                parts.append(self.inner.embed(list(texts[start:start + self.background_batch])))
+        return np.concatenate(parts) if parts else self.inner.embed([])
+
+    def background(self) -> "_BackgroundEmbedder":
+        return _BackgroundEmbedder(self)
+
+
+class _BackgroundEmbedder:
+    """The indexer's view of the shared embedder (the same ``Embedder`` protocol)."""
+
+    def __init__(self, shared: SharedEmbedder):
+        self._shared = shared
+        self.name = shared.name
+
+    dim = property(lambda self: self._shared.dim)
+    max_input_tokens = property(lambda self: self._shared.max_input_tokens)
+
+    def count_tokens(self, text: str) -> int:
+        return self._shared.count_tokens(text)
+
+    def embed(self, texts: Sequence[str]):
+        return self._shared.embed_background(texts)
+
+
+class _InFlight:
+    """Counts requests being handled, so shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.count = 0
+
+    def __enter__(self) -> None:
+        with self._cond:
+            self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self.count -= 1
+            self._cond.notify_all()
+
+    def wait_zero(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.count == 0, timeout=timeout)
+
+
+def _groups_of(pid: int) -> set[int]:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Groups:"):
+                return {int(g) for g in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return set()
+
+
+class Engine:
+    """What every request shares: settings, the warm models, reader connections, the queue."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.ready = False
+        self.stopping = False
+        self.stage = "starting"
+        self.started_at = time.time()
+        self.admission = Admission(max_queue=settings.max_queue)
+        self.metrics = Metrics()
+        self.priority = Priority()
+        self.requests = _InFlight()
+        self.embedder: SharedEmbedder | None = None
+        self.generator = None
+        self.worker = None
+        self._readers: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._uid, self._gid = os.getuid(), os.getgid()
+
+    # -- loading --------------------------------------------------------------------------------
+
+    def load(self, *, on_stage: Callable[[str], None]) -> None:
+        from .embed import load_embedder
+        from .generate import load_generator
+
+        s = self.settings
+
+        def stage(name: str) -> None:
+            self.stage = name
+            on_stage(name)
+
+        stage("opening the database")
+        self.open_store().close()  # creates and migrates it once, before any reader opens it
+        stage("loading the embedding model")
+        embedder = load_embedder(s.embed_model, threads=s.threads)
+        embedder.embed(["warm up"])
+        self.embedder = SharedEmbedder(embedder, priority=self.priority)
+        stage("loading the language model")
+        generator = load_generator(model=s.model, models_dir=s.models_dir, requantize_bundled=s.requantize,
+                                   threads=s.threads, n_ctx=s.n_ctx)
+        generator.llama  # noqa: B018 - load the weights now, not on the first question
+        self.generator = generator
+
+    def open_store(self):
+        from .store import Store
+
+        return Store.open(self.settings.db, create=True)
+
+    @contextmanager
+    def reader(self) -> Iterator[Any]:
+        try:
+            store = self._readers.get_nowait()
+        except queue.Empty:
+            store = self.open_store()
+        try:
+            yield store
+        finally:
+            self._readers.put(store)
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._readers.get_nowait().close()
+            except queue.Empty:
+                break
+        if self.generator is not None:
+            self.generator.close()
+
+    # -- work -----------------------------------------------------------------------------------
+
+    def search(self, *, query: str, k: int, mode: str):
+        from .retrieve import search
+
+        with self.priority.foreground(), self.reader() as store:
+            return search(store=store, embedder=self.embedder, query=query, k=k, mode=mode)
+
+    def ask(self, *, question: str, top_k: int | None = None, max_tokens: int | None = None,
+            context_tokens: int | None = None, on_token: Callable[[str], None] | None = None):
+        from .answer import ask
+
+        s = self.settings
+        with self.priority.foreground(), self.reader() as store:
+            answer = ask(
+                question=question, store=store, embedder=self.embedder, generator=self.generator,
+                top_k=top_k or s.top_k, context_tokens=context_tokens or s.context_tokens,
+                max_tokens=max_tokens or s.max_tokens, min_relevance=s.min_relevance, style=s.prompt_style,
+                on_token=on_token,
+            )
+        t = answer.timings
+        self.metrics.generation(prompt_tokens=t.prompt_tokens, tokens=t.completion_tokens,
+                                seconds=t.total_seconds - t.retrieve_seconds, tokens_per_second=t.tokens_per_second)
+        return answer
+
+    def embed(self, texts: list[str]):
+        return self.embedder.embed(texts)
+
+    def check_chat_fits(self, messages: list[dict], *, max_tokens: int) -> None:
+        for m in messages:
+            if not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str):
+                raise RequestError("each message needs a string 'role' and a string 'content'")
+        # Each message costs its text plus a few template tokens (ChatML: <|im_start|>role\n ... <|im_end|>\n).
+        needed = sum(self.generator.count_tokens(m["content"]) + 6 for m in messages) + max_tokens
+        if needed > self.generator.n_ctx:
+            raise RequestError(f"the conversation needs about {needed} tokens with max_tokens {max_tokens}; "
+                               f"the model's context is {self.generator.n_ctx}", http_status=413)
+
+    def chat(self, messages: list[dict], *, max_tokens: int, on_token: Callable[[str], None] | None):
+        with self.priority.foreground():
+            pieces = []
+            for piece in self.generator.stream_chat(messages, max_tokens=max_tokens):
+                pieces.append(piece)
+                if on_token:
+                    on_token(piece)
+        stats = self.generator.last_stats
+        if stats:
+            self.metrics.generation(prompt_tokens=stats.prompt_tokens, tokens=stats.completion_tokens,
+                                    seconds=stats.prompt_seconds + stats.completion_seconds,
+                                    tokens_per_second=stats.tokens_per_second)
+        usage = {"prompt_tokens": stats.prompt_tokens if stats else 0,
+                 "completion_tokens": stats.completion_tokens if stats else len(pieces)}
+        return "".join(pieces).strip(), usage
+
+    # -- reports --------------------------------------------------------------------------------
+
+    def peer_allowed(self, pid: int, uid: int, gid: int) -> bool:
+        """Root, the daemon's own user, and members of its group may connect."""
+        return uid in (0, self._uid) or gid == self._gid or self._gid in _groups_of(pid)
+
+    def daemon_state(self) -> dict:
+        return {
+            "pid": os.getpid(), "socket": str(self.settings.socket), "ready": self.ready, "stage": self.stage,
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "queue": {"active": self.admission.active, "max_queue": self.admission.max_queue},
+            "watcher": asdict(self.worker.state) if self.worker else None,
+            "indexer_alive": bool(self.worker and self.worker.alive),
+        }
+
+    def status(self) -> dict:
+        from .status import status_report
+
+        with self.reader() as store:
+            report = status_report(settings=self.settings, store=store)
+        if self.generator is not None:
+            report["model"] = f"{self.generator.model_path} (loaded)"
+        report["daemon"] = self.daemon_state()
+        return report
+
+    def prometheus(self) -> str:
+        with self.reader() as store:
+            stats = store.stats()
+        m = self.metrics
+        state = self.worker.state if self.worker else None
+        lines = ["# HELP edgellama_requests_total HTTP requests by endpoint and status.",
+                 "# TYPE edgellama_requests_total counter"]
+        with m._lock:
+            for (path, code), n in sorted(m.requests.items()):
+                lines.append(f'edgellama_requests_total{{path="{path}",status="{code}"}} {n}')
+            values = [
+                ("generated_tokens_total", "counter", "Tokens generated.", m.tokens),
+                ("prompt_tokens_total", "counter", "Prompt tokens evaluated.", m.prompt_tokens),
+                ("generation_seconds_total", "counter", "Time spent in prompt eval and generation.",
+                 round(m.generation_seconds, 3)),
+                ("tokens_per_second", "gauge", "Generation speed of the last answer.", round(m.last_tokens_per_second, 2)),
+                ("refused_peers_total", "counter", "Connections refused by the peer check.", m.refused_peers),
+            ]
+        values += [
+            ("ready", "gauge", "1 once the models are loaded.", int(self.ready)),
+            ("queue_depth", "gauge", "Generation requests running or waiting.", self.admission.active),
+            ("queue_limit", "gauge", "Requests that may wait beyond the running one.", self.admission.max_queue),
+            ("index_documents", "gauge", "Indexed documents.", stats.documents),
+            ("index_skipped_documents", "gauge", "Files skipped with a recorded reason.", stats.skipped),
+            ("index_chunks", "gauge", "Indexed chunks.", stats.chunks),
+            ("index_bytes", "gauge", "Database size on disk.", stats.db_bytes),
+            ("indexer_pending_paths", "gauge", "Changed paths waiting to settle.", state.pending if state else 0),
+            ("indexer_runs_total", "counter", "Indexing runs (events and rescans).", state.runs if state else 0),
+        ]
+        for name, kind, help_text, value in values:
+            lines += [f"# HELP edgellama_{name} {help_text}", f"# TYPE edgellama_{name} {kind}",
+                      f"edgellama_{name} {value}"]
+        return "\n".join(lines) + "\n"
+
+
+def _prepare_socket(path: Path) -> None:
+    """Make the socket's folder (0750: only the service user and its group get in) and clear a
+    stale socket left by a crash; refuse if another daemon still answers there."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o750)
+        os.chmod(path.parent, 0o750)
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()
+        else:
+            raise EdgeLlamaError(f"another daemon is already serving on {path}")
+        finally:
+            probe.close()
+
+
+def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0) -> int:
+    """Run the daemon until SIGTERM/SIGINT. Returns the exit code (0 after a clean stop)."""
+    from .watch import IndexWorker
+
+    settings = resolve_settings(flags=flags)
+    engine = Engine(settings)
+    stop = threading.Event()
+    reload = threading.Event()
+    _prepare_socket(settings.socket)
+    server = UnixHTTPServer(str(settings.socket), engine)
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                               name="edgellama-http", daemon=True)
+    serving.start()
+    log.info("listening on %s (pid %d)", settings.socket, os.getpid())
+    servers = [server]
+    if settings.tcp_listen:
+        host, port = parse_loopback(settings.tcp_listen)
+        try:
+            tcp = LoopbackHTTPServer(host, port, engine, token=read_token(settings.token_file))
+        except OSError as err:
+            server.shutdown()
+            server.server_close()
+            settings.socket.unlink(missing_ok=True)
+            raise EdgeLlamaError(f"cannot listen on {settings.tcp_listen}: {err.strerror or err}") from None
+        except EdgeLlamaError:
+            server.shutdown()
+            server.server_close()
+            settings.socket.unlink(missing_ok=True)
+            raise
+        threading.Thread(target=tcp.serve_forever, kwargs={"poll_interval": 0.2}, name="edgellama-tcp",
+                         daemon=True).start()
+        servers.append(tcp)
+        log.info("also listening on %s (bearer token required)", settings.tcp_listen)
+
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    try:
+        engine.load(on_stage=lambda name: (log.info("%s", name), sd_notify(f"STATUS={name}")))
+        worker = IndexWorker(
+            open_store=engine.open_store, embedder=engine.embedder.background(), folders=settings.folders,
+            chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
+            max_file_bytes=int(settings.max_file_mb * 1e6), settle_seconds=settings.settle_seconds,
+            reconcile_seconds=settings.reconcile_seconds,
+        )
+        engine.worker = worker
+        if not stop.is_set():
+            worker.start()
+            engine.ready = True
+            engine.stage = "ready"
+            sd_notify(f"READY=1\nSTATUS=ready: watching {len(settings.folders)} folder(s)")
+            log.info("ready: model %s, %d folder(s) watched", engine.generator.name, len(settings.folders))
+        _main_loop(engine, stop, reload, flags)
+    finally:
+        engine.stopping = True
+        engine.ready = False
+        sd_notify("STOPPING=1\nSTATUS=stopping")
+        log.info("stopping")
+        for listener in servers:
+            listener.shutdown()
+            listener.server_close()
+        settings.socket.unlink(missing_ok=True)
+        if not engine.requests.wait_zero(stop_timeout / 2):
+            log.warning("%d request(s) still running at shutdown", engine.requests.count)
+        if engine.worker is not None:
+            engine.worker.stop(timeout=stop_timeout / 2)
+        engine.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("stopped")
+    return 0
+
+
+def _watchdog_interval() -> float | None:
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return int(usec) / 1e6 / 2  # ping at twice the rate systemd expects
+    except ValueError:
+        return None
+
+
+def _main_loop(engine: Engine, stop: threading.Event, reload: threading.Event, flags) -> None:
+    interval = _watchdog_interval()
+    last_status = ""
+    while not stop.is_set():
+        stop.wait(min(interval or 1.0, 1.0))
+        if reload.is_set():
+            reload.clear()
+            _reload(engine, flags)
+        worker = engine.worker
+        if interval and worker is not None and worker.alive:
+            sd_notify("WATCHDOG=1")  # only while the indexing thread lives: a dead one gets us restarted
+        if worker is not None:
+            state = worker.state
+            text = (f"STATUS=ready: {state.pending} change(s) pending, "
+                    f"{'indexing' if state.indexing else 'idle'}, queue {engine.admission.active}")
+            if text != last_status:
+                sd_notify(text)
+                last_status = text
+
+
+def _reload(engine: Engine, flags) -> None:
+    """SIGHUP: read the config again; apply what can change live, keep the loaded models."""
+    try:
+        new = resolve_settings(flags=flags)
+    except EdgeLlamaError as err:
+        log.error("reload failed, keeping the old settings: %s", err)
+        return
+    sd_notify("RELOADING=1")
+    old = engine.settings
+    fixed = [k for k in ("db", "model", "embed_model", "socket", "threads", "n_ctx") if getattr(old, k) != getattr(new, k)]
+    if fixed:
+        log.warning("reload: %s changed; that takes a restart", ", ".join(fixed))
+        new = resolve_settings(flags={**(flags or {}), **{k: getattr(old, k) for k in fixed}})
+    engine.settings = new
+    engine.admission.max_queue = new.max_queue
+    if engine.worker is not None:
+        engine.worker.settle_seconds = new.settle_seconds
+        engine.worker.reconcile_seconds = new.reconcile_seconds
+        engine.worker.set_folders(new.folders)
+    log.info("reloaded: %d folder(s) watched", len(new.folders))
+    sd_notify("READY=1\nSTATUS=ready (reloaded)")

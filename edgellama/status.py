@@ -1,0 +1,25 @@
+"""What ``edgellama status`` reports, as one dict: the same whether the CLI builds it in-process or
+the daemon sends it. Reads the store and describes the models; never loads a model.
+"""
+
+from __future__ import annotations
+
+from .config import Settings
+from .generate import describe_model
+from .store import Store
+
+__all__ = ["status_report"]
+
+
+def status_report(*, settings: Settings, store: Store) -> dict:
+    stats = store.stats()
+    model = describe_model(model=settings.model, models_dir=settings.models_dir,
+                           requantize_bundled=settings.requantize)
+    return {
+        **stats.__dict__,
+        "db": str(settings.db),
+        "model": model,
+        "embed_model": str(settings.embed_model) if settings.embed_model else "bundled all-MiniLM-L6-v2",
+        "skipped_files": [{"path": p, "reason": r} for p, r in store.skipped()],
+        "daemon": None,  # the daemon fills in its own state
+    }
