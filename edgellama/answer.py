@@ -100,14 +100,16 @@ def ask(
     evidence_chunks: int = 3,
     evidence_sentences: int = 4,
     on_token: Callable[[str], None] | None = None,
+    vectors=None,
 ) -> Answer:
     """Answer ``question`` from the index. ``generator`` may be a factory, so a question the
     documents do not cover never loads the model.
 
     The completion style shows the model the ``evidence_sentences`` best sentences of the top
-    ``evidence_chunks`` chunks; the chat style shows whole chunks, numbered."""
+    ``evidence_chunks`` chunks; the chat style shows whole chunks, numbered. ``vectors``: a cached
+    ``VectorMatrix`` (the daemon's), else the vectors are read from the store."""
     started = time.perf_counter()
-    found = search(store=store, embedder=embedder, query=question, k=top_k)
+    found = search(store=store, embedder=embedder, query=question, k=top_k, vectors=vectors)
     picked = best_sentences(query=question, chunks=found[:evidence_chunks], embedder=embedder,
                             limit=evidence_sentences)
     best = picked[0].score if picked else 0.0

@@ -171,6 +171,7 @@ class Engine:
         self.priority = Priority()
         self.requests = _InFlight()
         self.embedder: SharedEmbedder | None = None
+        self.vectors = None  # the one in-memory matrix of chunk vectors, reloaded after commits
         self.generator = None
         self.worker = None
         self._readers: "queue.SimpleQueue" = queue.SimpleQueue()
@@ -190,6 +191,9 @@ class Engine:
 
         stage("opening the database")
         self.open_store().close()  # creates and migrates it once, before any reader opens it
+        from .vectors import VectorCache
+
+        self.vectors = VectorCache(s.db)
         stage("loading the embedding model")
         embedder = load_embedder(s.embed_model, threads=s.threads)
         embedder.embed(["warm up"])
@@ -222,6 +226,8 @@ class Engine:
                 self._readers.get_nowait().close()
             except queue.Empty:
                 break
+        if self.vectors is not None:
+            self.vectors.close()
         if self.generator is not None:
             self.generator.close()
 
@@ -231,7 +237,8 @@ class Engine:
         from .retrieve import search
 
         with self.priority.foreground(), self.reader() as store:
-            return search(store=store, embedder=self.embedder, query=query, k=k, mode=mode)
+            return search(store=store, embedder=self.embedder, query=query, k=k, mode=mode,
+                          vectors=self.vectors.get(model=self.embedder.name))
 
     def ask(self, *, question: str, top_k: int | None = None, max_tokens: int | None = None,
             context_tokens: int | None = None, on_token: Callable[[str], None] | None = None):
@@ -243,7 +250,7 @@ class Engine:
                 question=question, store=store, embedder=self.embedder, generator=self.generator,
                 top_k=top_k or s.top_k, context_tokens=context_tokens or s.context_tokens,
                 max_tokens=max_tokens or s.max_tokens, min_relevance=s.min_relevance, style=s.prompt_style,
-                on_token=on_token,
+                on_token=on_token, vectors=self.vectors.get(model=self.embedder.name),
             )
         t = answer.timings
         self.metrics.generation(prompt_tokens=t.prompt_tokens, tokens=t.completion_tokens,

@@ -7,10 +7,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .embed import Embedder
 from .store import ChunkRecord, Store
+
+if TYPE_CHECKING:
+    from .vectors import VectorMatrix
 
 __all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "fts_query", "content_words", "SearchMode"]
 
@@ -73,22 +76,21 @@ def search(
     mode: SearchMode = "hybrid",
     candidates: int = 50,
     rrf_k: int = 60,
+    vectors: "VectorMatrix | None" = None,
 ) -> list[ScoredChunk]:
-    """The ``k`` best chunks for ``query``."""
-    import numpy as np
+    """The ``k`` best chunks for ``query``. ``vectors``: the daemon's cached matrix (else loaded)."""
+    from .vectors import load_vectors
 
-    ids, blobs, dim = store.chunk_vectors(model=embedder.name)
-    if not ids:
+    matrix = vectors if vectors is not None else load_vectors(store, model=embedder.name)
+    if not len(matrix):
         return []
     qvec = embedder.embed([query])[0]
-    matrix = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(ids), dim)
-    sims = matrix @ qvec
-    position = {chunk_id: i for i, chunk_id in enumerate(ids)}
+    sims = matrix.similarities(qvec)
+    position = matrix.position
 
     dense_ranked: list[int] = []
     if mode in ("hybrid", "dense"):
-        top = np.argsort(-sims)[:candidates]
-        dense_ranked = [ids[i] for i in top]
+        dense_ranked = matrix.top(sims, candidates)
     bm25_ranked: list[int] = []
     if mode in ("hybrid", "bm25"):
         bm25_ranked = [cid for cid, _ in store.bm25(fts_query(query), limit=candidates) if cid in position]

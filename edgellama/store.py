@@ -341,6 +341,10 @@ class Store:
             have.update(row[0] for row in rows)
         return wanted - have
 
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: the cue to reload cached vectors."""
+        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
     def chunk_vectors(self, *, model: str) -> tuple[list[int], list[bytes], int]:
         """Every indexed chunk's id and vector bytes for one embedding model, and the dimension."""
         rows = self._conn.execute(
