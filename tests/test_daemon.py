@@ -23,135 +23,11 @@ from pathlib import Path
 import pytest
 
 from conftest import CORPUS, run_cli
+from daemon_harness import Daemon, call, eventually
 
 pytestmark = pytest.mark.models
 
 QUESTION = "How much energy can the battery bank store?"
-
-
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float = 120):
-        super().__init__("localhost", timeout=timeout)
-        self.path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-def call(sock: Path, method: str, path: str, body=None, raw: bytes | None = None, headers=None):
-    conn = UnixHTTP(sock)
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    conn.request(method, path, body=data, headers=headers or ({"Content-Type": "application/json"} if data else {}))
-    response = conn.getresponse()
-    payload = response.read()
-    conn.close()
-    try:
-        decoded = json.loads(payload)
-    except ValueError:
-        decoded = payload.decode()
-    return response.status, decoded, dict(response.getheaders())
-
-
-class Notifications:
-    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[str] = []
-        self._stop = False
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        while not self._stop:
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-
-    def lines(self) -> list[str]:
-        return [line for message in list(self.messages) for line in message.splitlines()]
-
-    def close(self) -> None:
-        self._stop = True
-        self.thread.join(timeout=2)
-        self.sock.close()
-
-
-class Daemon:
-    def __init__(self, root: Path, shared_data: Path):
-        self.root = root
-        self.docs = root / "docs"
-        self.docs.mkdir()
-        for name in ("station/power.md", "station/water-supply.md", "manual/04-configuration.rst"):
-            shutil.copy(CORPUS / name, self.docs / Path(name).name)
-        self.runtime = Path(tempfile.mkdtemp(prefix="el-d-"))
-        self.socket = self.runtime / "edgellama" / "edgellama.sock"
-        self.notify = Notifications(self.runtime / "notify")
-        self.token = "test-token-" + os.urandom(8).hex()
-        token_file = root / "token"
-        token_file.write_text(self.token)
-        token_file.chmod(0o600)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.env = {
-            **os.environ,
-            "XDG_DATA_HOME": str(shared_data),  # the requantized model is made once per session
-            "XDG_CONFIG_HOME": str(root / "config"),
-            "XDG_RUNTIME_DIR": str(self.runtime),
-            "EDGELLAMA_DB": str(root / "daemon.db"),
-            "EDGELLAMA_SETTLE_SECONDS": "0.5",
-            "NOTIFY_SOCKET": str(self.notify.path),
-            "WATCHDOG_USEC": "1000000",
-            "EDGELLAMA_TCP_LISTEN": f"127.0.0.1:{self.port}",
-            "EDGELLAMA_TOKEN_FILE": str(token_file),
-        }
-        self.log = open(root / "daemon.log", "w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edgellama", "serve", "--folder", str(self.docs)],
-            env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        self.health_seen: list[int] = []
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.read_log()
-            if self.socket.exists():
-                status, _, _ = call(self.socket, "GET", "/health")
-                self.health_seen.append(status)
-                if status == 200:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"daemon not ready in {timeout} s:\n{self.read_log()}")
-
-    def read_log(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return run_cli(*args, env={k: v for k, v in self.env.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")})
-
-    def search_paths(self, query: str) -> list[str]:
-        status, body, _ = call(self.socket, "POST", "/search", {"query": query, "k": 3})
-        assert status == 200, body
-        return [Path(r["path"]).name for r in body["results"]]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.notify.close()
-        self.log.close()
-        shutil.rmtree(self.runtime, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -163,15 +39,6 @@ def daemon(tmp_path_factory, shared_data):
         yield d
     finally:
         d.stop()
-
-
-def eventually(check, *, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.2)
 
 
 def test_health_says_loading_then_ok_and_systemd_hears_ready(daemon):
@@ -362,6 +229,58 @@ def test_a_full_queue_answers_503_with_retry_after(daemon):
     daemon.process.send_signal(signal.SIGHUP)
     assert eventually(lambda: call(daemon.socket, "GET", "/status")[1]["daemon"]["queue"]["max_queue"] == 4)
     assert daemon.process.poll() is None  # SIGHUP reloaded, it did not stop
+
+
+def _fuzz_schema():
+    schemathesis = pytest.importorskip("schemathesis")
+    from edgellama.server import openapi_document
+
+    return schemathesis.openapi.from_dict(openapi_document())
+
+
+try:
+    from hypothesis import HealthCheck, settings as hypothesis_settings
+
+    FUZZ = _fuzz_schema()
+except (ImportError, pytest.skip.Exception):  # schemathesis is a test extra
+    FUZZ = None
+
+
+if FUZZ is not None:
+    @FUZZ.parametrize()
+    @hypothesis_settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def test_fuzzing_the_api_from_its_openapi_document_gives_no_5xx(case, daemon):
+        """Bounded fuzzing through the TCP listener (the same handler as the UNIX socket)."""
+        response = case.call(base_url=f"http://127.0.0.1:{daemon.port}",
+                             headers={"Authorization": f"Bearer {daemon.token}"}, timeout=120)
+        assert response.status_code < 500 or response.status_code == 503, (response.status_code, response.text[:300])
+        if response.status_code == 503:
+            assert response.headers.get("Retry-After")
+
+
+def test_peers_of_other_users_are_refused(daemon):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to connect as another user")
+    python = "/usr/bin/python3"  # the venv's may sit under a home other users cannot enter
+    if not os.access(python, os.X_OK):
+        pytest.skip("no system python3 to run as another user")
+    folders = [daemon.socket.parent, daemon.socket.parent.parent]
+    modes = [f.stat().st_mode & 0o777 for f in folders]
+    code = (f"import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect({str(daemon.socket)!r})\n"
+            "s.sendall(b'GET /health HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\nprint(s.recv(200).split(b'\\r\\n')[0].decode())")
+    # The folder (0750) already keeps other users out; open it up to reach the peer check behind it.
+    for folder in folders:
+        os.chmod(folder, 0o755)
+    os.chmod(daemon.socket, 0o666)
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30, cwd="/",
+                             user=65534, group=65534, extra_groups=[], env={"PATH": "/usr/bin:/bin"})
+    finally:
+        os.chmod(daemon.socket, 0o660)
+        for folder, mode in zip(folders, modes):
+            os.chmod(folder, mode)
+    assert out.stdout.strip() == "HTTP/1.1 403 Forbidden", out.stderr
+    assert "edgellama_refused_peers_total 1" in call(daemon.socket, "GET", "/metrics")[1]
 
 
 def test_sigterm_stops_cleanly_and_says_stopping(daemon):
