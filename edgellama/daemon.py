@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .config import Settings, parse_loopback, resolve_settings
-from .errors import EdgeLlamaError, RequestError
+from .errors import BusyError, EdgeLlamaError, RequestError
 from .server import Admission, LoopbackHTTPServer, Metrics, UnixHTTPServer, read_token
 
 __all__ = ["Engine", "Priority", "SharedEmbedder", "sd_notify", "serve"]
@@ -245,6 +245,7 @@ class Engine:
         from .answer import ask
 
         s = self.settings
+        on_token = self._cancellable(on_token)
         with self.priority.foreground(), self.reader() as store:
             answer = ask(
                 question=question, store=store, embedder=self.embedder, generator=self.generator,
@@ -270,7 +271,19 @@ class Engine:
             raise RequestError(f"the conversation needs about {needed} tokens with max_tokens {max_tokens}; "
                                f"the model's context is {self.generator.n_ctx}", http_status=413)
 
+    def _cancellable(self, on_token: Callable[[str], None] | None) -> Callable[[str], None]:
+        """Every generated token passes here: at shutdown the generation ends at the next one."""
+
+        def guarded(piece: str) -> None:
+            if self.stopping:
+                raise BusyError("the daemon is stopping", retry_after=5)
+            if on_token is not None:
+                on_token(piece)
+
+        return guarded
+
     def chat(self, messages: list[dict], *, max_tokens: int, on_token: Callable[[str], None] | None):
+        on_token = self._cancellable(on_token)
         with self.priority.foreground():
             pieces = []
             for piece in self.generator.stream_chat(messages, max_tokens=max_tokens):
@@ -425,11 +438,14 @@ def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0)
             listener.shutdown()
             listener.server_close()
         settings.socket.unlink(missing_ok=True)
-        if not engine.requests.wait_zero(stop_timeout / 2):
+        # Running generations end at their next token (see Engine._cancellable); wait for them.
+        idle = engine.requests.wait_zero(stop_timeout / 2)
+        if not idle:
             log.warning("%d request(s) still running at shutdown", engine.requests.count)
         if engine.worker is not None:
             engine.worker.stop(timeout=stop_timeout / 2)
-        engine.close()
+        if idle:
+            engine.close()  # never free the model under a request that is still running
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("stopped")

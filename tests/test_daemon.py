@@ -284,7 +284,21 @@ def test_peers_of_other_users_are_refused(daemon):
 
 
 def test_sigterm_stops_cleanly_and_says_stopping(daemon):
+    from daemon_harness import UnixHTTP
+
+    # A long generation is running when SIGTERM comes: it ends at its next token, with an error event.
+    conn = UnixHTTP(daemon.socket)
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(
+        {"rag": False, "stream": True, "max_tokens": 1000,
+         "messages": [{"role": "user", "content": "Write a very long story about a lighthouse."}]}),
+        headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.readline().startswith(b"data:")
     daemon.process.send_signal(signal.SIGTERM)
+    rest = response.read().decode()
+    conn.close()
+    assert "the daemon is stopping" in rest and "[DONE]" not in rest
     assert daemon.process.wait(timeout=30) == 0
     assert not daemon.socket.exists()
     assert "STOPPING=1" in daemon.notify.lines()
