@@ -353,3 +353,79 @@ def test_rendered_exec_start_with_the_units_environment_reaches_ready(tmp_path, 
             log.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# -- who may use the socket of the system unit -----------------------------------------------------
+
+_PEER_SERVER = r"""
+import os, socket, sys, types
+from edgellama.daemon import Engine
+from edgellama.server import peer_credentials, peer_groups
+path = sys.argv[1]
+os.umask(0o117)  # as the daemon: the socket is born 0660
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+server.listen(4)
+print("listening", flush=True)
+me = types.SimpleNamespace(_uid=os.getuid(), _gid=os.getgid())
+for _ in range(int(sys.argv[2])):
+    conn, _ = server.accept()
+    creds = peer_credentials(conn)
+    print(f"peer uid={creds[1]} allowed={Engine.peer_allowed(me, *creds, groups=peer_groups(conn))} "
+          f"allowed_by_proc={Engine.peer_allowed(me, *creds)}", flush=True)
+    conn.close()
+"""
+
+_PEER_CLIENT = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\n"
+                "try:\n    s.connect(sys.argv[1])\n    print('connected')\nexcept OSError as e:\n    print(type(e).__name__)")
+
+
+def test_a_member_of_the_client_group_may_use_the_socket_under_the_units_sandbox(tmp_path):
+    """Emulates the system unit: the daemon as a transient uid whose primary group is
+    edgellama-clients, behind ProtectProc=invisible (/proc mounted hidepid=invisible), a socket
+    0660 in a 0750 folder. A local user in the group gets through both the file permissions and the
+    daemon's peer check; a user outside it cannot even connect."""
+    python = "/usr/bin/python3"
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run processes as other users")
+    if not os.access(python, os.X_OK) or not shutil.which("unshare") or not shutil.which("setpriv"):
+        pytest.skip("needs /usr/bin/python3, unshare and setpriv")
+    daemon_uid, group, outsider = 61234, 4243, 65534  # 61184-65519 is systemd's DynamicUser= range
+    base = Path(tempfile.mkdtemp(prefix="el-peer-"))
+    try:
+        base.chmod(0o755)
+        run = base / "edgellama"  # RuntimeDirectory=edgellama, RuntimeDirectoryMode=0750
+        run.mkdir(mode=0o750)
+        os.chown(run, daemon_uid, group)
+        sock = run / "edgellama.sock"
+        script = base / "server.py"
+        script.write_text(_PEER_SERVER)
+        script.chmod(0o644)
+        sandbox = ("mount -t proc -o hidepid=invisible proc /proc && "
+                   f"exec setpriv --reuid={daemon_uid} --regid={group} --clear-groups {python} {script} {sock} 1")
+        server = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", sandbox],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
+                                  env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+        try:
+            first = server.stdout.readline().strip()
+            if first != "listening":
+                server.wait(timeout=10)
+                pytest.skip(f"cannot emulate the sandbox here: {server.stderr.read().strip()[-200:]}")
+
+            def client(groups: list[int]) -> str:
+                return subprocess.run([python, "-c", _PEER_CLIENT, str(sock)], capture_output=True, text=True,
+                                      timeout=30, cwd="/", user=outsider, group=outsider, extra_groups=groups,
+                                      env={"PATH": "/usr/bin:/bin"}).stdout.strip()
+
+            assert client([]) == "PermissionError"  # not in the group: the 0750 folder keeps it out
+            assert client([group]) == "connected"  # `usermod -aG edgellama-clients alice`
+            verdict = server.stdout.readline().strip()
+            # The daemon sees the member's groups through SO_PEERGROUPS; /proc/PID is hidden from it.
+            assert verdict == f"peer uid={outsider} allowed=True allowed_by_proc=False", verdict
+            assert server.wait(timeout=30) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
