@@ -429,3 +429,154 @@ def test_a_member_of_the_client_group_may_use_the_socket_under_the_units_sandbox
                 server.wait()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# -- the unit under a real systemd ------------------------------------------------------------------
+
+_BOOT = """set -e
+mount -t tmpfs -o size=2G tmpfs "$1"
+mkdir "$1/upper" "$1/work" "$1/root"
+mount -t overlay overlay -o lowerdir=/,upperdir="$1/upper",workdir="$1/work" "$1/root"
+exec systemd-nspawn -D "$1/root" --private-network --register=no --keep-unit --quiet \\
+     --machine=edgellama-test --boot -- systemd.unit=basic.target
+"""
+
+_CLIENT = r"""
+import http.client, json, socket, sys
+class Conn(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(120)
+        self.sock.connect(sys.argv[1])
+try:
+    conn = Conn("localhost", timeout=120)
+    conn.request(sys.argv[2], sys.argv[3], body=sys.argv[4] if len(sys.argv) > 4 else None)
+    response = conn.getresponse()
+    print(json.dumps({"status": response.status, "body": json.loads(response.read())}))
+except OSError as err:
+    print(json.dumps({"error": type(err).__name__}))
+"""
+
+
+def _same_filesystem(*paths: str) -> bool:
+    root = os.stat("/").st_dev
+    return all(os.stat(p).st_dev == root for p in paths)
+
+
+@pytest.mark.models
+@pytest.mark.container
+def test_the_unit_under_a_real_systemd(tmp_path):
+    """Boots this machine's own OS (an overlay of / on a tmpfs, in a private mount namespace, so
+    nothing reaches the host) under systemd-nspawn, then does what an administrator would:
+    `edgellama service install`, `systemctl start`, ask over the socket as a member of the client
+    group and fail to connect as anyone else, reload, stop, uninstall."""
+    for tool in ("systemd-nspawn", "nsenter", "unshare"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install systemd-container util-linux)")
+    if os.geteuid() != 0:
+        pytest.skip("booting a container needs root")
+    client_python = "/usr/bin/python3"
+    if not os.access(client_python, os.X_OK):
+        pytest.skip("needs /usr/bin/python3 for the clients inside the container")
+    if not _same_filesystem(str(ROOT), sys.prefix, os.path.realpath(sys.executable)):
+        pytest.skip("the checkout and the venv must be on the root file system (the container's lower layer)")
+    base = Path(tempfile.mkdtemp(prefix="el-nspawn-"))
+    boot_log = open(tmp_path / "boot.log", "w+")
+    boot = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", _BOOT, "sh", str(base)],
+                            stdin=subprocess.DEVNULL, stdout=boot_log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT), "HOME": "/root", "LANG": "C.UTF-8"}
+
+    def inside(*argv: str, check: bool = True, timeout: float = 330) -> subprocess.CompletedProcess:
+        done = subprocess.run(["nsenter", "-t", str(init), "-a", "--", *argv], capture_output=True, text=True,
+                              env=env, timeout=timeout)
+        assert not check or done.returncode == 0, (argv, done.stdout, done.stderr, journal())
+        return done
+
+    def journal() -> str:
+        return subprocess.run(["nsenter", "-t", str(init), "-a", "--", "journalctl", "-u", "edgellama",
+                               "--no-pager", "-n", "40"], capture_output=True, text=True, timeout=60).stdout
+
+    def ask(user: str, method: str, path: str, body: dict | None = None) -> dict:
+        argv = ["runuser", "-u", user, "--", client_python, "-c", _CLIENT, "/run/edgellama/edgellama.sock",
+                method, path, *([json.dumps(body)] if body is not None else [])]
+        return json.loads(inside(*argv).stdout)
+
+    def show(*props: str) -> dict:
+        out = inside("systemctl", "show", "edgellama", *(f"-p{p}" for p in props)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    init = None
+    try:
+        deadline = time.monotonic() + 120
+        while init is None:
+            assert boot.poll() is None and time.monotonic() < deadline, boot_log.seek(0) or boot_log.read()
+            children = subprocess.run(["pgrep", "-P", str(boot.pid)], capture_output=True, text=True).stdout.split()
+            init = int(children[0]) if children else None
+            time.sleep(0.5)
+        state = inside("systemctl", "is-system-running", "--wait", check=False, timeout=180).stdout.strip()
+        print(f"container booted: {state}")
+
+        # Install as an administrator would: writes the unit, the config, the group; enables it.
+        inside("mkdir", "-p", "/srv/edgellama-docs")
+        for name in ("station/power.md", "station/water-supply.md"):
+            inside("cp", str(CORPUS / name), "/srv/edgellama-docs/")
+        installed = inside(sys.executable, "-m", "edgellama", "service", "install", "--folder", "/srv/edgellama-docs")
+        assert "ran systemctl daemon-reload" in installed.stdout and "ran systemctl enable" in installed.stdout
+        assert inside("getent", "group", "edgellama-clients").stdout.startswith("edgellama-clients:")
+
+        started = time.monotonic()
+        inside("systemctl", "start", "edgellama")  # returns once the daemon sent READY=1
+        print(f"systemctl start (to READY=1) took {time.monotonic() - started:.1f} s")
+        props = show("ActiveState", "StatusText", "User", "Group", "WatchdogUSec", "MainPID")
+        assert props["ActiveState"] == "active" and props["StatusText"].startswith("ready"), props
+        assert (props["User"], props["Group"]) == ("edgellama", "edgellama-clients")
+        mode = inside("stat", "-c", "%a %U %G", "/run/edgellama", "/run/edgellama/edgellama.sock").stdout.split("\n")
+        assert mode[:2] == ["750 edgellama edgellama-clients", "660 edgellama edgellama-clients"], mode
+        figure = re.search(r"exposure level for \S+: ([0-9.]+)",
+                           inside("systemd-analyze", "security", "edgellama", "--no-pager").stdout)
+        assert figure and float(figure.group(1)) <= MAX_SYSTEM_EXPOSURE
+        print(f"exposure of the running unit: {figure.group(1)}")
+
+        # Who may connect: root, members of edgellama-clients; nobody else.
+        inside("useradd", "alice")
+        inside("useradd", "bob")
+        inside("usermod", "-aG", "edgellama-clients", "alice")
+        assert ask("bob", "GET", "/health") == {"error": "PermissionError"}
+        assert ask("alice", "GET", "/health")["status"] == 200
+        deadline = time.monotonic() + 180
+        while True:  # the watched folder is indexed in the background
+            found = ask("alice", "POST", "/search", {"query": "battery bank", "k": 1})
+            if found["status"] == 200 and found["body"]["results"]:
+                break
+            assert time.monotonic() < deadline, (found, journal())
+            time.sleep(1)
+        answer = ask("alice", "POST", "/ask", {"question": "How much energy can the battery bank store?"})
+        assert answer["status"] == 200, answer
+        assert [Path(s["path"]).name for s in answer["body"]["sources"]][:1] == ["power.md"], answer
+        print(f"answer through the unit's socket: {answer['body']['answer']!r}")
+
+        # The watchdog is armed and fed; reload keeps the process; stop is clean (exit 0).
+        pid = show("MainPID")["MainPID"]
+        inside("systemctl", "reload", "edgellama")
+        props = show("ActiveState", "MainPID", "WatchdogTimestampMonotonic")
+        assert props["ActiveState"] == "active" and props["MainPID"] == pid
+        assert int(props["WatchdogTimestampMonotonic"]) > 0
+        inside("systemctl", "stop", "edgellama")
+        props = show("Result", "ExecMainStatus", "NRestarts")
+        assert props == {"Result": "success", "ExecMainStatus": "0", "NRestarts": "0"}, (props, journal())
+        assert inside("test", "-e", "/run/edgellama", check=False).returncode == 1
+
+        removed = inside(sys.executable, "-m", "edgellama", "service", "uninstall")
+        assert "removed /etc/systemd/system/edgellama.service" in removed.stdout
+        assert inside("getent", "group", "edgellama-clients", check=False).returncode == 2
+        assert inside("test", "-e", "/etc/systemd/system/edgellama.service", check=False).returncode == 1
+    finally:
+        if boot.poll() is None:
+            os.kill(boot.pid, signal.SIGTERM)  # nspawn powers the container off
+            try:
+                boot.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(boot.pid, signal.SIGKILL)
+                boot.wait()
+        boot_log.close()
+        shutil.rmtree(base, ignore_errors=True)
