@@ -517,12 +517,19 @@ def test_the_unit_under_a_real_systemd(tmp_path):
         print(f"container booted: {state}")
 
         # Install as an administrator would: writes the unit, the config, the group; enables it.
+        # One folder under /srv, one in a private home (0700), shared with the group only.
         inside("mkdir", "-p", "/srv/edgellama-docs")
-        for name in ("station/power.md", "station/water-supply.md"):
-            inside("cp", str(CORPUS / name), "/srv/edgellama-docs/")
-        installed = inside(sys.executable, "-m", "edgellama", "service", "install", "--folder", "/srv/edgellama-docs")
+        inside("cp", str(CORPUS / "station/power.md"), "/srv/edgellama-docs/")
+        inside("useradd", "-m", "carol")
+        inside("chmod", "700", "/home/carol")
+        inside("runuser", "-u", "carol", "--", "mkdir", "-m", "700", "/home/carol/docs")
+        inside("cp", str(CORPUS / "station/water-supply.md"), "/home/carol/docs/")
+        installed = inside(sys.executable, "-m", "edgellama", "service", "install",
+                           "--folder", "/srv/edgellama-docs", "--folder", "/home/carol/docs")
         assert "ran systemctl daemon-reload" in installed.stdout and "ran systemctl enable" in installed.stdout
         assert inside("getent", "group", "edgellama-clients").stdout.startswith("edgellama-clients:")
+        inside("chown", "-R", "carol:edgellama-clients", "/home/carol/docs")
+        inside("chmod", "-R", "g+rX", "/home/carol/docs")
 
         started = time.monotonic()
         inside("systemctl", "start", "edgellama")  # returns once the daemon sent READY=1
@@ -544,12 +551,14 @@ def test_the_unit_under_a_real_systemd(tmp_path):
         assert ask("bob", "GET", "/health") == {"error": "PermissionError"}
         assert ask("alice", "GET", "/health")["status"] == 200
         deadline = time.monotonic() + 180
-        while True:  # the watched folder is indexed in the background
-            found = ask("alice", "POST", "/search", {"query": "battery bank", "k": 1})
-            if found["status"] == 200 and found["body"]["results"]:
+        while True:  # the watched folders are indexed in the background
+            status = ask("alice", "GET", "/status")
+            if status["status"] == 200 and status["body"]["documents"] == 2:
                 break
-            assert time.monotonic() < deadline, (found, journal())
+            assert time.monotonic() < deadline, (status, journal())
             time.sleep(1)
+        found = ask("alice", "POST", "/search", {"query": "water supply", "k": 1})
+        assert found["body"]["results"][0]["path"] == "/home/carol/docs/water-supply.md", found
         answer = ask("alice", "POST", "/ask", {"question": "How much energy can the battery bank store?"})
         assert answer["status"] == 200, answer
         assert [Path(s["path"]).name for s in answer["body"]["sources"]][:1] == ["power.md"], answer
