@@ -267,14 +267,18 @@ def install(*, user: bool = False, folders: Sequence[Path] = (), root: Path | No
     if manifest and manifest.get("scope") != layout.scope:
         raise ServiceError(f"{layout.disk(layout.manifest)} belongs to a {manifest.get('scope')} install")
     unit_disk = layout.disk(layout.unit)
-    if unit_disk.exists() and str(layout.unit) not in manifest.get("files", {}):
-        raise ServiceError(f"{unit_disk} exists and was not written by `edgellama service install`; remove it first")
+    notes: list[str] = []
+    if unit_disk.exists():
+        if str(layout.unit) not in manifest.get("files", {}):
+            raise ServiceError(f"{unit_disk} exists and was not written by `edgellama service install`; remove it first")
+        if _sha(unit_disk.read_bytes()) != manifest["files"][str(layout.unit)]:
+            notes.append(f"replaced {unit_disk}, edited since install; keep local changes in "
+                         f"`systemctl{' --user' if user else ''} edit edgellama` instead")
 
     # The config: ours to (re)write while nobody edited it; someone else's is only read.
     config_disk = layout.disk(layout.config)
     chosen = _folders(folders)
     config_text = None
-    notes: list[str] = []
     if config_disk.exists():
         data = config_disk.read_bytes()
         ours = manifest.get("files", {}).get(str(layout.config)) == _sha(data)
@@ -291,7 +295,7 @@ def install(*, user: bool = False, folders: Sequence[Path] = (), root: Path | No
     else:
         config_text = _config_text(chosen)
     if not chosen:
-        notes.append(f"no folder to watch yet: run install again with --folder DIR")
+        notes.append("no folder to watch yet: run install again with --folder DIR")
 
     command, pythonpath = daemon_command()
     if user:

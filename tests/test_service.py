@@ -589,3 +589,29 @@ def test_the_unit_under_a_real_systemd(tmp_path):
                 boot.wait()
         boot_log.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_service_commands_are_documented_and_light():
+    readme = (ROOT / "README.md").read_text()
+    for name in ("install", "uninstall"):
+        assert f"edgellama service {name}" in readme
+    code = ("import sys\nsys.argv = ['edgellama', 'service', 'install', '--help']\nfrom edgellama import cli\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'llama_cpp', 'sentence_transformers', 'numpy') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert "HEAVY []" in done.stdout and "--folder" in done.stdout, done.stdout + done.stderr
+
+
+@systemctl
+def test_reinstall_replaces_an_edited_unit_and_says_so(tmp_path):
+    from edgellama.service import install, uninstall
+
+    root = tmp_path / "root"
+    docs = _docs(tmp_path)
+    first = install(folders=[docs], root=root)
+    first.unit.write_text(first.unit.read_text() + "Nice=5\n")
+    again = install(folders=[docs], root=root)
+    assert any("edited since install" in note for note in again.notes)
+    assert first.unit.read_text() == again.unit_text
+    uninstall(root=root)
+    assert _tree(root) == set()
