@@ -252,6 +252,24 @@ def _folders(given: Sequence[Path]) -> tuple[Path, ...]:
     return tuple(folders)
 
 
+def _config_plan(layout: _Layout, manifest: dict, chosen: tuple[Path, ...]) -> tuple[tuple[Path, ...], str | None]:
+    """The folders to watch and the config text to write (None: keep the file). The config is ours
+    to rewrite while nobody edited it since install; anyone else's is only read."""
+    config_disk = layout.disk(layout.config)
+    if not config_disk.exists():
+        return chosen, _config_text(chosen)
+    ours = manifest.get("files", {}).get(str(layout.config)) == _sha(config_disk.read_bytes())
+    try:
+        current = resolve_settings(env={"EDGELLAMA_CONFIG": str(config_disk), "HOME": str(Path.home())}).folders
+    except EdgeLlamaError as err:
+        raise ServiceError(f"the existing config {config_disk} is invalid: {err}") from None
+    if not chosen or chosen == tuple(current):
+        return tuple(current), None
+    if not ours:
+        raise ServiceError(f"{config_disk} exists with other folders; edit its 'folders' or drop --folder")
+    return chosen, _config_text(chosen)
+
+
 def install(*, user: bool = False, folders: Sequence[Path] = (), root: Path | None = None,
             dry_run: bool = False) -> ServiceReport:
     """Write the unit, the config (folders) and, for the system unit, the sysusers.d line of the
@@ -275,25 +293,7 @@ def install(*, user: bool = False, folders: Sequence[Path] = (), root: Path | No
             notes.append(f"replaced {unit_disk}, edited since install; keep local changes in "
                          f"`systemctl{' --user' if user else ''} edit edgellama` instead")
 
-    # The config: ours to (re)write while nobody edited it; someone else's is only read.
-    config_disk = layout.disk(layout.config)
-    chosen = _folders(folders)
-    config_text = None
-    if config_disk.exists():
-        data = config_disk.read_bytes()
-        ours = manifest.get("files", {}).get(str(layout.config)) == _sha(data)
-        env = {"EDGELLAMA_CONFIG": str(config_disk), "HOME": str(Path.home())}
-        try:
-            current = resolve_settings(env=env).folders
-        except EdgeLlamaError as err:
-            raise ServiceError(f"the existing config {config_disk} is invalid: {err}") from None
-        if chosen and tuple(chosen) != tuple(current):
-            if not ours:
-                raise ServiceError(f"{config_disk} exists with other folders; edit its 'folders' or drop --folder")
-            config_text = _config_text(chosen)
-        chosen = chosen or tuple(current)
-    else:
-        config_text = _config_text(chosen)
+    chosen, config_text = _config_plan(layout, manifest, _folders(folders))
     if not chosen:
         notes.append("no folder to watch yet: run install again with --folder DIR")
 
