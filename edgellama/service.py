@@ -96,12 +96,19 @@ def daemon_command() -> tuple[list[str], Path | None]:
 
 def _quote(value: str) -> str:
     """One word of a unit file: '%' escaped for specifiers, quoted when it holds blanks or quotes."""
-    if any(c in value for c in "\n\r:"):
-        raise ServiceError(f"a path for the unit cannot contain ':' or a newline: {value!r}")
+    if any(c in value for c in "\n\r"):
+        raise ServiceError(f"a value for the unit cannot contain a newline: {value!r}")
     value = value.replace("%", "%%")
     if any(c in value for c in " \t\"'\\;"):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return value
+
+
+def _path_word(path: Path, prefix: str = "") -> str:
+    """A path for BindReadOnlyPaths=/ReadWritePaths=, where ':' would separate source and target."""
+    if ":" in str(path):
+        raise ServiceError(f"a folder for the unit cannot contain ':': {path}")
+    return _quote(prefix + str(path))
 
 
 def _hidden(path: Path) -> bool:
@@ -135,12 +142,12 @@ def render_unit(*, user: bool, folders: Sequence[Path], command: Sequence[str], 
         raise ServiceError(f"cannot read the unit template {template}: {err.strerror or err}") from None
     exec_start = "ExecStart=" + " ".join(_quote(arg) for arg in command) + " serve"
     binds = ["# A watched folder, read-only (from `edgellama service install --folder`)."]
-    binds += [f"BindReadOnlyPaths={_quote('-' + str(f))}" for f in folders]
+    binds += [f"BindReadOnlyPaths={_path_word(f, '-')}" for f in folders]
     if not user:
         code = _code_paths(command, pythonpath)
         if code:
             binds += ["# The interpreter, venv or package, which ProtectHome=/PrivateTmp= would hide."]
-            binds += [f"BindReadOnlyPaths={_quote(str(p))}" for p in code]
+            binds += [f"BindReadOnlyPaths={_path_word(p)}" for p in code]
     if len(binds) == 1:
         binds = []
     out: list[str] = ["# Rendered by `edgellama service install` from service/" + template.name + "."]
@@ -150,13 +157,15 @@ def render_unit(*, user: bool, folders: Sequence[Path], command: Sequence[str], 
         if key == "ExecStart":
             line = exec_start
             seen.add(key)
+        elif key == "Documentation" and (TEMPLATES.parent / "README.md").is_file():
+            line = "Documentation=" + _quote((TEMPLATES.parent / "README.md").as_uri())
         elif key == "ProtectHome":
             out.append(line)
             out.extend(binds)
             seen.add(key)
             continue
         elif user and key == "ReadWritePaths":
-            out.append("ReadWritePaths=" + " ".join(_quote("-" + str(p)) for p in writable))
+            out.append("ReadWritePaths=" + " ".join(_path_word(p, "-") for p in writable))
             seen.add(key)
             continue
         elif user and key == "Environment" and line.startswith("Environment=XDG_DATA_HOME="):
