@@ -334,6 +334,9 @@ def install(*, user: bool = False, folders: Sequence[Path] = (), root: Path | No
         notes.append(f"no systemd {'user ' if user else ''}manager is running here (systemd is not PID 1 "
                      "or no user session): the unit is enabled and starts at the next boot/login")
     commands.append(_systemctl(layout, "enable", UNIT_NAME))
+    if not user:
+        notes.append(f"members of the group {CLIENT_GROUP} may use /run/edgellama/edgellama.sock: "
+                     f"usermod -aG {CLIENT_GROUP} USER (then log in again)")
     shown = tuple(" ".join(c) for c in commands)
     report_files = tuple(layout.disk(p) for p in files) + ((layout.disk(layout.manifest),) if not dry_run else ())
     if dry_run:
