@@ -261,6 +261,56 @@ class Engine:
     def embed(self, texts: list[str]):
         return self.embedder.embed(texts)
 
+    def summary_path(self, path: str) -> str:
+        """A requested path, if it lies inside the watched folders or is (under) an indexed path.
+        Containment is checked on the resolved path, so ``..`` and symlinks cannot lead outside;
+        summaries read only the index, never the file."""
+        if not os.path.isabs(path):
+            raise RequestError(f"'path' must be absolute, got {path!r}")
+        absolute, real = os.path.abspath(path), os.path.realpath(path)
+        roots = [os.path.realpath(f) for f in self.settings.folders]
+        inside = any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+        if not inside and absolute == real:
+            with self.reader() as store:
+                known = store.documents()
+            inside = absolute in known or any(p.startswith(absolute.rstrip(os.sep) + os.sep) for p in known)
+        if not inside:
+            raise RequestError(f"{path} is outside the folders this daemon serves", http_status=403)
+        return absolute
+
+    def summarize(self, *, length: str, method: str | None, path: str | None = None, topic: str | None = None):
+        """The pieces of a summary, computed while the pieces are read (so a stream shows them)."""
+        from .summarize import DEFAULT_METHOD, summarize_document, summarize_folder, summarize_topic
+
+        options = {"length": length, "method": method or DEFAULT_METHOD, "generator": self._cancellable_generator()}
+        with self.priority.foreground(), self.reader() as store:
+            if topic is not None:
+                pieces = summarize_topic(store=store, topic=topic, embedder=self.embedder,
+                                         min_relevance=self.settings.min_relevance,
+                                         vectors=self.vectors.get(model=self.embedder.name), **options)
+            elif path is None or os.path.isdir(path):
+                pieces = summarize_folder(store=store, folder=path, **options)
+            else:
+                pieces = summarize_document(store=store, path=path, **options)
+            yield from pieces
+
+    def _cancellable_generator(self):
+        engine = self
+
+        class Cancellable:
+            """The warm model, ending a long summary between model calls once the daemon stops."""
+
+            name, n_ctx = engine.generator.name, engine.generator.n_ctx
+            count_tokens = staticmethod(engine.generator.count_tokens)
+
+            @staticmethod
+            def stream(prompt, *, max_tokens, stop):
+                if engine.stopping:
+                    raise BusyError("the daemon is stopping", retry_after=5)
+                return engine.generator.stream(prompt, max_tokens=max_tokens, stop=stop)
+
+        return Cancellable()
+
     def check_chat_fits(self, messages: list[dict], *, max_tokens: int) -> None:
         for m in messages:
             if not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str):

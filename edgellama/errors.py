@@ -13,6 +13,7 @@ __all__ = [
     "SourceError",
     "RequestError",
     "BusyError",
+    "NotIndexedError",
 ]
 
 
@@ -60,3 +61,9 @@ class ModelError(EdgeLlamaError):
 
 class SourceError(EdgeLlamaError):
     """A document cannot be read or turned into text; the indexer records it as skipped."""
+
+
+class NotIndexedError(EdgeLlamaError):
+    """A path asked about (e.g. to summarize) is not in the index."""
+
+    http_status = 404
