@@ -174,6 +174,7 @@ class Engine:
         self.vectors = None  # the one in-memory matrix of chunk vectors, reloaded after commits
         self.generator = None
         self.worker = None
+        self.background_summaries = 0  # documents the background summarizer brought up to date
         self._readers: "queue.SimpleQueue" = queue.SimpleQueue()
         self._uid, self._gid = os.getuid(), os.getgid()
 
@@ -294,7 +295,42 @@ class Engine:
                 pieces = summarize_document(store=store, path=path, **options)
             yield from pieces
 
-    def _cancellable_generator(self):
+    def summarize_in_background(self, stop: threading.Event, *, poll_seconds: float = 2.0) -> None:
+        """The background summarizer's thread: after each index run that changed something, bring
+        every indexed document's model summary up to date (cached branches cost nothing). It waits
+        before each model call while any query runs, so a query waits for one call at most."""
+        from .summarize import final_summary, summarize_document
+
+        seen_runs = -1
+        generator = self._cancellable_generator(background=True)
+        store = self.open_store()
+        try:
+            while not stop.wait(poll_seconds) and not self.stopping:
+                state = self.worker.state if self.worker else None
+                if state is None or state.runs == seen_runs or state.indexing:
+                    continue
+                seen_runs = state.runs
+                for path, document in sorted(store.documents().items()):
+                    if stop.is_set() or self.stopping:
+                        return
+                    if document.status != "indexed":
+                        continue
+                    try:
+                        summary = final_summary(summarize_document(store=store, path=path, method="model",
+                                                                   length="medium", generator=generator))
+                    except EdgeLlamaError as err:
+                        if self.stopping:
+                            return
+                        log.warning("background summary of %s: %s", path, err)
+                        continue
+                    self.background_summaries += 1
+                    if summary.stats.model_calls:
+                        log.info("background summary of %s: %d model calls, %.1f s", path,
+                                 summary.stats.model_calls, summary.stats.seconds)
+        finally:
+            store.close()
+
+    def _cancellable_generator(self, *, background: bool = False):
         engine = self
 
         class Cancellable:
@@ -305,6 +341,8 @@ class Engine:
 
             @staticmethod
             def stream(prompt, *, max_tokens, stop):
+                if background:
+                    engine.priority.wait_idle()  # queries first
                 if engine.stopping:
                     raise BusyError("the daemon is stopping", retry_after=5)
                 return engine.generator.stream(prompt, max_tokens=max_tokens, stop=stop)
@@ -362,6 +400,7 @@ class Engine:
             "queue": {"active": self.admission.active, "max_queue": self.admission.max_queue},
             "watcher": asdict(self.worker.state) if self.worker else None,
             "indexer_alive": bool(self.worker and self.worker.alive),
+            "background_summaries": self.background_summaries if self.settings.summarize_background else None,
         }
 
     def status(self) -> dict:
@@ -474,6 +513,9 @@ def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0)
         engine.worker = worker
         if not stop.is_set():
             worker.start()
+            if settings.summarize_background:
+                threading.Thread(target=engine.summarize_in_background, args=(stop,), name="edgellama-summaries",
+                                 daemon=True).start()
             engine.ready = True
             engine.stage = "ready"
             sd_notify(f"READY=1\nSTATUS=ready: watching {len(settings.folders)} folder(s)")

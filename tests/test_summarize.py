@@ -287,3 +287,21 @@ def test_daemon_summarizes_streaming_and_refuses_paths_outside(tmp_path, shared_
         assert "Overview:" in out.stdout and BOOK in out.stdout
     finally:
         daemon.stop()
+
+
+@pytest.mark.models
+def test_daemon_builds_model_summaries_in_the_background(tmp_path, shared_data):
+    from daemon_harness import Daemon, call, eventually
+
+    daemon = Daemon(tmp_path / "d", shared_data, extra_env={"EDGELLAMA_SUMMARIZE_BACKGROUND": "true"})
+    try:
+        daemon.wait_ready()
+        status = lambda: call(daemon.socket, "GET", "/status")[1]  # noqa: E731
+        assert eventually(lambda: (status()["daemon"]["background_summaries"] or 0) >= 3, timeout=600), status()
+        status_code, body, _ = call(daemon.socket, "POST", "/summarize",
+                                    {"path": str(daemon.docs / "power.md"), "method": "model"})
+        assert status_code == 200, body
+        assert body["stats"]["model_calls"] == 0 and body["stats"]["cached"] == body["stats"]["nodes"]
+        assert body["overview"] and all(p["citations"] for p in body["overview"])
+    finally:
+        daemon.stop()
