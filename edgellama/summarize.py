@@ -18,12 +18,12 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import groupby
+from bisect import bisect_right
 from typing import Callable, Iterator, Sequence
 
 from .chunking import approx_tokens
 from .errors import EdgeLlamaError, NotIndexedError, RequestError
-from .retrieve import content_words
+from .retrieve import STOPWORDS, content_words
 from .store import ChunkRecord, Store, SummaryRecord
 
 __all__ = [
@@ -55,6 +55,8 @@ LEAF_POINTS = 3  # points kept per leaf batch (both methods; length-independent 
 SECTION_POINTS = 4  # points kept per section; `long` shows all, `medium` the first two
 LEAF_TOKENS = 64  # the model's output budget for a leaf
 SECTION_TOKENS = 110  # ... and for a section
+SPECIFIC_WEIGHT = 1.0  # extract: weight of the particulars a sentence states, against its centrality (0..1)
+REDUNDANCY_WEIGHT = 0.7  # extract: penalty for similarity to a sentence already picked
 MIN_SUPPORT = 0.6  # share of a model sentence's content words that its cited inputs must contain
 
 
@@ -254,10 +256,11 @@ class _Run:
                 return self.node(level=level, path=path, inputs=batches[0] if batches else [], points=points,
                                  max_tokens=max_tokens, instruction=instruction)
             merged: list[_Input] = []
+            part = max(LEAF_POINTS, -(-points // len(batches)))  # enough for the level above to choose from
             for batch in batches:
                 merged += [_Input(p.text, p.citations) for p in self.node(
-                    level=f"{level}-part", path=path, inputs=batch, points=LEAF_POINTS, max_tokens=LEAF_TOKENS,
-                    instruction=instruction)]
+                    level=f"{level}-part", path=path, inputs=batch, points=part,
+                    max_tokens=LEAF_TOKENS * part // LEAF_POINTS, instruction=instruction)]
             if len(merged) >= len(inputs):  # cannot shrink further: keep what fits one batch
                 keep = max(1, len(self.batches(merged)[0]))
                 self.note(f"{len(merged) - keep} of {len(merged)} {level} points did not fit the "
@@ -336,12 +339,26 @@ def _verified(text: str, inputs: Sequence[_Input], *, limit: int) -> tuple[list[
     return made, dropped
 
 
+_MARKUP = re.compile(r"\*\*|__|`")
+_WORD = re.compile(r"\w(?:[\w,.:/-]*\w)?")
+
+
+def _specifics(text: str) -> int:
+    """Words that state a particular: numbers, codes (T-7), names (capitalized inside a sentence)."""
+    words = _WORD.findall(text)
+    return sum(1 for k, w in enumerate(words) if any(ch.isdigit() for ch in w) or (k and w[0].isupper()))
+
+
 def _by_extract(inputs: Sequence[_Input], *, points: int, query: str = "") -> list[dict]:
-    """The most central inputs: TF-IDF cosine to the centroid of all inputs (plus, with a query,
-    the share of the query's words they contain), kept in their original order."""
+    """Central, specific, not redundant: each input is scored by its TF-IDF cosine to the centroid
+    of all inputs (what the text is about) plus a bonus for the particulars it states (numbers,
+    codes, names: what a reader needs kept), with a query the share of its words; then picked
+    greedily, each pick penalized by its similarity to those already picked (maximal marginal
+    relevance). Picks keep their original order; a sentence repeated word for word counts once
+    and cites every place it stands."""
     if not inputs:
         return []
-    bags = [Counter(w for w in re.findall(r"\w+", i.text.lower()) if len(w) > 2) for i in inputs]
+    bags = [Counter(w for w in _WORD.findall(i.text.lower()) if w not in STOPWORDS) for i in inputs]
     df = Counter(w for bag in bags for w in bag)
     n = len(bags)
     idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
@@ -353,21 +370,39 @@ def _by_extract(inputs: Sequence[_Input], *, points: int, query: str = "") -> li
     centroid: Counter = Counter()
     for vec in vectors:
         centroid.update(vec)
+    central = [sum(v * centroid[w] for w, v in vec.items()) for vec in vectors]
+    top = max(central) or 1.0
     query_words = content_words(query)
     scores = []
-    for i, vec in enumerate(vectors):
-        score = sum(v * centroid[w] for w, v in vec.items()) / n
+    for i, item in enumerate(inputs):
+        score = central[i] / top + SPECIFIC_WEIGHT * min(1.0, _specifics(item.text) / 2)
         if query_words:
-            score += len(query_words & content_words(inputs[i].text)) / len(query_words)
+            score += len(query_words & content_words(item.text)) / len(query_words)
         scores.append(score)
-    best = sorted(range(n), key=lambda i: -scores[i])[:points]
-    return [{"text": inputs[i].text, "sources": [i]} for i in sorted(best)]
+
+    def similarity(a: int, b: int) -> float:
+        small, big = sorted((vectors[a], vectors[b]), key=len)
+        return sum(v * big.get(w, 0.0) for w, v in small.items())
+
+    same: dict[str, list[int]] = {}
+    for i, item in enumerate(inputs):
+        same.setdefault(" ".join(item.text.lower().split()), []).append(i)
+    candidates = [ids[0] for ids in same.values()]
+    picked: list[int] = []
+    while candidates and len(picked) < points:
+        best = max(candidates, key=lambda i: scores[i] - REDUNDANCY_WEIGHT * max(
+            (similarity(i, j) for j in picked), default=0.0))
+        picked.append(best)
+        candidates.remove(best)
+    return [{"text": inputs[i].text, "sources": same[" ".join(inputs[i].text.lower().split())]}
+            for i in sorted(picked)]
 
 
 # -- documents ------------------------------------------------------------------------------------
 
 
 _HEADING_LINE = re.compile(r"^\s*(#{1,6}\s|([=\-~^\"'`#*+])\2{2,}\s*$)")
+_BULLET = re.compile(r"^\s*([-*+•]|\d{1,3}[.)])\s+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
@@ -384,11 +419,11 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
         heading = (_HEADING_LINE.match(line) is not None
                    or (i + 1 < len(lines) and line.strip() and _HEADING_LINE.match(lines[i + 1] or "") is not None
                        and not lines[i + 1].lstrip().startswith("#")))
-        if not line.strip() or heading:
+        if not line.strip() or heading or _BULLET.match(line):
             if begin is not None:
                 blocks.append((begin, starts[i] - 1))
                 begin = None
-        elif begin is None:
+        if line.strip() and not heading and begin is None:
             begin = starts[i]
     if begin is not None:
         blocks.append((begin, len(text)))
@@ -403,29 +438,118 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return [(a + (len(text[a:b]) - len(text[a:b].lstrip())), b) for a, b in spans if text[a:b].strip()]
 
 
-def _sentences(chunks: Sequence[ChunkRecord]) -> list[tuple[str, _Input]]:
-    """(section, sentence) in document order, each sentence once (chunks overlap), with its lines."""
-    out: list[tuple[str, _Input]] = []
-    seen: set[tuple[int, int | None, str]] = set()
+@dataclass(frozen=True)
+class _Line:
+    text: str
+    source: int  # the line number in the file
+    page: int | None
+
+
+def _document_lines(chunks: Sequence[ChunkRecord]) -> list[_Line]:
+    """The document's text again, line by line with source line and page, from its chunks:
+    the overlap between neighbouring chunks is taken once (a chunk may start or end mid-line)."""
+    out: list[_Line] = []
+    where: dict[tuple[int, int | None], int] = {}
     for chunk in chunks:
-        section = _section_of(chunk)
-        for start, end in sentence_spans(chunk.text):
-            text = " ".join(chunk.text[start:end].split())
-            if len(text.split()) < 3 or len(content_words(text)) < 2:
-                continue  # fragments carry no point
-            first, last = chunk.source_lines(start, end)
-            if (first, chunk.page, text) in seen:
-                continue
-            seen.add((first, chunk.page, text))
-            out.append((section, _Input(text, (Citation(chunk.path, first, last, chunk.page, chunk.context),))))
+        sources = json.loads(chunk.line_map) or [chunk.line_start]
+        for k, text in enumerate(chunk.text.split("\n")):
+            key = (sources[min(k, len(sources) - 1)], chunk.page)
+            at = where.get(key)
+            if at is not None:
+                old = out[at].text
+                if text in old:
+                    continue
+                if old in text:
+                    out[at] = _Line(text, *key)
+                    continue
+                joint = next((n for n in range(min(len(old), len(text)), 9, -1) if old.endswith(text[:n])), 0)
+                if joint:
+                    out[at] = _Line(old + text[joint:], *key)
+                    continue
+            where[key] = len(out)
+            out.append(_Line(text, *key))
     return out
 
 
-def _section_of(chunk: ChunkRecord) -> str:
-    parts = [p.strip() for p in chunk.context.split(" > ") if p.strip()]
-    if parts and chunk.title and parts[0] == chunk.title.strip():
-        parts = parts[1:]
-    return parts[0] if parts else (chunk.title or os.path.basename(chunk.path))
+_MD_HEADING = re.compile(r"^\s*(#{1,6})\s+(.+?)\s*#*\s*$")
+_UNDERLINE = re.compile(r"^\s*([=\-~^\"'`#*+])\1{2,}\s*$")
+
+
+def _headings(lines: Sequence[_Line]) -> dict[int, tuple[int, str]]:
+    """Line index -> (level, title) of each markdown heading (HTML ones arrive as markdown) and
+    each underlined rst title."""
+    found = {}
+    for i, line in enumerate(lines):
+        md = _MD_HEADING.match(line.text)
+        if md:
+            found[i] = (len(md.group(1)), md.group(2).strip())
+        elif (i + 1 < len(lines) and line.text.strip() and len(line.text.strip()) < 100
+              and _UNDERLINE.match(lines[i + 1].text)
+              and len(lines[i + 1].text.strip()) >= len(line.text.strip()) * 0.6):
+            found[i] = ({"=": 1, "-": 2}.get(lines[i + 1].text.strip()[0], 3), line.text.strip())
+    return found
+
+
+def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callable[[str], int],
+              group_tokens: int) -> list[tuple[str, list[_Input]]]:
+    """(section heading, its sentences with exact citations) in document order. A section starts
+    at each heading of the highest level below the title; a document without headings is cut
+    into parts of about ``group_tokens`` at paragraph or page breaks, named by their lines or pages."""
+    lines = _document_lines(chunks)
+    if not lines:
+        return []
+    path = chunks[0].path
+    heads = _headings(lines)
+    levels = Counter(level for level, _ in heads.values())
+    top = min(levels) if levels else None
+    if top is not None and levels[top] == 1 and len(levels) > 1:
+        top = min(level for level in levels if level > top)  # the one top heading is the title
+    elif top is not None and levels[top] == 1:
+        top = None  # a title and nothing else: no sections
+    parts: list[tuple[str, list[int]]] = [(name, [])]
+    trail: dict[int, str] = {}
+    context: list[str] = []
+    used = 0
+    for i, line in enumerate(lines):
+        head = heads.get(i)
+        if head:
+            trail = {lvl: t for lvl, t in trail.items() if lvl < head[0]}
+            trail[head[0]] = head[1]
+        if top is not None and head and head[0] == top:
+            parts.append((head[1], []))
+        elif top is None and used >= group_tokens and (not line.text.strip() or (
+                i and line.page != lines[i - 1].page)):
+            parts.append(("", []))
+            used = 0
+        if top is None:
+            used += count_tokens(line.text) if line.text.strip() else 0
+        parts[-1][1].append(i)
+        context.append(" > ".join(trail[lvl] for lvl in sorted(trail)))
+    out: list[tuple[str, list[_Input]]] = []
+    for heading, indexes in parts:
+        if not indexes:
+            continue
+        block = "\n".join(lines[i].text for i in indexes)
+        starts = [0]
+        for i in indexes:
+            starts.append(starts[-1] + len(lines[i].text) + 1)
+        items: list[_Input] = []
+        for start, end in sentence_spans(block):
+            text = _MARKUP.sub("", _BULLET.sub("", " ".join(block[start:end].split())))
+            if len(text.split()) < 3 or len(content_words(text)) < 2:
+                continue  # fragments carry no point
+            first = indexes[bisect_right(starts, start) - 1]
+            last = indexes[bisect_right(starts, max(start, end - 1)) - 1]
+            items.append(_Input(text, (Citation(path, lines[first].source, lines[last].source, lines[first].page,
+                                                context[first]),)))
+        if not items:
+            continue
+        if not heading:  # a part of a document without headings: named by where it stands
+            first, last = items[0].citations[0], items[-1].citations[0]
+            heading = (f"pages {first.page}-{last.page}" if first.page and first.page != last.page
+                       else f"page {first.page}" if first.page else f"lines {first.line_start}-{last.line_end}")
+        out.append((heading, items))
+    return out
 
 
 def _check(method: str, length: str, generator) -> None:
@@ -458,8 +582,8 @@ def _document_tree(run: _Run, path: str, plan: LengthPlan) -> Iterator[Piece]:
     if document.status != "indexed":
         raise EdgeLlamaError(f"{path} was skipped when indexing: {document.error}")
     chunks = run.store.document_chunks(path)
-    sentences = _sentences(chunks)
-    sections = [(name, [s for _, s in group]) for name, group in groupby(sentences, key=lambda p: p[0])]
+    sections = _sections(chunks, name=document.title or os.path.basename(path), count_tokens=run.count_tokens,
+                         group_tokens=4 * run.input_tokens)
     total = sum(len(run.batches(items)) for _, items in sections) + len(sections) + 1
     done = 0
     summaries: list[SectionSummary] = []
