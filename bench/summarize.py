@@ -46,8 +46,9 @@ def main() -> None:
     embedder = load_embedder(settings.embed_model, threads=settings.threads)
     document = make_document(sentences_per_section=args.sentences)
     tokens = generator.count_tokens(document.text)
+    print(f"load average {open('/proc/loadavg').read().split()[0]} at the start")
     print(f"document: {len(document.sections)} sections, {tokens:,} tokens ({generator.name}), "
-          f"{len(document.facts)} key facts; {settings.threads} threads")
+          f"{len(document.facts)} key facts; {settings.threads} threads", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "docs"
@@ -64,7 +65,10 @@ def main() -> None:
                 started = time.perf_counter()
                 summary = final_summary(summarize_document(store=store, path=str(path), method=method,
                                                            length=args.length, generator=generator))
-                return summary, time.perf_counter() - started
+                seconds = time.perf_counter() - started
+                print(f"  {method}: {seconds:.2f} s, {summary.stats.model_calls} model calls, "
+                      f"{summary.stats.cached}/{summary.stats.nodes} cached", flush=True)
+                return summary, seconds
 
             rows = []
             extract, t_extract = run("extract")
@@ -94,6 +98,7 @@ def main() -> None:
           f"{len(document.facts)})")
     print(f"extract facts kept: {', '.join(kept(extract, document.facts))}")
     print(f"model facts kept:   {', '.join(kept(model, document.facts))}")
+    print(f"load average {open('/proc/loadavg').read().split()[0]} at the end")
     print("\nmodel overview:")
     for p in model.overview:
         print(f"  - {p.text}  [{'; '.join(c.location for c in p.citations[:2])}]")

@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Sequence
 
 from .chunking import approx_tokens
 from .errors import EdgeLlamaError, NotIndexedError, RequestError
+from .prompt import _truncate_to
 from .retrieve import STOPWORDS, content_words
 from .store import ChunkRecord, Store, SummaryRecord
 
@@ -53,8 +54,8 @@ LENGTHS: dict[str, LengthPlan] = {
 }
 LEAF_POINTS = 3  # points kept per leaf batch (both methods; length-independent so the cache is shared)
 SECTION_POINTS = 4  # points kept per section; `long` shows all, `medium` the first two
-LEAF_TOKENS = 64  # the model's output budget for a leaf
-SECTION_TOKENS = 110  # ... and for a section
+LEAF_TOKENS = 48  # the model's output budget for a leaf
+SECTION_TOKENS = 80  # ... and for a section
 SPECIFIC_WEIGHT = 1.0  # extract: weight of the particulars a sentence states, against its centrality (0..1)
 REDUNDANCY_WEIGHT = 0.7  # extract: penalty for similarity to a sentence already picked
 MIN_SUPPORT = 0.6  # share of a model sentence's content words that its cited inputs must contain
@@ -222,7 +223,10 @@ class _Run:
             made = json.loads(record.points)
         else:
             calls = self.model_calls
-            if self.method == "model":
+            if self.method == "model" and sum(self.count_tokens(i.text) for i in inputs) <= max_tokens:
+                # Already as short as its summary would be: kept as written, no model call.
+                made = _by_extract(inputs, points=len(inputs), query="")
+            elif self.method == "model":
                 made = self._by_model(inputs, points=points, max_tokens=max_tokens, instruction=instruction)
             else:
                 made = _by_extract(inputs, points=points, query=instruction)
@@ -277,11 +281,10 @@ class _Run:
         for item in inputs:
             cost = self.count_tokens(item.text) + 1
             if cost > self.input_tokens:
-                words = item.text.split()
-                keep = max(1, int(len(words) * self.input_tokens / cost * 0.9))
+                cut = _truncate_to(item.text, self.input_tokens - 1, self.count_tokens)
                 self.note(f"a {cost}-token passage at {item.citations[0].location if item.citations else '?'} "
-                                  f"was cut to its first {keep} words to fit the {self.input_tokens}-token budget")
-                item = _Input(" ".join(words[:keep]), item.citations)
+                          f"was cut to its first {len(cut.split())} words to fit the {self.input_tokens}-token budget")
+                item = _Input(cut, item.citations)
                 cost = self.count_tokens(item.text) + 1
             if current and used + cost > self.input_tokens:
                 out.append(current)

@@ -125,7 +125,7 @@ def test_change_one_section_recomputes_only_that_branch(tmp_path, book):
         index(store, BagOfWordsEmbedder(), path)
         first = final_summary(summarize_document(store=store, path=str(path), method="model", generator=generator))
         full_calls = generator.calls
-        assert full_calls == first.stats.model_calls == first.stats.nodes > 12 + 1
+        assert full_calls == first.stats.model_calls > 12 + 1 and first.stats.cached == 0
         assert all(p.citations for p in first.overview)
 
         generator.calls = 0
@@ -220,21 +220,22 @@ def test_cli_summarize_file_folder_and_errors(tmp_path, book):
 
 @pytest.mark.models
 def test_real_model_recomputes_only_the_edited_branch(tmp_path, generator):
-    """SmolLM2 through the seam, on a shorter handbook (6 sections) to keep the test quick."""
+    """SmolLM2 through the seam, on a short handbook (4 sections of 40 sentences, one model call
+    each, plus the overview) to keep the test quick on a loaded 2-core box."""
     folder = tmp_path / "docs"
     folder.mkdir()
     path = folder / BOOK
-    path.write_text(make_document(sections=6, sentences_per_section=80).text)
+    path.write_text(make_document(sections=4, sentences_per_section=40).text)
     counting = CountingGenerator(generator)
     with Store.open(tmp_path / "m.db") as store:
         index(store, BagOfWordsEmbedder(), path)
         first = final_summary(summarize_document(store=store, path=str(path), method="model", generator=counting))
         full = counting.calls
-        assert full == first.stats.model_calls >= 6 + 1
+        assert full == first.stats.model_calls >= 4 + 1
         for point in first.overview:
             assert point.citations and all(c.path == str(path) for c in point.citations)
         counting.calls = 0
-        path.write_text(make_document(sections=6, sentences_per_section=80, edited_section=2).text)
+        path.write_text(make_document(sections=4, sentences_per_section=40, edited_section=2).text)
         index(store, BagOfWordsEmbedder(), path)
         edited = final_summary(summarize_document(store=store, path=str(path), method="model", generator=counting))
     assert counting.calls == edited.stats.model_calls
@@ -266,10 +267,11 @@ def test_daemon_summarizes_streaming_and_refuses_paths_outside(tmp_path, shared_
         assert all(p["citations"] and p["citations"][0]["path"] == str(book) for p in summary["overview"])
 
         status, body, _ = call(daemon.socket, "POST", "/summarize",
-                               {"path": str(daemon.docs / "power.md"), "method": "model", "length": "short"})
+                               {"topic": "battery bank capacity", "method": "model", "length": "short"})
         assert status == 200, body
-        assert body["method"] == "model" and body["stats"]["model_calls"] > 0
-        assert all(c["path"].endswith("power.md") for p in body["overview"] for c in p["citations"])
+        assert body["kind"] == "topic" and body["method"] == "model" and body["stats"]["model_calls"] >= 1
+        assert body["overview"] and all(p["citations"] for p in body["overview"])
+        assert any(c["path"].endswith("power.md") for p in body["overview"] for c in p["citations"])
 
         status, body, _ = call(daemon.socket, "POST", "/summarize", {"all": True, "length": "short"})
         assert status == 200 and len(body["documents"]) == 4
@@ -299,11 +301,12 @@ def test_daemon_summarizes_streaming_and_refuses_paths_outside(tmp_path, shared_
 def test_daemon_builds_model_summaries_in_the_background(tmp_path, shared_data):
     from daemon_harness import Daemon, call, eventually
 
-    daemon = Daemon(tmp_path / "d", shared_data, extra_env={"EDGELLAMA_SUMMARIZE_BACKGROUND": "true"})
+    daemon = Daemon(tmp_path / "d", shared_data, extra_env={"EDGELLAMA_SUMMARIZE_BACKGROUND": "true"},
+                    files=("station/power.md",))
     try:
         daemon.wait_ready()
         status = lambda: call(daemon.socket, "GET", "/status")[1]  # noqa: E731
-        assert eventually(lambda: (status()["daemon"]["background_summaries"] or 0) >= 3, timeout=600), status()
+        assert eventually(lambda: (status()["daemon"]["background_summaries"] or 0) >= 1, timeout=900), status()
         status_code, body, _ = call(daemon.socket, "POST", "/summarize",
                                     {"path": str(daemon.docs / "power.md"), "method": "model"})
         assert status_code == 200, body
