@@ -564,10 +564,22 @@ def _check(method: str, length: str, generator) -> None:
         raise EdgeLlamaError("the model method needs a language model")
 
 
+def _memoized(count: Callable[[str], int]) -> Callable[[str], int]:
+    """Each sentence is counted once per run, though batches are planned more than once."""
+    seen: dict[str, int] = {}
+
+    def counted(text: str) -> int:
+        if text not in seen:
+            seen[text] = count(text)
+        return seen[text]
+
+    return counted
+
+
 def _start(store: Store, method: str, generator, input_tokens: int) -> _Run:
     if callable(generator) and not hasattr(generator, "stream"):
         generator = generator()  # a factory: only the model method loads the model
-    count = generator.count_tokens if generator is not None else approx_tokens
+    count = _memoized(generator.count_tokens if generator is not None else approx_tokens)
     name = getattr(generator, "name", "") or ""
     if generator is not None and method == "model":
         # The prompt's fixed words and the output must fit the context window with the input.
