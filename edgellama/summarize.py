@@ -555,13 +555,16 @@ def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callabl
     return out
 
 
-def _check(method: str, length: str, generator) -> None:
+def _begin(store: Store, method: str, length: str, generator, input_tokens: int) -> _Run:
     if method not in METHODS:
         raise RequestError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if length not in LENGTHS:
         raise RequestError(f"length must be one of {', '.join(LENGTHS)}, got {length!r}")
     if method == "model" and generator is None:
         raise EdgeLlamaError("the model method needs a language model")
+    if method == "extract" and not hasattr(generator, "count_tokens"):
+        generator = None  # a factory is not called: the extractive method only borrows a loaded tokenizer
+    return _start(store, method, generator, input_tokens)
 
 
 def _memoized(count: Callable[[str], int]) -> Callable[[str], int]:
@@ -628,8 +631,7 @@ def summarize_document(*, store: Store, path: str, method: str = DEFAULT_METHOD,
     """Summarize one indexed document: section summaries as they finish, then the overview.
     ``generator``: a Generator, a factory of one, or None (extract only). The last piece is the
     ``Summary``."""
-    _check(method, length, generator if method == "model" else True)
-    run = _start(store, method, generator if method == "model" else _maybe(generator), input_tokens)
+    run = _begin(store, method, length, generator, input_tokens)
     document = None
     for piece in _document_tree(run, path, LENGTHS[length]):
         if isinstance(piece, DocumentDone):
@@ -638,17 +640,11 @@ def summarize_document(*, store: Store, path: str, method: str = DEFAULT_METHOD,
     yield Summary("document", path, method, length, document.overview, (document,), run.stats(), tuple(run.notes))
 
 
-def _maybe(generator):
-    """For the extractive method a loaded model only lends its tokenizer; a factory is not called."""
-    return generator if generator is not None and hasattr(generator, "count_tokens") else None
-
-
 def summarize_folder(*, store: Store, folder: str | None, method: str = DEFAULT_METHOD, length: str = "medium",
                      generator=None, input_tokens: int = 1024) -> Iterator[Piece]:
     """Summarize every indexed document under ``folder`` (None: all of them): one line per
     document as each finishes, then an overview of the folder."""
-    _check(method, length, generator if method == "model" else True)
-    run = _start(store, method, generator if method == "model" else _maybe(generator), input_tokens)
+    run = _begin(store, method, length, generator, input_tokens)
     root = None if folder is None else folder.rstrip(os.sep) + os.sep
     documents = store.documents()
     paths = sorted(p for p, d in documents.items() if root is None or p.startswith(root) or p == folder)
@@ -683,10 +679,9 @@ def summarize_topic(*, store: Store, topic: str, embedder, method: str = DEFAULT
     Only sentences that score at least ``min_relevance`` against the topic are used."""
     from .retrieve import best_sentences, search
 
-    _check(method, length, generator if method == "model" else True)
     if not topic.strip():
         raise RequestError("the topic is empty")
-    run = _start(store, method, generator if method == "model" else _maybe(generator), input_tokens)
+    run = _begin(store, method, length, generator, input_tokens)
     yield Progress(0, 2, "retrieving")
     found = search(store=store, embedder=embedder, query=topic, k=top_k, vectors=vectors)
     picked = best_sentences(query=topic, chunks=found, embedder=embedder, limit=60) if found else []
