@@ -442,7 +442,8 @@ def _print_summary_piece(event: str, data: dict, *, folder: bool) -> None:
             typer.echo(_point_line(point))
     elif event == "document" and folder:
         first = data["overview"][0] if data["overview"] else None
-        typer.echo(f"- {_show_path(data['path'])}: " + (
+        title = f" ({data['title']})" if data["title"] else ""
+        typer.echo(f"- {_show_path(data['path'])}{title}: " + (
             f"{first['text']}  [{'; '.join(_lines(c) for c in first['citations'][:3])}]" if first else "(no text)"))
     elif event == "document":
         if data["overview"]:

@@ -539,8 +539,8 @@ def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callabl
         items: list[_Input] = []
         for start, end in sentence_spans(block):
             text = _MARKUP.sub("", _BULLET.sub("", " ".join(block[start:end].split())))
-            if len(text.split()) < 3 or len(content_words(text)) < 2:
-                continue  # fragments carry no point
+            if len(text.split()) < 3 or len(content_words(text)) < 2 or text.count("|") >= 2:
+                continue  # fragments and table rows make no point
             first = indexes[bisect_right(starts, start) - 1]
             last = indexes[bisect_right(starts, max(start, end - 1)) - 1]
             items.append(_Input(text, (Citation(path, lines[first].source, lines[last].source, lines[first].page,

@@ -247,7 +247,7 @@ def test_real_model_recomputes_only_the_edited_branch(tmp_path, generator):
 def test_daemon_summarizes_streaming_and_refuses_paths_outside(tmp_path, shared_data):
     from daemon_harness import Daemon, call, eventually
 
-    daemon = Daemon(tmp_path / "d", shared_data)
+    daemon = Daemon(tmp_path, shared_data)
     try:
         book = daemon.docs / BOOK
         document = make_document(sentences_per_section=60)
@@ -301,7 +301,7 @@ def test_daemon_summarizes_streaming_and_refuses_paths_outside(tmp_path, shared_
 def test_daemon_builds_model_summaries_in_the_background(tmp_path, shared_data):
     from daemon_harness import Daemon, call, eventually
 
-    daemon = Daemon(tmp_path / "d", shared_data, extra_env={"EDGELLAMA_SUMMARIZE_BACKGROUND": "true"},
+    daemon = Daemon(tmp_path, shared_data, extra_env={"EDGELLAMA_SUMMARIZE_BACKGROUND": "true"},
                     files=("station/power.md",))
     try:
         daemon.wait_ready()
