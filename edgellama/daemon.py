@@ -266,6 +266,8 @@ class Engine:
         """A requested path, if it lies inside the watched folders or is (under) an indexed path.
         Containment is checked on the resolved path, so ``..`` and symlinks cannot lead outside;
         summaries read only the index, never the file."""
+        if "\0" in path:
+            raise RequestError("'path' holds a NUL character")
         if not os.path.isabs(path):
             raise RequestError(f"'path' must be absolute, got {path!r}")
         absolute, real = os.path.abspath(path), os.path.realpath(path)

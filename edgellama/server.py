@@ -212,9 +212,9 @@ def summarize(engine: "Engine", body: dict) -> Reply | Stream:
     if len(targets) != 1:
         raise RequestError("give exactly one of 'path', 'all': true or 'topic'")
     request: dict[str, Any] = {"length": body.get("length", "medium"), "method": body.get("method")}
-    if request["length"] not in LENGTHS:
+    if not isinstance(request["length"], str) or request["length"] not in LENGTHS:
         raise RequestError(f"'length' must be one of {', '.join(LENGTHS)}")
-    if request["method"] is not None and request["method"] not in METHODS:
+    if request["method"] is not None and (not isinstance(request["method"], str) or request["method"] not in METHODS):
         raise RequestError(f"'method' must be one of {', '.join(METHODS)}")
     if targets == ["path"]:
         request["path"] = engine.summary_path(_text(body, "path"))
