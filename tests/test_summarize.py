@@ -281,6 +281,8 @@ def test_daemon_summarizes_streaming_and_refuses_paths_outside(tmp_path, shared_
             ({"path": str(daemon.docs / ".." / ".." / ".." / "etc")}, 403, "outside the folders"),
             ({"path": "power.md"}, 400, "must be absolute"),
             ({"path": str(book), "length": "huge"}, 400, "'length'"),
+            ({"path": str(book), "length": ["long"]}, 400, "'length'"),
+            ({"path": "/tmp/a\0b"}, 400, "NUL"),
             ({"path": str(book), "topic": "x"}, 400, "exactly one of"),
             ({"path": str(daemon.docs / "missing.md")}, 404, "not indexed"),
         ):
