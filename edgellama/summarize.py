@@ -342,6 +342,7 @@ def _verified(text: str, inputs: Sequence[_Input], *, limit: int) -> tuple[list[
     return made, dropped
 
 
+_FINISHED = re.compile(r"[.!?][\"')\]]*$")
 _MARKUP = re.compile(r"\*\*|__|`")
 _WORD = re.compile(r"\w(?:[\w,.:/-]*\w)?")
 
@@ -509,6 +510,11 @@ def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callabl
         top = min(level for level in levels if level > top)  # the one top heading is the title
     elif top is not None and levels[top] == 1:
         top = None  # a title and nothing else: no sections
+    code, fenced = [], False
+    for line in lines:
+        fence = line.text.lstrip().startswith(("```", "~~~"))
+        code.append(fenced or fence)
+        fenced = fenced != fence
     parts: list[tuple[str, list[int]]] = [(name, [])]
     trail: dict[int, str] = {}
     context: list[str] = []
@@ -532,19 +538,23 @@ def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callabl
     for heading, indexes in parts:
         if not indexes:
             continue
-        block = "\n".join(lines[i].text for i in indexes)
+        # Code blocks are blanked (same length, so offsets hold): commands are not sentences.
+        block = "\n".join("" if code[i] else lines[i].text for i in indexes)
         starts = [0]
         for i in indexes:
-            starts.append(starts[-1] + len(lines[i].text) + 1)
+            starts.append(starts[-1] + len(lines[i].text if not code[i] else "") + 1)
         items: list[_Input] = []
+        loose: list[_Input] = []  # without final punctuation (lists, menus): used only if nothing else
         for start, end in sentence_spans(block):
             text = _MARKUP.sub("", _BULLET.sub("", " ".join(block[start:end].split())))
             if len(text.split()) < 3 or len(content_words(text)) < 2 or text.count("|") >= 2:
                 continue  # fragments and table rows make no point
             first = indexes[bisect_right(starts, start) - 1]
             last = indexes[bisect_right(starts, max(start, end - 1)) - 1]
-            items.append(_Input(text, (Citation(path, lines[first].source, lines[last].source, lines[first].page,
-                                                context[first]),)))
+            item = _Input(text, (Citation(path, lines[first].source, lines[last].source, lines[first].page,
+                                          context[first]),))
+            (items if _FINISHED.search(text) else loose).append(item)
+        items = items or loose
         if not items:
             continue
         if not heading:  # a part of a document without headings: named by where it stands
