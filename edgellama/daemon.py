@@ -586,7 +586,7 @@ def _reload(engine: Engine, flags) -> None:
         return
     sd_notify("RELOADING=1")
     old = engine.settings
-    fixed = [k for k in ("db", "model", "embed_model", "socket", "threads", "n_ctx") if getattr(old, k) != getattr(new, k)]
+    fixed = [k for k in ("db", "model", "embed_model", "socket", "threads", "n_ctx", "summarize_background") if getattr(old, k) != getattr(new, k)]
     if fixed:
         log.warning("reload: %s changed; that takes a restart", ", ".join(fixed))
         new = resolve_settings(flags={**(flags or {}), **{k: getattr(old, k) for k in fixed}})
