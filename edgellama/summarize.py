@@ -37,7 +37,7 @@ METHODS = ("extract", "model")
 # Measured on tests/longdoc.py (bench/summarize.py): extract keeps as many key facts as the 135M
 # model in a thousandth of the time, so it is the default; the model method is there for bigger models.
 DEFAULT_METHOD = "extract"
-PROMPT_VERSION = "sum-1"  # change it whenever a prompt or a reducer changes: old cache entries then miss
+PROMPT_VERSION = "sum-2"  # change it whenever a prompt or a reducer changes: old cache entries then miss
 
 
 @dataclass(frozen=True)
@@ -180,6 +180,7 @@ def _merge(citations: Sequence[Citation]) -> tuple[Citation, ...]:
     return tuple(out)
 
 
+_ABOUT_THE_TEXT = re.compile(r"(the|this) (text|passage|document|section)\b", re.I)
 _NUMBER = re.compile(r"\d[\d.,:/-]*\d|\d")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -321,6 +322,9 @@ def _verified(text: str, inputs: Sequence[_Input], *, limit: int) -> tuple[list[
             continue
         if any(words <= other for other in seen):
             continue  # a repetition: small models loop
+        if _ABOUT_THE_TEXT.match(sentence):
+            dropped += 1  # "The text is about ...": says nothing the reader can use
+            continue
         sources: list[int] = []
         covered: set[str] = set()
         while len(sources) < 3:
