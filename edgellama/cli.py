@@ -382,6 +382,130 @@ def service_uninstall(user: UserOption = False, root: RootOption = None, dry_run
     _print_json(report.__dict__) if as_json else _print_service_report(report)
 
 
+# -- summarize (issue 7) ------------------------------------------------------------------------
+
+
+@app.command()
+def summarize(
+    target: Annotated[Optional[Path], typer.Argument(help="An indexed file or folder.")] = None,
+    all_documents: Annotated[bool, typer.Option("--all", help="Summarize every indexed document.")] = False,
+    topic: Annotated[Optional[str], typer.Option("--topic", help="Summarize what the documents say about TOPIC.")] = None,
+    length: Annotated[str, typer.Option(help="short, medium or long.")] = "medium",
+    method: Annotated[Optional[str], typer.Option(
+        help="extract (the most central sentences, fast; default) or model (the language model).")] = None,
+    db: DbOption = None,
+    no_daemon: NoDaemonOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Summarize a document, a folder (one line per document, then an overview) or a topic,
+    streaming, every point citing file and lines."""
+    from .summarize import DEFAULT_METHOD, LENGTHS, METHODS
+
+    method = method or DEFAULT_METHOD
+    if sum((target is not None, all_documents, topic is not None)) != 1:
+        raise typer.BadParameter("give exactly one of FILE|DIR, --all or --topic", param_hint="TARGET")
+    if length not in LENGTHS:
+        raise typer.BadParameter(f"must be one of {', '.join(LENGTHS)}", param_hint="--length")
+    if method not in METHODS:
+        raise typer.BadParameter(f"must be one of {', '.join(METHODS)}", param_hint="--method")
+    settings = _settings(db=db)
+    body: dict[str, Any] = {"length": length, "method": method}
+    if target is not None:
+        if not target.exists():
+            raise typer.BadParameter(f"{target} does not exist", param_hint="TARGET")
+        body["path"] = os.path.abspath(target)
+    elif topic is not None:
+        body["topic"] = topic
+    else:
+        body["all"] = True
+    client = _daemon(settings, no_daemon)
+    if client is not None:
+        events = client.events("/summarize", {**body, "stream": True})
+    else:
+        events = _summarize_in_process(settings, body)
+    folder = "all" in body or ("path" in body and Path(body["path"]).is_dir())
+    result = None
+    for event, data in events:
+        if event == "error":
+            from .client import DaemonError
+
+            raise DaemonError(data["error"]["message"])
+        if event == "summary":
+            result = data
+        elif not as_json:
+            _print_summary_piece(event, data, folder=folder)
+    if result is None:
+        raise EdgeLlamaError("the summary ended early")
+    if as_json:
+        _print_json(result)
+        return
+    if result["kind"] != "document" or not result["overview"]:
+        if result["overview"]:
+            typer.echo("Overview:")
+        for point in result["overview"]:
+            typer.echo(_point_line(point))
+    if result["kind"] == "topic" and not result["overview"]:
+        typer.echo("The documents do not say.")
+    for note in result["notes"]:
+        typer.echo(f"note: {note}", err=True)
+    st = result["stats"]
+    typer.echo(f"({result['method']}: {st['nodes']} nodes, {st['cached']} cached, {st['model_calls']} model calls, "
+               f"{st['dropped_sentences']} unsupported sentences dropped, {st['seconds']:.1f} s)", err=True)
+
+
+def _summarize_in_process(settings: Settings, body: dict):
+    from .summarize import piece_to_event, summarize_document, summarize_folder, summarize_topic
+
+    def generator():
+        from .generate import load_generator
+
+        return load_generator(model=settings.model, models_dir=settings.models_dir,
+                              requantize_bundled=settings.requantize, threads=settings.threads, n_ctx=settings.n_ctx)
+
+    options = {"method": body["method"], "length": body["length"], "generator": generator}
+    with _open_store(settings) as store:
+        if "topic" in body:
+            pieces = summarize_topic(store=store, topic=body["topic"], embedder=_embedder(settings),
+                                     min_relevance=settings.min_relevance, **options)
+        elif "all" in body or Path(body["path"]).is_dir():
+            pieces = summarize_folder(store=store, folder=body.get("path"), **options)
+        else:
+            pieces = summarize_document(store=store, path=body["path"], **options)
+        for piece in pieces:
+            yield piece_to_event(piece)
+
+
+def _point_line(point: dict) -> str:
+    where = "; ".join(f"{_show_path(c['path'])}:{_lines(c)}" for c in point["citations"][:3])
+    more = f" +{len(point['citations']) - 3} more" if len(point["citations"]) > 3 else ""
+    return f"- {point['text']}  [{where}{more}]"
+
+
+def _print_summary_piece(event: str, data: dict, *, folder: bool) -> None:
+    if event == "progress":
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r\033[K[{data['done']}/{data['total']}] {data['label'][:60]}")
+            sys.stderr.flush()
+        return
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    if event == "section":
+        typer.echo(f"## {data['heading']}  (lines {data['line_start']}-{data['line_end']})")
+        for point in data["points"]:
+            typer.echo(_point_line(point))
+    elif event == "document" and folder:
+        first = data["overview"][0] if data["overview"] else None
+        title = f" ({data['title']})" if data["title"] else ""
+        typer.echo(f"- {_show_path(data['path'])}{title}: " + (
+            f"{first['text']}  [{'; '.join(_lines(c) for c in first['citations'][:3])}]" if first else "(no text)"))
+    elif event == "document":
+        if data["overview"]:
+            typer.echo("Overview:")
+        for point in data["overview"]:
+            typer.echo(_point_line(point))
+    sys.stdout.flush()
+
+
 def main() -> None:
     """Entry point: the one place where library errors become a message and an exit code."""
     try:

@@ -108,6 +108,7 @@ class Settings:
     reconcile_seconds: float
     tcp_listen: str
     token_file: Path | None
+    summarize_background: bool
     data_dir: Path
     config_file: Path
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -143,6 +144,8 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
     "reconcile_seconds": (float, "interval of the daemon's full rescan that repairs missed events"),
     "tcp_listen": (str, "optional loopback TCP listener, host:port (empty: none); needs token_file"),
     "token_file": (Path, "file holding the bearer token the TCP listener requires (mode 0600)"),
+    "summarize_background": (bool, "the daemon builds model summaries of indexed documents in the background, "
+                                   "pausing while a query runs (off by default: small boxes)"),
 }
 
 
@@ -169,6 +172,7 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "reconcile_seconds": 300.0,
         "tcp_listen": "",
         "token_file": None,
+        "summarize_background": False,
     }
 
 

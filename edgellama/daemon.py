@@ -174,6 +174,7 @@ class Engine:
         self.vectors = None  # the one in-memory matrix of chunk vectors, reloaded after commits
         self.generator = None
         self.worker = None
+        self.background_summaries = 0  # documents the background summarizer brought up to date
         self._readers: "queue.SimpleQueue" = queue.SimpleQueue()
         self._uid, self._gid = os.getuid(), os.getgid()
 
@@ -261,6 +262,95 @@ class Engine:
     def embed(self, texts: list[str]):
         return self.embedder.embed(texts)
 
+    def summary_path(self, path: str) -> str:
+        """A requested path, if it lies inside the watched folders or is (under) an indexed path.
+        Containment is checked on the resolved path, so ``..`` and symlinks cannot lead outside;
+        summaries read only the index, never the file."""
+        if "\0" in path:
+            raise RequestError("'path' holds a NUL character")
+        if not os.path.isabs(path):
+            raise RequestError(f"'path' must be absolute, got {path!r}")
+        absolute, real = os.path.abspath(path), os.path.realpath(path)
+        roots = [os.path.realpath(f) for f in self.settings.folders]
+        inside = any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+        if not inside and absolute == real:
+            with self.reader() as store:
+                known = store.documents()
+            inside = absolute in known or any(p.startswith(absolute.rstrip(os.sep) + os.sep) for p in known)
+        if not inside:
+            raise RequestError(f"{path} is outside the folders this daemon serves", http_status=403)
+        return absolute
+
+    def summarize(self, *, length: str, method: str | None, path: str | None = None, topic: str | None = None):
+        """The pieces of a summary, computed while the pieces are read (so a stream shows them)."""
+        from .summarize import DEFAULT_METHOD, summarize_document, summarize_folder, summarize_topic
+
+        options = {"length": length, "method": method or DEFAULT_METHOD, "generator": self._cancellable_generator()}
+        with self.priority.foreground(), self.reader() as store:
+            if topic is not None:
+                pieces = summarize_topic(store=store, topic=topic, embedder=self.embedder,
+                                         min_relevance=self.settings.min_relevance,
+                                         vectors=self.vectors.get(model=self.embedder.name), **options)
+            elif path is None or os.path.isdir(path):
+                pieces = summarize_folder(store=store, folder=path, **options)
+            else:
+                pieces = summarize_document(store=store, path=path, **options)
+            yield from pieces
+
+    def summarize_in_background(self, stop: threading.Event, *, poll_seconds: float = 2.0) -> None:
+        """The background summarizer's thread: after each index run that changed something, bring
+        every indexed document's model summary up to date (cached branches cost nothing). It waits
+        before each model call while any query runs, so a query waits for one call at most."""
+        from .summarize import final_summary, summarize_document
+
+        seen_runs = -1
+        generator = self._cancellable_generator(background=True)
+        store = self.open_store()
+        try:
+            while not stop.wait(poll_seconds) and not self.stopping:
+                state = self.worker.state if self.worker else None
+                if state is None or state.runs == seen_runs or state.indexing:
+                    continue
+                seen_runs = state.runs
+                for path, document in sorted(store.documents().items()):
+                    if stop.is_set() or self.stopping:
+                        return
+                    if document.status != "indexed":
+                        continue
+                    try:
+                        summary = final_summary(summarize_document(store=store, path=path, method="model",
+                                                                   length="medium", generator=generator))
+                    except EdgeLlamaError as err:
+                        if self.stopping:
+                            return
+                        log.warning("background summary of %s: %s", path, err)
+                        continue
+                    self.background_summaries += 1
+                    if summary.stats.model_calls:
+                        log.info("background summary of %s: %d model calls, %.1f s", path,
+                                 summary.stats.model_calls, summary.stats.seconds)
+        finally:
+            store.close()
+
+    def _cancellable_generator(self, *, background: bool = False):
+        engine = self
+
+        class Cancellable:
+            """The warm model, ending a long summary between model calls once the daemon stops."""
+
+            name, n_ctx = engine.generator.name, engine.generator.n_ctx
+            count_tokens = staticmethod(engine.generator.count_tokens)
+
+            @staticmethod
+            def stream(prompt, *, max_tokens, stop):
+                if background:
+                    engine.priority.wait_idle()  # queries first
+                if engine.stopping:
+                    raise BusyError("the daemon is stopping", retry_after=5)
+                return engine.generator.stream(prompt, max_tokens=max_tokens, stop=stop)
+
+        return Cancellable()
+
     def check_chat_fits(self, messages: list[dict], *, max_tokens: int) -> None:
         for m in messages:
             if not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str):
@@ -315,6 +405,7 @@ class Engine:
             "queue": {"active": self.admission.active, "max_queue": self.admission.max_queue},
             "watcher": asdict(self.worker.state) if self.worker else None,
             "indexer_alive": bool(self.worker and self.worker.alive),
+            "background_summaries": self.background_summaries if self.settings.summarize_background else None,
         }
 
     def status(self) -> dict:
@@ -427,6 +518,9 @@ def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0)
         engine.worker = worker
         if not stop.is_set():
             worker.start()
+            if settings.summarize_background:
+                threading.Thread(target=engine.summarize_in_background, args=(stop,), name="edgellama-summaries",
+                                 daemon=True).start()
             engine.ready = True
             engine.stage = "ready"
             sd_notify(f"READY=1\nSTATUS=ready: watching {len(settings.folders)} folder(s)")
@@ -495,7 +589,7 @@ def _reload(engine: Engine, flags) -> None:
         return
     sd_notify("RELOADING=1")
     old = engine.settings
-    fixed = [k for k in ("db", "model", "embed_model", "socket", "threads", "n_ctx") if getattr(old, k) != getattr(new, k)]
+    fixed = [k for k in ("db", "model", "embed_model", "socket", "threads", "n_ctx", "summarize_background") if getattr(old, k) != getattr(new, k)]
     if fixed:
         log.warning("reload: %s changed; that takes a restart", ", ".join(fixed))
         new = resolve_settings(flags={**(flags or {}), **{k: getattr(old, k) for k in fixed}})

@@ -14,6 +14,7 @@ __all__ = [
     "RequestError",
     "BusyError",
     "ServiceError",
+    "NotIndexedError",
 ]
 
 
@@ -65,3 +66,9 @@ class SourceError(EdgeLlamaError):
 
 class ServiceError(EdgeLlamaError):
     """The systemd unit cannot be rendered, installed or removed."""
+
+
+class NotIndexedError(EdgeLlamaError):
+    """A path asked about (e.g. to summarize) is not in the index."""
+
+    http_status = 404

@@ -205,6 +205,37 @@ def ask(engine: "Engine", body: dict) -> Reply | Stream:
     return Stream(produce, lambda: slot.__exit__(None, None, None))
 
 
+def summarize(engine: "Engine", body: dict) -> Reply | Stream:
+    from .summarize import LENGTHS, METHODS, final_summary, piece_to_event, summary_to_dict
+
+    targets = [k for k in ("path", "all", "topic") if body.get(k) not in (None, False)]
+    if len(targets) != 1:
+        raise RequestError("give exactly one of 'path', 'all': true or 'topic'")
+    request: dict[str, Any] = {"length": body.get("length", "medium"), "method": body.get("method")}
+    if not isinstance(request["length"], str) or request["length"] not in LENGTHS:
+        raise RequestError(f"'length' must be one of {', '.join(LENGTHS)}")
+    if request["method"] is not None and (not isinstance(request["method"], str) or request["method"] not in METHODS):
+        raise RequestError(f"'method' must be one of {', '.join(METHODS)}")
+    if targets == ["path"]:
+        request["path"] = engine.summary_path(_text(body, "path"))
+    elif targets == ["topic"]:
+        request["topic"] = _text(body, "topic")
+    elif body["all"] is not True:
+        raise RequestError("'all' must be true")
+    if not _bool(body, "stream", False):
+        with engine.admission.slot():
+            return Reply(200, summary_to_dict(final_summary(engine.summarize(**request))))
+    slot = engine.admission.slot()
+    slot.__enter__()
+
+    def produce(write: Callable[[bytes], None]) -> None:
+        for piece in engine.summarize(**request):
+            event, data = piece_to_event(piece)
+            write(sse(data, event=event))
+
+    return Stream(produce, lambda: slot.__exit__(None, None, None))
+
+
 def models(engine: "Engine", body: dict) -> Reply:
     created = int(engine.started_at)
     return Reply(200, {"object": "list", "data": [
@@ -334,6 +365,9 @@ ROUTES: dict[str, tuple[str, Callable, bool, str]] = {
     "/openapi.json": ("GET", openapi, False, "this document"),
     "/search": ("POST", search, True, "the chunks that best match a query, with file and lines"),
     "/ask": ("POST", ask, True, "a cited answer from the indexed documents; stream=true for events"),
+    "/summarize": ("POST", summarize, True,
+                   "a cited summary of an indexed file or folder ('path'), of everything ('all') or of a "
+                   "'topic'; stream=true sends progress, section and document events, then the summary"),
     "/v1/models": ("GET", models, True, "the loaded models (OpenAI-compatible)"),
     "/v1/chat/completions": ("POST", chat_completions, True,
                              "OpenAI-compatible chat; answers the last user message from the documents "
@@ -351,6 +385,14 @@ _REQUEST_SCHEMAS: dict[str, dict] = {
         "top_k": {"type": "integer", "minimum": 1, "maximum": 50},
         "max_tokens": {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS_CAP},
         "context_tokens": {"type": "integer", "minimum": 1},
+        "stream": {"type": "boolean"}}},
+    "/summarize": {"type": "object", "properties": {
+        "path": {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS,
+                 "description": "absolute path of an indexed file or folder inside the daemon's folders"},
+        "all": {"type": "boolean"},
+        "topic": {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS},
+        "length": {"type": "string", "enum": ["short", "medium", "long"]},
+        "method": {"type": "string", "enum": ["extract", "model"]},
         "stream": {"type": "boolean"}}},
     "/v1/chat/completions": {"type": "object", "required": ["messages"], "properties": {
         "model": {"type": "string"},

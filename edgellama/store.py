@@ -16,7 +16,7 @@ import sqlite_utils
 
 from .errors import StoreError
 
-__all__ = ["Store", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SCHEMA_VERSION"]
+__all__ = ["Store", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SummaryRecord", "SCHEMA_VERSION"]
 
 # Each migration is a list of statements run in one transaction, recorded in schema_migrations.
 # Never edit a released migration: add the next number.
@@ -80,6 +80,25 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
             END""",
         ],
     ),
+    2: (
+        "summaries: cached intermediate summaries",
+        [
+            # One row per node of a summary tree (chunk batch, section, document, folder, topic).
+            # ``key`` is the SHA-256 of the node's inputs with the method, model and prompt version,
+            # so an unchanged branch is found again and only a changed one is recomputed.
+            """CREATE TABLE summaries (
+                key TEXT PRIMARY KEY,
+                level TEXT NOT NULL,
+                method TEXT NOT NULL,
+                model TEXT NOT NULL,
+                path TEXT,
+                points TEXT NOT NULL,
+                model_calls INTEGER NOT NULL,
+                created_at REAL NOT NULL
+            )""",
+            "CREATE INDEX summaries_path ON summaries(path)",
+        ],
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -135,6 +154,17 @@ class ChunkRecord:
         first = self.text.count("\n", 0, start)
         last = first + self.text.count("\n", start, max(start, end - 1))
         return lines[min(first, len(lines) - 1)], lines[min(last, len(lines) - 1)]
+
+
+@dataclass(frozen=True)
+class SummaryRecord:
+    key: str
+    level: str
+    method: str
+    model: str
+    path: str | None
+    points: str  # JSON: [{"text": ..., "citations": [...]}, ...]
+    model_calls: int  # what computing this node cost (0 for the extractive method)
 
 
 @dataclass(frozen=True)
@@ -392,6 +422,28 @@ class Store:
             (path,),
         )
         return [ChunkRecord(*row) for row in rows]
+
+    # -- summaries ------------------------------------------------------------------------------
+
+    def summary(self, key: str) -> SummaryRecord | None:
+        row = self._conn.execute(
+            "SELECT key, level, method, model, path, points, model_calls FROM summaries WHERE key = ?", (key,)
+        ).fetchone()
+        return SummaryRecord(*row) if row else None
+
+    def put_summary(self, record: SummaryRecord) -> None:
+        with self.transaction():
+            self._conn.execute(
+                "INSERT OR REPLACE INTO summaries (key, level, method, model, path, points, model_calls,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.key, record.level, record.method, record.model, record.path, record.points,
+                 record.model_calls, time.time()),
+            )
+
+    def summary_count(self, *, path: str | None = None) -> int:
+        if path is None:
+            return self._conn.execute("SELECT count(*) FROM summaries").fetchone()[0]
+        return self._conn.execute("SELECT count(*) FROM summaries WHERE path = ?", (path,)).fetchone()[0]
 
     # -- status ---------------------------------------------------------------------------------
 
