@@ -86,7 +86,7 @@ def index(
             stats = index_paths(
                 store=store, embedder=embedder, paths=paths, chunk_tokens=settings.chunk_tokens,
                 chunk_overlap=settings.chunk_overlap, max_file_bytes=int(settings.max_file_mb * 1e6),
-                on_progress=progress,
+                max_extract_seconds=settings.max_extract_seconds, on_progress=progress,
             )
         finally:
             if bar is not None:
@@ -98,6 +98,7 @@ def index(
     typer.echo(
         f"Indexed in {stats.seconds:.1f} s: {stats.added} added, {stats.changed} changed, "
         f"{stats.unchanged} unchanged, {stats.removed} removed, {len(stats.skipped)} skipped"
+        f"{f', {stats.vanished} deleted before they could be read' if stats.vanished else ''}"
         f"{f', {stats.ignored} of other types ignored' if stats.ignored else ''}; "
         f"{stats.chunks_written} chunks written, {stats.chunks_embedded} embedded."
     )

@@ -108,6 +108,7 @@ class Settings:
     reconcile_seconds: float
     tcp_listen: str
     token_file: Path | None
+    max_extract_seconds: float
     data_dir: Path
     config_file: Path
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -143,6 +144,7 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
     "reconcile_seconds": (float, "interval of the daemon's full rescan that repairs missed events"),
     "tcp_listen": (str, "optional loopback TCP listener, host:port (empty: none); needs token_file"),
     "token_file": (Path, "file holding the bearer token the TCP listener requires (mode 0600)"),
+    "max_extract_seconds": (float, "time one file may take to be read and chunked; slower files are skipped"),
 }
 
 
@@ -169,6 +171,7 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "reconcile_seconds": 300.0,
         "tcp_listen": "",
         "token_file": None,
+        "max_extract_seconds": 60.0,
     }
 
 
