@@ -330,6 +330,32 @@ def show_config(as_json: JsonOption = False) -> None:
         typer.echo(f"{key:<{width}} = {shown}    # {settings.origins[key]}")
 
 
+@app.command()
+def selftest(
+    airgap: Annotated[bool, typer.Option("--airgap", help="Also record and block every network connection and "
+                                          "name lookup, and check the offline switches; any attempt fails.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Index, search, ask (and summarize) on a small temporary folder; exit 1 if any step fails."""
+    from .selftest import run_selftest
+
+    def show(step) -> None:
+        if not as_json:
+            typer.echo(f"{'ok  ' if step.ok else 'FAIL'}  {step.name:<18} {step.seconds:6.1f} s  {step.detail}")
+
+    report = run_selftest(airgap=airgap, settings=_settings(), on_step=show)
+    if as_json:
+        _print_json({"ok": report.ok, "airgap": report.airgap, "network_attempts": list(report.network_attempts),
+                     "steps": [step.__dict__ for step in report.steps]})
+    else:
+        for attempt in report.network_attempts:
+            typer.echo(f"FAIL  network attempt: {attempt}")
+        if airgap and report.ok:
+            typer.echo("airgap: no connection and no name lookup was attempted")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: the one place where library errors become a message and an exit code."""
     try:
