@@ -10,16 +10,18 @@ import errno
 import hashlib
 import json
 import os
+import re
 import signal
 import stat
 import threading
 import time
+from bisect import bisect_left
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from .chunking import chunk_text, line_span
+from .chunking import chunk_text
 from .embed import Embedder
 from .errors import ConfigError, EdgeLlamaError, SourceError
 from .sources import ExtractedText, extract, format_for
@@ -121,11 +123,15 @@ def chunks_for_document(extracted: ExtractedText, *, count_tokens: Callable[[str
     A chunk never crosses a page, so a citation names one page."""
     out: list[NewChunk] = []
     last_line = len(extracted.lines) - 1
+    # Line of a character offset by bisection: counting newlines from the start for every chunk
+    # is quadratic, and took minutes on a 10 MB file.
+    newlines = [m.start() for m in re.finditer("\n", extracted.text)]
     for seg_start, seg_end in _page_segments(extracted):
         for chunk in chunk_text(extracted.text[seg_start:seg_end], count_tokens=count_tokens,
                                 max_tokens=chunk_tokens, overlap=chunk_overlap):
             start, end = seg_start + chunk.char_start, seg_start + chunk.char_end
-            first, last = line_span(extracted.text, start, end)
+            first = bisect_left(newlines, start)
+            last = bisect_left(newlines, max(start, end - 1))
             context = _context(extracted.title, chunk.heading)
             out.append(NewChunk(
                 ordinal=len(out),

@@ -24,8 +24,7 @@ import pytest
 from conftest import CORPUS, ROOT
 from edgellama.indexer import index_paths
 from edgellama.store import Store
-
-pytestmark = pytest.mark.models
+from fakes import BagOfWordsEmbedder
 
 MAX_FILE_MB = 20  # the test's per-file size limit: the 200 MB file is over it, the 10 MB line under
 RSS_BUDGET_MB = 400  # peak RSS of the hostile run may exceed the good-files-only run by at most this
@@ -67,8 +66,10 @@ def _scanned_pdf(path: Path) -> None:
 
 
 def make_deep(root: Path, depth: int) -> Path:
-    folder = root.joinpath(*["d"] * depth)
-    folder.mkdir(parents=True)
+    folder = root
+    for _ in range(depth):  # one level at a time: mkdir(parents=True) recurses
+        folder = folder / "d"
+        folder.mkdir()
     return folder
 
 
@@ -202,6 +203,7 @@ def run_measured(args: list[str], env: dict, timeout: float) -> tuple[int, str, 
     return proc.returncode, out[0].decode(), err[0].decode(), usage.ru_maxrss / 1024
 
 
+@pytest.mark.models
 def test_a_folder_of_hostile_files(tmp_path):
     good_root, root, outside = tmp_path / "good", tmp_path / "hostile", tmp_path / "outside"
     for folder in (good_root, root, outside):
@@ -266,6 +268,7 @@ def test_a_folder_of_hostile_files(tmp_path):
         remove_deep(root, DEEP)
 
 
+@pytest.mark.models
 def test_a_file_deleted_between_scan_and_read_and_one_growing_while_read(tmp_path, embedder):
     root = tmp_path / "docs"
     root.mkdir()
@@ -311,6 +314,7 @@ def test_a_file_deleted_between_scan_and_read_and_one_growing_while_read(tmp_pat
         assert store.integrity_problems() == []
 
 
+@pytest.mark.models
 def test_an_unreadable_file_is_skipped_for_an_unprivileged_user(tmp_path):
     """chmod 000 means nothing to root, so this runs the indexer as nobody when the tests run as root."""
     import tempfile
@@ -347,3 +351,56 @@ def test_an_unreadable_file_is_skipped_for_an_unprivileged_user(tmp_path):
         import shutil
 
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _index(root: Path, db: Path, **limits):
+    with Store.open(db) as store:
+        return index_paths(store=store, embedder=BagOfWordsEmbedder(), paths=[root], chunk_tokens=200,
+                           chunk_overlap=30, max_file_bytes=10**7, **limits)
+
+
+def test_the_time_limit_is_checked_between_pdf_pages_in_any_thread(tmp_path):
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "log.pdf").write_bytes(_pdf_bytes())
+    (root / "ok.md").write_text("# Fine\n\nA quick file.\n")
+    result = []
+    worker = threading.Thread(target=lambda: result.append(_index(root, tmp_path / "x.db", max_extract_seconds=1e-9)))
+    worker.start()  # not the main thread: no SIGALRM, the cooperative checks must do it
+    worker.join(timeout=300)
+    stats = result[0]
+    reasons = {os.path.basename(s.path): s.reason for s in stats.skipped}
+    assert reasons["log.pdf"] == "reading took longer than the 1e-09 s limit (max_extract_seconds); stopped before page 1 of 3"
+    assert reasons["ok.md"] == "reading took longer than the 1e-09 s limit (max_extract_seconds)"  # checked after chunking
+    assert stats.added == 0
+    assert _index(root, tmp_path / "y.db").added == 2  # the default limit is ample
+
+
+def test_sigalrm_stops_a_parser_stuck_inside_one_call(tmp_path, monkeypatch):
+    import edgellama.indexer as indexer
+
+    def stuck(path, data, **kw):
+        if path.name == "stuck.md":
+            while True:  # a parser looping in one page, never reaching a cooperative check
+                pass
+        from edgellama.sources import extract
+
+        return extract(path, data, **kw)
+
+    monkeypatch.setattr(indexer, "extract", stuck)
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "stuck.md").write_text("# Stuck\n\nThis one hangs the parser.\n")
+    (root / "zz-after.md").write_text("# After\n\nThe next file is still indexed.\n")
+    stats = _index(root, tmp_path / "x.db", max_extract_seconds=0.5)
+    assert [(os.path.basename(s.path), s.reason) for s in stats.skipped] == [
+        ("stuck.md", "reading took longer than the 0.5 s limit (max_extract_seconds)")]
+    assert stats.added == 1
+
+
+def test_a_fifo_swapped_in_after_the_scan_is_not_opened_for_blocking_reads(tmp_path):
+    from edgellama.indexer import _NotRegular, _read_regular
+
+    os.mkfifo(tmp_path / "pipe.txt")  # no writer: a blocking open would wait forever
+    with pytest.raises(_NotRegular, match="FIFO"):
+        _read_regular(tmp_path / "pipe.txt", 1000)
