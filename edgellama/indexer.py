@@ -215,6 +215,7 @@ def index_paths(
     on_progress: Callable[[IndexProgress], None] | None = None,
     missing_ok: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    within: Sequence[Path] | None = None,
 ) -> IndexStats:
     """Bring the index in line with ``paths`` (files or folders): add new files, re-index changed
     ones, drop documents under these paths whose files are gone. Safe to run again at any time,
@@ -224,7 +225,9 @@ def index_paths(
     ``missing_ok``: a path that neither exists nor was indexed is passed over (the watcher's case:
     a file created and deleted before it settled). ``should_stop`` is asked after every file; when
     it says yes, what was read so far is written and the run ends early, consistent.
-    ``max_extract_seconds``: the time one file may take to turn into chunks, else it is skipped."""
+    ``max_extract_seconds``: the time one file may take to turn into chunks, else it is skipped.
+    ``within``: the folders a symlink must resolve into to be followed (default: ``paths``; the
+    watcher, which passes single files, gives its watched folders)."""
     started = time.perf_counter()
     limit = getattr(embedder, "max_input_tokens", 512)
     if chunk_tokens + CONTEXT_TOKENS + 2 > limit:
@@ -240,7 +243,7 @@ def index_paths(
             raise EdgeLlamaError(f"path not found: {given}")
     limits = _Limits(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, max_file_bytes=max_file_bytes,
                      max_extract_seconds=max_extract_seconds,
-                     real_roots=tuple(os.path.realpath(r) for r in roots))
+                     real_roots=tuple(os.path.realpath(r) for r in (within if within is not None else roots)))
     candidates: list[Path] = []
     run = _Run()
     seen: set[str] = set()

@@ -192,7 +192,8 @@ class IndexWorker:
                 kind, paths = job
                 try:
                     stats = index_paths(store=store, embedder=self._embedder, paths=[Path(p) for p in paths],
-                                        missing_ok=True, should_stop=self._stop.is_set, **self._index_options)
+                                        missing_ok=True, should_stop=self._stop.is_set,
+                                        within=[Path(r) for r in self.roots], **self._index_options)
                     self._record(kind, stats)
                 except EdgeLlamaError as err:
                     self._error(f"indexing {', '.join(paths[:3])}: {err}")

@@ -404,3 +404,15 @@ def test_a_fifo_swapped_in_after_the_scan_is_not_opened_for_blocking_reads(tmp_p
     os.mkfifo(tmp_path / "pipe.txt")  # no writer: a blocking open would wait forever
     with pytest.raises(_NotRegular, match="FIFO"):
         _read_regular(tmp_path / "pipe.txt", 1000)
+
+
+def test_a_symlink_out_of_the_watched_folders_is_skipped_when_indexed_alone(tmp_path):
+    """The watcher indexes single files: the link is judged against its folders, not itself."""
+    root, outside = tmp_path / "docs", tmp_path / "outside"
+    root.mkdir(), outside.mkdir()
+    (outside / "secret.md").write_text("# Secret\n\nOutside.\n")
+    os.symlink(outside / "secret.md", root / "link.md")
+    with Store.open(tmp_path / "x.db") as store:
+        stats = index_paths(store=store, embedder=BagOfWordsEmbedder(), paths=[root / "link.md"], chunk_tokens=200,
+                            chunk_overlap=30, max_file_bytes=10**6, within=[root])
+    assert [s.reason for s in stats.skipped] == [f"symlink to {outside / 'secret.md'}, outside the indexed folders"]
