@@ -356,6 +356,59 @@ def selftest(
         raise typer.Exit(1)
 
 
+# -- edgellama service: the systemd unit ---------------------------------------------------------
+
+service_app = typer.Typer(help="Install or remove the systemd unit that runs `edgellama serve`.",
+                          no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(service_app, name="service")
+UserOption = Annotated[bool, typer.Option("--user", help="A user unit (systemctl --user) instead of the system unit.")]
+RootOption = Annotated[Optional[Path], typer.Option("--root", help="Write under this directory instead of / (packaging, tests).")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the unit, files and commands; change nothing.")]
+
+
+def _print_service_report(report) -> None:
+    verb = {("install", True): "would write", ("install", False): "wrote",
+            ("uninstall", True): "would remove", ("uninstall", False): "removed"}[report.action, report.dry_run]
+    if report.dry_run and report.unit_text:
+        typer.echo(report.unit_text)
+    for path in report.written:
+        typer.echo(f"{verb} {path}")
+    for path in report.kept:
+        typer.echo(f"kept {path}")
+    for command in report.commands:
+        typer.echo(f"{'would run' if report.dry_run else 'ran'} {command}")
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    if report.action == "install" and not report.dry_run:
+        scope = " --user" if report.scope == "user" else ""
+        typer.echo(f"start it with: systemctl{scope} start edgellama")
+
+
+@service_app.command("install")
+def service_install(
+    user: UserOption = False,
+    folders: Annotated[Optional[list[Path]], typer.Option("--folder", help="A folder the daemon watches (repeatable).")] = None,
+    root: RootOption = None,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the unit with this machine's paths and the config with the folders; enable it."""
+    from .service import install
+
+    report = install(user=user, folders=folders or (), root=root, dry_run=dry_run)
+    _print_json(report.__dict__) if as_json else _print_service_report(report)
+
+
+@service_app.command("uninstall")
+def service_uninstall(user: UserOption = False, root: RootOption = None, dry_run: DryRunOption = False,
+                      as_json: JsonOption = False) -> None:
+    """Disable the unit and remove exactly the files install wrote; the index is kept."""
+    from .service import uninstall
+
+    report = uninstall(user=user, root=root, dry_run=dry_run)
+    _print_json(report.__dict__) if as_json else _print_service_report(report)
+
+
 def main() -> None:
     """Entry point: the one place where library errors become a message and an exit code."""
     try:

@@ -301,9 +301,12 @@ class Engine:
 
     # -- reports --------------------------------------------------------------------------------
 
-    def peer_allowed(self, pid: int, uid: int, gid: int) -> bool:
-        """Root, the daemon's own user, and members of its group may connect."""
-        return uid in (0, self._uid) or gid == self._gid or self._gid in _groups_of(pid)
+    def peer_allowed(self, pid: int, uid: int, gid: int, groups: set[int] | None = None) -> bool:
+        """Root, the daemon's own user, and members of its group may connect. ``groups``: the
+        peer's groups from SO_PEERGROUPS; /proc is the fallback (hidden under ProtectProc=invisible)."""
+        if uid in (0, self._uid) or gid == self._gid:
+            return True
+        return self._gid in (groups if groups is not None else _groups_of(pid))
 
     def daemon_state(self) -> dict:
         return {

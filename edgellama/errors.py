@@ -13,6 +13,7 @@ __all__ = [
     "SourceError",
     "RequestError",
     "BusyError",
+    "ServiceError",
 ]
 
 
@@ -60,3 +61,7 @@ class ModelError(EdgeLlamaError):
 
 class SourceError(EdgeLlamaError):
     """A document cannot be read or turned into text; the indexer records it as skipped."""
+
+
+class ServiceError(EdgeLlamaError):
+    """The systemd unit cannot be rendered, installed or removed."""

@@ -400,6 +400,19 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:
     return struct.unpack("3i", data)
 
 
+def peer_groups(sock: socket.socket) -> set[int] | None:
+    """The supplementary groups of the process at the other end (SO_PEERGROUPS, Linux 4.13+), as
+    the kernel saw them at connect(); None where the option is missing."""
+    if sock.family != socket.AF_UNIX:
+        return None
+    option = getattr(socket, "SO_PEERGROUPS", 59)  # 59 on Linux; Python 3.11 lacks the constant
+    try:
+        data = sock.getsockopt(socket.SOL_SOCKET, option, 4 * 256)
+    except OSError:
+        return None
+    return set(struct.unpack(f"{len(data) // 4}I", data))
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "edgellama"
@@ -435,7 +448,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise RequestError("unauthorized: the TCP listener needs 'Authorization: Bearer <token>'",
                                    http_status=401)
             creds = peer_credentials(self.connection)
-            if creds is not None and not engine.peer_allowed(*creds):
+            if creds is not None and not engine.peer_allowed(*creds, groups=peer_groups(self.connection)):
                 engine.metrics.refused_peers += 1
                 log.warning("refused peer pid=%d uid=%d gid=%d", *creds)
                 raise RequestError("forbidden: this user may not use the daemon", http_status=403)
