@@ -81,7 +81,9 @@ def _units(text: str, count_tokens: TokenCounter, max_tokens: int) -> list[_Unit
             continue
         for piece_start, piece_end in _sentence_spans(line, lead):
             piece = line[piece_start:piece_end]
-            tokens = count_tokens(piece)
+            # A huge piece (a 10 MB line) is not tokenized whole: the estimate only sizes the cuts,
+            # each of which is counted exactly.
+            tokens = count_tokens(piece) if len(piece) <= 64 * max_tokens else approx_tokens(piece)
             if tokens <= max_tokens:
                 units.append(_Unit(start + piece_start, start + piece_end, tokens, 0, para_start))
                 para_start = False
@@ -104,23 +106,29 @@ def _sentence_spans(line: str, lead: int) -> list[tuple[int, int]]:
 
 
 def _split_long(piece: str, tokens: int, max_tokens: int, count_tokens: TokenCounter) -> list[tuple[int, int, int]]:
-    """Cut an over-long sentence at word boundaries into pieces of at most ``max_tokens``."""
+    """Cut an over-long sentence into pieces of at most ``max_tokens``, at word boundaries where
+    there are any; a run without spaces (a base64 blob, a 10 MB line of one word) is cut anywhere.
+    Walks windows of characters, so a huge line costs no per-word memory."""
     out: list[tuple[int, int, int]] = []
-    words = [m.span() for m in re.finditer(r"\S+", piece)]
-    if not words:
-        return out
-    per_piece = max(1, int(len(words) * max_tokens / tokens * 0.9))
-    i = 0
-    while i < len(words):
-        j = min(len(words), i + per_piece)
+    width = max(1, int(len(piece) * max_tokens / max(tokens, 1) * 0.9))
+    a, end = len(piece) - len(piece.lstrip()), len(piece.rstrip())
+    while a < end:
+        b = min(end, a + width)
         while True:
-            a, b = words[i][0], words[j - 1][1]
-            t = count_tokens(piece[a:b])
-            if t <= max_tokens or j - i == 1:
+            cut = b
+            if b < end and not piece[b].isspace():
+                space = max(piece.rfind(" ", a, b), piece.rfind("\t", a, b))
+                if space > a:
+                    cut = space
+            stop = a + len(piece[a:cut].rstrip())
+            t = count_tokens(piece[a:stop])
+            if t <= max_tokens or stop - a <= 1:
                 break
-            j = i + max(1, (j - i) * 3 // 4)
-        out.append((a, b, t))
-        i = j
+            b = a + max(1, (cut - a) * 3 // 4)
+        out.append((a, stop, t))
+        a = cut
+        while a < end and piece[a].isspace():
+            a += 1
     return out
 
 

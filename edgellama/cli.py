@@ -86,7 +86,7 @@ def index(
             stats = index_paths(
                 store=store, embedder=embedder, paths=paths, chunk_tokens=settings.chunk_tokens,
                 chunk_overlap=settings.chunk_overlap, max_file_bytes=int(settings.max_file_mb * 1e6),
-                on_progress=progress,
+                max_extract_seconds=settings.max_extract_seconds, on_progress=progress,
             )
         finally:
             if bar is not None:
@@ -98,6 +98,7 @@ def index(
     typer.echo(
         f"Indexed in {stats.seconds:.1f} s: {stats.added} added, {stats.changed} changed, "
         f"{stats.unchanged} unchanged, {stats.removed} removed, {len(stats.skipped)} skipped"
+        f"{f', {stats.vanished} deleted before they could be read' if stats.vanished else ''}"
         f"{f', {stats.ignored} of other types ignored' if stats.ignored else ''}; "
         f"{stats.chunks_written} chunks written, {stats.chunks_embedded} embedded."
     )
@@ -327,6 +328,32 @@ def show_config(as_json: JsonOption = False) -> None:
         value = values[key]
         shown = "(bundled)" if value is None else value
         typer.echo(f"{key:<{width}} = {shown}    # {settings.origins[key]}")
+
+
+@app.command()
+def selftest(
+    airgap: Annotated[bool, typer.Option("--airgap", help="Also record and block every network connection and "
+                                          "name lookup, and check the offline switches; any attempt fails.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Index, search, ask (and summarize) on a small temporary folder; exit 1 if any step fails."""
+    from .selftest import run_selftest
+
+    def show(step) -> None:
+        if not as_json:
+            typer.echo(f"{'ok  ' if step.ok else 'FAIL'}  {step.name:<18} {step.seconds:6.1f} s  {step.detail}")
+
+    report = run_selftest(airgap=airgap, settings=_settings(), on_step=show)
+    if as_json:
+        _print_json({"ok": report.ok, "airgap": report.airgap, "network_attempts": list(report.network_attempts),
+                     "steps": [step.__dict__ for step in report.steps]})
+    else:
+        for attempt in report.network_attempts:
+            typer.echo(f"FAIL  network attempt: {attempt}")
+        if airgap and report.ok:
+            typer.echo("airgap: no connection and no name lookup was attempted")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # -- edgellama service: the systemd unit ---------------------------------------------------------

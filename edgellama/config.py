@@ -109,6 +109,7 @@ class Settings:
     tcp_listen: str
     token_file: Path | None
     summarize_background: bool
+    max_extract_seconds: float
     data_dir: Path
     config_file: Path
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -146,6 +147,7 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
     "token_file": (Path, "file holding the bearer token the TCP listener requires (mode 0600)"),
     "summarize_background": (bool, "the daemon builds model summaries of indexed documents in the background, "
                                    "pausing while a query runs (off by default: small boxes)"),
+    "max_extract_seconds": (float, "time one file may take to be read and chunked; slower files are skipped"),
 }
 
 
@@ -173,6 +175,7 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "tcp_listen": "",
         "token_file": None,
         "summarize_background": False,
+        "max_extract_seconds": 60.0,
     }
 
 

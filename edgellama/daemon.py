@@ -513,7 +513,7 @@ def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0)
             open_store=engine.open_store, embedder=engine.embedder.background(), folders=settings.folders,
             chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
             max_file_bytes=int(settings.max_file_mb * 1e6), settle_seconds=settings.settle_seconds,
-            reconcile_seconds=settings.reconcile_seconds,
+            reconcile_seconds=settings.reconcile_seconds, max_extract_seconds=settings.max_extract_seconds,
         )
         engine.worker = worker
         if not stop.is_set():

@@ -6,22 +6,29 @@ Never prints: progress goes to a callback.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import signal
 import stat
+import threading
 import time
+from bisect import bisect_left
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterator, Sequence
 
-from .chunking import chunk_text, line_span
+from .chunking import chunk_text
 from .embed import Embedder
 from .errors import ConfigError, EdgeLlamaError, SourceError
 from .sources import ExtractedText, extract, format_for
 from .store import NewChunk, Store
 
-__all__ = ["index_paths", "IndexStats", "IndexProgress", "SkippedFile", "chunks_for_document", "EMBED_BATCH"]
+__all__ = ["index_paths", "IndexStats", "IndexProgress", "SkippedFile", "chunks_for_document", "EMBED_BATCH",
+           "DEFAULT_MAX_EXTRACT_SECONDS"]
 
 EMBED_BATCH = 64  # chunks gathered across documents before one call to the embedder
 CONTEXT_TOKENS = 32  # room kept for the title and heading embedded with each chunk
@@ -51,6 +58,7 @@ class IndexStats:
     chunks_written: int = 0
     chunks_embedded: int = 0
     seconds: float = 0.0
+    vanished: int = 0  # files deleted between the scan and the read
 
 
 @dataclass
@@ -74,6 +82,7 @@ class _Run:
     ignored: int = 0
     chunks_written: int = 0
     chunks_embedded: int = 0
+    vanished: int = 0
 
 
 def _hash(data: bytes | str) -> str:
@@ -114,11 +123,15 @@ def chunks_for_document(extracted: ExtractedText, *, count_tokens: Callable[[str
     A chunk never crosses a page, so a citation names one page."""
     out: list[NewChunk] = []
     last_line = len(extracted.lines) - 1
+    # Line of a character offset by bisection: counting newlines from the start for every chunk
+    # is quadratic, and took minutes on a 10 MB file.
+    newlines = [m.start() for m in re.finditer("\n", extracted.text)]
     for seg_start, seg_end in _page_segments(extracted):
         for chunk in chunk_text(extracted.text[seg_start:seg_end], count_tokens=count_tokens,
                                 max_tokens=chunk_tokens, overlap=chunk_overlap):
             start, end = seg_start + chunk.char_start, seg_start + chunk.char_end
-            first, last = line_span(extracted.text, start, end)
+            first = bisect_left(newlines, start)
+            last = bisect_left(newlines, max(start, end - 1))
             context = _context(extracted.title, chunk.heading)
             out.append(NewChunk(
                 ordinal=len(out),
@@ -140,19 +153,54 @@ def embedding_input(chunk: NewChunk) -> str:
     return f"{chunk.context}\n{chunk.text}" if chunk.context else chunk.text
 
 
-def _walk(root: Path) -> Iterable[Path]:
-    if not root.is_dir():
-        yield root
+def _path_key(path: Path | str) -> str:
+    """How a path is stored: itself, or for a name that is not valid UTF-8 (which SQLite cannot
+    store), its bytes with the bad ones written as \\xNN. The same file always gets the same key."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: Path
+    error: str | None = None  # a folder that could not be listed
+
+
+def _walk(root: Path) -> Iterator[_Entry]:
+    """Every non-folder entry under ``root`` in sorted order, depth first, at any depth (a stack,
+    not recursion). Hidden names are left out; symlinked folders are not entered, so a link loop
+    cannot trap the walk. A folder that cannot be listed is yielded with its error."""
+    if not os.path.isdir(root):
+        yield _Entry(root)
         return
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                yield Path(dirpath) / name
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: os.fsencode(e.name))
+        except OSError as err:
+            yield _Entry(folder, f"cannot list folder: {err.strerror or err}")
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                subfolders.append(Path(entry.path))
+            else:
+                yield _Entry(Path(entry.path))
+        stack.extend(reversed(subfolders))
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+DEFAULT_MAX_EXTRACT_SECONDS = 60.0
 
 
 def index_paths(
@@ -163,16 +211,23 @@ def index_paths(
     chunk_tokens: int,
     chunk_overlap: int,
     max_file_bytes: int,
+    max_extract_seconds: float | None = DEFAULT_MAX_EXTRACT_SECONDS,
     on_progress: Callable[[IndexProgress], None] | None = None,
     missing_ok: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    within: Sequence[Path] | None = None,
 ) -> IndexStats:
     """Bring the index in line with ``paths`` (files or folders): add new files, re-index changed
-    ones, drop documents under these paths whose files are gone. Safe to run again at any time.
+    ones, drop documents under these paths whose files are gone. Safe to run again at any time,
+    and safe to kill at any time: each document is one transaction, and the next run skips the
+    documents already written (same size and mtime) without reading or embedding them again.
 
     ``missing_ok``: a path that neither exists nor was indexed is passed over (the watcher's case:
     a file created and deleted before it settled). ``should_stop`` is asked after every file; when
-    it says yes, what was read so far is written and the run ends early, consistent."""
+    it says yes, what was read so far is written and the run ends early, consistent.
+    ``max_extract_seconds``: the time one file may take to turn into chunks, else it is skipped.
+    ``within``: the folders a symlink must resolve into to be followed (default: ``paths``; the
+    watcher, which passes single files, gives its watched folders)."""
     started = time.perf_counter()
     limit = getattr(embedder, "max_input_tokens", 512)
     if chunk_tokens + CONTEXT_TOKENS + 2 > limit:
@@ -181,21 +236,30 @@ def index_paths(
             f" (chunk + {CONTEXT_TOKENS} for its heading): use at most {limit - CONTEXT_TOKENS - 2}"
         )
     roots = [os.path.abspath(p) for p in paths]
+    root_keys = [_path_key(r) for r in roots]
     known = store.documents()
-    for root, given in zip(roots, paths):
-        if not missing_ok and not os.path.lexists(root) and not any(_under(p, [root]) for p in known):
+    for root, root_key, given in zip(roots, root_keys, paths):
+        if not missing_ok and not os.path.lexists(root) and not any(_under(p, [root_key]) for p in known):
             raise EdgeLlamaError(f"path not found: {given}")
+    limits = _Limits(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, max_file_bytes=max_file_bytes,
+                     max_extract_seconds=max_extract_seconds,
+                     real_roots=tuple(os.path.realpath(r) for r in (within if within is not None else roots)))
     candidates: list[Path] = []
     run = _Run()
+    seen: set[str] = set()
     for root in roots:
         if not os.path.lexists(root):
             continue
-        for path in _walk(Path(root)):
-            if format_for(path) is None:
+        for entry in _walk(Path(root)):
+            if entry.error is not None:
+                key = _path_key(entry.path)
+                seen.add(key)
+                run.skipped.append(SkippedFile(key, entry.error))
+                store.record_skipped(path=key, reason=entry.error, size=None, mtime=None)
+            elif format_for(entry.path) is None:
                 run.ignored += 1
             else:
-                candidates.append(path)
-    seen: set[str] = set()
+                candidates.append(entry.path)
     pending: list[_Pending] = []
 
     def flush() -> None:
@@ -207,10 +271,9 @@ def index_paths(
         if should_stop is not None and should_stop():
             stopped = True
             break
-        key = str(path)
+        key = _path_key(path)
         seen.add(key)
-        item = _prepare(store, embedder, path, key, known.get(key), run,
-                        chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, max_file_bytes=max_file_bytes)
+        item = _prepare(store, embedder, path, key, known.get(key), run, limits)
         if item is not None:
             pending.append(item)
             if sum(len(p.chunks) for p in pending) >= EMBED_BATCH:
@@ -219,31 +282,124 @@ def index_paths(
             on_progress(IndexProgress(done=done, total=len(candidates), path=key))
     flush()
     if not stopped:  # an early stop has not seen every file: removing the unseen would be wrong
-        gone = [p for p in known if _under(p, roots) and p not in seen]
-        run.removed = store.remove_documents(gone)
+        gone = [p for p in known if _under(p, root_keys) and p not in seen]
+        run.removed += store.remove_documents(gone)
     store.delete_orphan_embeddings()
     return IndexStats(
         added=run.added, changed=run.changed, unchanged=run.unchanged, removed=run.removed,
         skipped=tuple(run.skipped), ignored=run.ignored, chunks_written=run.chunks_written,
-        chunks_embedded=run.chunks_embedded, seconds=time.perf_counter() - started,
+        chunks_embedded=run.chunks_embedded, seconds=time.perf_counter() - started, vanished=run.vanished,
     )
 
 
-def _prepare(store: Store, embedder: Embedder, path: Path, key: str, existing, run: _Run, *,
-             chunk_tokens: int, chunk_overlap: int, max_file_bytes: int) -> _Pending | None:
+@dataclass(frozen=True)
+class _Limits:
+    chunk_tokens: int
+    chunk_overlap: int
+    max_file_bytes: int
+    max_extract_seconds: float | None
+    real_roots: tuple[str, ...]  # symlinks must resolve inside one of these
+
+
+class _Vanished(Exception):
+    """The file was deleted between the scan and the read."""
+
+
+class _NotRegular(Exception):
+    """The path turned out not to be a regular file once opened."""
+
+
+class _Changing(Exception):
+    """The file changed while it was being read."""
+
+
+class _Timeout(BaseException):
+    """Raised by SIGALRM inside a parser; a BaseException so that the parser's own
+    ``except Exception`` cannot swallow it."""
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+READ_ATTEMPTS = 3
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _FILE_KINDS if test(mode)), "an unknown kind of file")
+
+
+@contextmanager
+def _hard_time_limit(seconds: float | None) -> Iterator[None]:
+    """In the main thread (the CLI), SIGALRM interrupts a parser stuck inside one PDF page; in other
+    threads (the daemon) the cooperative checks in sources.extract are the limit."""
+    if (seconds is None or not hasattr(signal, "setitimer")
+            or threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _Timeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _read_regular(path: Path, max_bytes: int) -> tuple[os.stat_result, bytes]:
+    """Open without blocking (a FIFO or device swapped in after the scan cannot hang us), check it
+    is a regular file on the open descriptor, read at most ``max_bytes + 1`` bytes, and check it
+    did not change meanwhile."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise _Vanished() from None
+    with open(fd, "rb", closefd=True) as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRegular(_kind(st.st_mode))
+        data = fh.read(min(st.st_size, max_bytes) + 1)
+        after = os.fstat(fd)
+    if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or len(data) != min(st.st_size, max_bytes + 1):
+        raise _Changing()
+    return st, data
+
+
+def _prepare(store: Store, embedder: Embedder, path: Path, key: str, existing, run: _Run,
+             limits: _Limits) -> _Pending | None:
     """Read and chunk one file if it changed; record a skip or an unchanged file and return None."""
 
     def skip(reason: str, **meta) -> None:
         run.skipped.append(SkippedFile(key, reason))
         store.record_skipped(path=key, reason=reason, format=format_for(path), **meta)
 
+    def vanished() -> None:
+        run.vanished += 1
+        if existing is not None:
+            run.removed += store.remove_documents([key])
+
     try:
+        if os.path.islink(path):
+            try:
+                target = os.path.realpath(path, strict=True)
+            except OSError as err:
+                reason = "symlink loop" if err.errno == errno.ELOOP else f"broken symlink: {err.strerror or err}"
+                skip(reason, size=None, mtime=None)
+                return None
+            if not _under(target, limits.real_roots):
+                skip(f"symlink to {_path_key(target)}, outside the indexed folders", size=None, mtime=None)
+                return None
         st = os.stat(path)
+    except FileNotFoundError:
+        vanished()
+        return None
     except OSError as err:
         skip(f"cannot stat: {err.strerror or err}", size=None, mtime=None)
         return None
     if not stat.S_ISREG(st.st_mode):
-        skip("not a regular file", size=None, mtime=None)
+        skip(f"not a regular file ({_kind(st.st_mode)})", size=None, mtime=None)
         return None
     if existing and existing.size == st.st_size and existing.mtime == st.st_mtime:
         if existing.status == "skipped":
@@ -251,28 +407,56 @@ def _prepare(store: Store, embedder: Embedder, path: Path, key: str, existing, r
         else:
             run.unchanged += 1
         return None
-    if st.st_size > max_file_bytes:
-        skip(f"larger than the {max_file_bytes / 1e6:g} MB limit ({st.st_size / 1e6:.1f} MB)",
-             size=st.st_size, mtime=st.st_mtime)
+    max_bytes = limits.max_file_bytes
+    too_large = f"larger than the {max_bytes / 1e6:g} MB limit (max_file_mb)"
+    if st.st_size > max_bytes:
+        skip(f"{too_large}: {st.st_size / 1e6:.1f} MB", size=st.st_size, mtime=st.st_mtime)
         return None
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(max_file_bytes + 1)
-    except OSError as err:
-        skip(f"cannot read: {err.strerror or err}", size=st.st_size, mtime=st.st_mtime)
+    for _attempt in range(READ_ATTEMPTS):
+        try:
+            st, data = _read_regular(path, max_bytes)
+            break
+        except _Vanished:
+            vanished()
+            return None
+        except _NotRegular as err:
+            skip(f"not a regular file ({err})", size=None, mtime=None)
+            return None
+        except _Changing:
+            continue
+        except OSError as err:
+            skip(f"cannot read: {err.strerror or err}", size=st.st_size, mtime=st.st_mtime)
+            return None
+    else:
+        # size None: the next run reads it again, whatever its size and mtime are then
+        skip(f"kept changing while being read ({READ_ATTEMPTS} attempts); it is read again on the next run",
+             size=None, mtime=None)
+        return None
+    if len(data) > max_bytes:
+        skip(f"{too_large}: grew past it", size=st.st_size, mtime=st.st_mtime)
         return None
     content_hash = _hash(data)
     if existing and existing.status == "indexed" and existing.content_hash == content_hash:
         store.touch_document(key, mtime=st.st_mtime, size=st.st_size)
         run.unchanged += 1
         return None
+    seconds = limits.max_extract_seconds
+    started = time.monotonic()
+    chunks = None
     try:
-        extracted = extract(path, data)
+        with _hard_time_limit(seconds):
+            extracted = extract(path, data, max_seconds=seconds)
+            chunks = chunks_for_document(extracted, count_tokens=embedder.count_tokens,
+                                         chunk_tokens=limits.chunk_tokens, chunk_overlap=limits.chunk_overlap)
     except SourceError as err:
         skip(str(err), size=st.st_size, mtime=st.st_mtime, content_hash=content_hash)
         return None
-    chunks = chunks_for_document(extracted, count_tokens=embedder.count_tokens,
-                                 chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
+    except _Timeout:
+        pass
+    if chunks is None or (seconds is not None and time.monotonic() - started > seconds):
+        skip(f"reading took longer than the {seconds:g} s limit (max_extract_seconds)",
+             size=st.st_size, mtime=st.st_mtime, content_hash=content_hash)
+        return None
     return _Pending(path=key, content_hash=content_hash, size=st.st_size, mtime=st.st_mtime,
                     extracted=extracted, chunks=chunks, is_new=existing is None or existing.status != "indexed")
 

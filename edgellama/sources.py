@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
 from .errors import SourceError
 
-__all__ = ["ExtractedText", "FORMATS", "format_for", "extract", "decode_text"]
+__all__ = ["ExtractedText", "FORMATS", "format_for", "extract", "decode_text", "Deadline"]
 
 FORMATS = {
     ".txt": "text",
@@ -63,12 +64,34 @@ def decode_text(data: bytes) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        text = data.decode("latin-1")
+        text = _utf8_or_latin1(data)
     sample = text[:65536]
     controls = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\t\n\r\f")
     if sample and controls / len(sample) > 0.05:
         raise SourceError("binary content (control characters), not text")
     return text
+
+
+def _utf8_or_latin1(data: bytes) -> str:
+    """Not valid UTF-8: mostly UTF-8 with a few bad bytes keeps its UTF-8 (bad bytes become U+FFFD);
+    text with no valid multi-byte sequence at all is Latin-1."""
+    replaced = data.decode("utf-8", "replace")
+    bad = replaced.count("\ufffd")
+    good = sum(1 for ch in replaced if ord(ch) > 0x7F) - bad
+    return replaced if good >= bad else data.decode("latin-1")
+
+
+class Deadline:
+    """A wall-clock limit on reading one file, checked between pages and between pieces of HTML."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def check(self, where: str) -> None:
+        if self.end is not None and time.monotonic() > self.end:
+            raise SourceError(f"reading took longer than the {self.seconds:g} s limit"
+                              f" (max_extract_seconds); stopped {where}")
 
 
 def _normalize_newlines(text: str) -> str:
@@ -180,11 +203,19 @@ class _VisibleText(HTMLParser):
         self._buf.append(data)
 
 
-def _html(text: str) -> ExtractedText:
+_HTML_PIECE = 1 << 16
+
+
+def _html(text: str, deadline: Deadline) -> ExtractedText:
     parser = _VisibleText()
+    text = _normalize_newlines(text)
     try:
-        parser.feed(_normalize_newlines(text))
+        for start in range(0, len(text), _HTML_PIECE):
+            deadline.check(f"at character {start} of {len(text)}")
+            parser.feed(text[start:start + _HTML_PIECE])
         parser.close()
+    except SourceError:
+        raise
     except Exception as err:  # html.parser is lenient; anything it still rejects is a bad file
         raise SourceError(f"unparseable HTML: {err}") from None
     parser._flush()
@@ -197,7 +228,7 @@ def _html(text: str) -> ExtractedText:
                          lines=tuple(src for _, src in out) or (1,))
 
 
-def _pdf(data: bytes) -> ExtractedText:
+def _pdf(data: bytes, deadline: Deadline) -> ExtractedText:
     try:
         import pypdf  # only PDFs need it
         from pypdf.errors import PyPdfError
@@ -217,7 +248,9 @@ def _pdf(data: bytes) -> ExtractedText:
             except Exception:
                 raise SourceError("encrypted PDF (cannot decrypt)") from None
         texts, lines, pages = [], [], []
+        total = len(reader.pages)
         for number, page in enumerate(reader.pages, start=1):
+            deadline.check(f"before page {number} of {total}")
             page_text = _normalize_newlines(page.extract_text() or "").strip("\n")
             if not page_text.strip():
                 continue
@@ -246,8 +279,10 @@ def _pdf(data: bytes) -> ExtractedText:
     return ExtractedText(text=text, format="pdf", title=title, lines=tuple(lines), pages=tuple(pages))
 
 
-def extract(path: Path, data: bytes) -> ExtractedText:
-    """The text of a file whose bytes were already read; raises SourceError if it has none."""
+def extract(path: Path, data: bytes, *, max_seconds: float | None = None) -> ExtractedText:
+    """The text of a file whose bytes were already read; raises SourceError if it has none, or if
+    reading it takes longer than ``max_seconds`` (checked between PDF pages and pieces of HTML)."""
+    deadline = Deadline(max_seconds)
     fmt = format_for(path)
     if fmt is None:
         raise SourceError(f"unsupported file type {path.suffix or '(no extension)'}")
@@ -256,9 +291,9 @@ def extract(path: Path, data: bytes) -> ExtractedText:
     if fmt == "pdf":
         if not data.startswith(b"%PDF"):
             raise SourceError("not a PDF file (no %PDF header)")
-        return _pdf(data)
+        return _pdf(data, deadline)
     text = decode_text(data)
-    result = _html(text) if fmt == "html" else _plain(text, fmt)
+    result = _html(text, deadline) if fmt == "html" else _plain(text, fmt)
     if not result.text.strip():
         raise SourceError("no text content")
     return result

@@ -16,7 +16,8 @@ import sqlite_utils
 
 from .errors import StoreError
 
-__all__ = ["Store", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SummaryRecord", "SCHEMA_VERSION"]
+__all__ = ["Store", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SummaryRecord", "Consistency",
+           "SCHEMA_VERSION"]
 
 # Each migration is a list of statements run in one transaction, recorded in schema_migrations.
 # Never edit a released migration: add the next number.
@@ -168,6 +169,29 @@ class SummaryRecord:
 
 
 @dataclass(frozen=True)
+class Consistency:
+    """What a crash could break, counted; all zero (and ``integrity`` == ["ok"]) when sound."""
+
+    integrity: tuple[str, ...]  # PRAGMA integrity_check
+    duplicate_documents: int  # paths stored twice
+    duplicate_chunks: int  # (document, ordinal) stored twice
+    chunks_without_document: int
+    fts_rows_without_chunk: int  # full-text entries whose chunk is gone
+    chunks_without_fts_row: int
+    chunks_without_vector: int  # indexed chunks the dense search cannot see
+    vectors_without_chunk: int  # cached vectors no chunk uses (removed at the end of each run)
+
+    @property
+    def problems(self) -> list[str]:
+        out = [line for line in self.integrity if line != "ok"]
+        for name in ("duplicate_documents", "duplicate_chunks", "chunks_without_document",
+                     "fts_rows_without_chunk", "chunks_without_fts_row", "chunks_without_vector"):
+            if getattr(self, name):
+                out.append(f"{getattr(self, name)} {name.replace('_', ' ')}")
+        return out
+
+
+@dataclass(frozen=True)
 class StoreStats:
     documents: int
     skipped: int
@@ -243,8 +267,11 @@ class Store:
         row = self._conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
         return row[0] or 0
 
-    def migrate(self) -> None:
-        if self.schema_version() == SCHEMA_VERSION:
+    def migrate(self, *, target: int | None = None) -> None:
+        """Apply the missing migrations up to ``target`` (default: the latest) in ONE transaction:
+        a crash or a failing statement leaves the database at its old version, never half-way."""
+        target = SCHEMA_VERSION if target is None else target
+        if self.schema_version() == target:
             return  # the common case: no write lock taken, so readers open fast beside a writer
         with self.transaction():
             self._conn.execute(
@@ -256,7 +283,7 @@ class Store:
                 raise StoreError(
                     f"{self.path} has schema version {current}, newer than this EdgeLlama ({SCHEMA_VERSION})"
                 )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
+            for version in range(current + 1, target + 1):
                 name, statements = MIGRATIONS[version]
                 for statement in statements:
                     self._conn.execute(statement)
@@ -465,19 +492,36 @@ class Store:
         rows = self._conn.execute("SELECT path, error FROM documents WHERE status = 'skipped' ORDER BY path")
         return [(row[0], row[1]) for row in rows]
 
+    def consistency(self) -> Consistency:
+        """Counts of everything an interrupted write could leave behind, read in one snapshot.
+        Vectors are matched by (text hash, model), so a chunk needs a vector of some model."""
+        one = lambda sql: self._conn.execute(sql).fetchone()[0]  # noqa: E731
+        self._conn.execute("BEGIN")  # one read snapshot, even while an indexer commits
+        try:
+            return Consistency(
+                integrity=tuple(r[0] for r in self._conn.execute("PRAGMA integrity_check")),
+                duplicate_documents=one(
+                    "SELECT count(*) FROM (SELECT path FROM documents GROUP BY path HAVING count(*) > 1)"),
+                duplicate_chunks=one(
+                    "SELECT count(*) FROM (SELECT document_id, ordinal FROM chunks GROUP BY 1, 2 HAVING count(*) > 1)"),
+                chunks_without_document=one(
+                    "SELECT count(*) FROM chunks WHERE document_id NOT IN (SELECT id FROM documents)"),
+                # chunks_fts_docsize is FTS5's own table: one row per indexed chunk id.
+                fts_rows_without_chunk=one(
+                    "SELECT count(*) FROM chunks_fts_docsize WHERE id NOT IN (SELECT id FROM chunks)"),
+                chunks_without_fts_row=one(
+                    "SELECT count(*) FROM chunks WHERE id NOT IN (SELECT id FROM chunks_fts_docsize)"),
+                chunks_without_vector=one(
+                    "SELECT count(*) FROM chunks WHERE text_hash NOT IN (SELECT text_hash FROM embeddings)"),
+                vectors_without_chunk=one(
+                    "SELECT count(*) FROM embeddings WHERE text_hash NOT IN (SELECT text_hash FROM chunks)"),
+            )
+        finally:
+            self._conn.execute("COMMIT")
+
     def integrity_problems(self) -> list[str]:
         """Empty when the database is sound: SQLite's own check plus our invariants."""
-        problems = [r[0] for r in self._conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
-        orphans = self._conn.execute(
-            "SELECT count(*) FROM chunks WHERE document_id NOT IN (SELECT id FROM documents)"
-        ).fetchone()[0]
-        if orphans:
-            problems.append(f"{orphans} chunks without a document")
-        dupes = self._conn.execute(
-            "SELECT count(*) FROM (SELECT document_id, ordinal FROM chunks GROUP BY 1, 2 HAVING count(*) > 1)"
-        ).fetchone()[0]
-        if dupes:
-            problems.append(f"{dupes} duplicated chunks")
+        problems = self.consistency().problems
         try:
             # rank=1: compare the full-text index with the chunks table it indexes.
             self._conn.execute("INSERT INTO chunks_fts(chunks_fts, rank) VALUES ('integrity-check', 1)")

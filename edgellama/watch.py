@@ -49,11 +49,12 @@ class IndexWorker:
     """The indexing thread. ``mark`` may be called from any thread (the watchdog callbacks do)."""
 
     def __init__(self, *, open_store: Callable, embedder, folders: Sequence[Path], chunk_tokens: int,
-                 chunk_overlap: int, max_file_bytes: int, settle_seconds: float, reconcile_seconds: float):
+                 chunk_overlap: int, max_file_bytes: int, settle_seconds: float, reconcile_seconds: float,
+                 max_extract_seconds: float | None = None):
         self._open_store = open_store
         self._embedder = embedder
         self._index_options = dict(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
-                                   max_file_bytes=max_file_bytes)
+                                   max_file_bytes=max_file_bytes, max_extract_seconds=max_extract_seconds)
         self.settle_seconds = settle_seconds
         self.reconcile_seconds = reconcile_seconds
         self._cond = threading.Condition()
@@ -191,7 +192,8 @@ class IndexWorker:
                 kind, paths = job
                 try:
                     stats = index_paths(store=store, embedder=self._embedder, paths=[Path(p) for p in paths],
-                                        missing_ok=True, should_stop=self._stop.is_set, **self._index_options)
+                                        missing_ok=True, should_stop=self._stop.is_set,
+                                        within=[Path(r) for r in self.roots], **self._index_options)
                     self._record(kind, stats)
                 except EdgeLlamaError as err:
                     self._error(f"indexing {', '.join(paths[:3])}: {err}")

@@ -77,7 +77,7 @@ def test_bad_files_are_skipped_with_reasons_and_good_ones_indexed(tmp_path, docs
         assert "binary" in reasons["elf.txt"]
         assert reasons["empty.md"] == "empty file"
         assert "larger than" in reasons["big.txt"]
-        assert reasons["pipe.txt"] == "not a regular file"
+        assert reasons["pipe.txt"] == "not a regular file (a FIFO)"
         if os.geteuid() != 0:  # root reads anything
             assert "cannot read" in reasons["locked.md"]
         assert stats.added >= 3

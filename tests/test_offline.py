@@ -17,30 +17,20 @@ pytestmark = pytest.mark.models
 
 AUDITED = textwrap.dedent(
     """
-    import json, os, socket, sys
+    import json, os, sys
 
-    attempts = []
-
-    def hook(event, args):
-        if event == "socket.connect":
-            sock, address = args
-            if sock.family != socket.AF_UNIX:
-                attempts.append(f"connect {address!r}")
-        elif event in ("socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex",
-                       "socket.gethostbyaddr", "socket.sendto", "socket.sendmsg"):
-            attempts.append(f"{event} {args[0]!r}")
-
-    sys.addaudithook(hook)
     from edgellama import cli
+    from edgellama.selftest import NetworkAudit
 
-    outputs = []
+    audit = NetworkAudit.install()  # the hook behind `edgellama selftest --airgap`
+    audit.active = True
     for argv in (["index", sys.argv[1]], ["ask", "How much energy can the battery bank store?"]):
         sys.argv = ["edgellama", *argv]
         try:
             cli.main()
         except SystemExit as exit:
             assert not exit.code, exit.code
-    print(json.dumps({"attempts": attempts,
+    print(json.dumps({"attempts": audit.attempts,
                       "offline": {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}}))
     """
 )
@@ -77,6 +67,18 @@ def test_index_and_ask_inside_a_network_namespace_with_no_network(tmp_path, shar
     assert answer.returncode == 0, answer.stderr
     data = json.loads(answer.stdout)
     assert data["answer"] == "210 kWh" and data["sources"][0]["path"].endswith("power.md")
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(not _unshare_works(), reason="unshare -n is not permitted here (needs CAP_SYS_ADMIN)")
+def test_selftest_airgap_passes_inside_a_network_namespace(shared_data):
+    """Both proofs at once: no network exists, and the audit hook sees no attempt to use one."""
+    result = run_cli("selftest", "--airgap", "--json", env={"XDG_DATA_HOME": str(shared_data)},
+                     prefix=("unshare", "-n"), timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["network_attempts"] == []
+    assert {s["name"] for s in report["steps"]} >= {"index", "ask", "offline switches"}
 
 
 @pytest.mark.netns
