@@ -49,8 +49,11 @@ class IndexWorker:
     """The indexing thread. ``mark`` may be called from any thread (the watchdog callbacks do)."""
 
     def __init__(self, *, open_store: Callable, embedder, folders: Sequence[Path], chunk_tokens: int,
-                 chunk_overlap: int, max_file_bytes: int, settle_seconds: float, reconcile_seconds: float):
+                 chunk_overlap: int, max_file_bytes: int, settle_seconds: float, reconcile_seconds: float,
+                 pause: Callable[[], None] | None = None):
         self._open_store = open_store
+        # Called between files: blocks while a query or generation runs (2 cores: they would fight).
+        self._pause = pause
         self._embedder = embedder
         self._index_options = dict(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                                    max_file_bytes=max_file_bytes)
@@ -184,6 +187,11 @@ class IndexWorker:
                 self._cond.wait(timeout=max(0.01, min(waits)))
         return None
 
+    def _should_stop(self) -> bool:
+        if self._pause is not None and not self._stop.is_set():
+            self._pause()
+        return self._stop.is_set()
+
     def _run(self) -> None:
         store = self._open_store()
         try:
@@ -191,7 +199,7 @@ class IndexWorker:
                 kind, paths = job
                 try:
                     stats = index_paths(store=store, embedder=self._embedder, paths=[Path(p) for p in paths],
-                                        missing_ok=True, should_stop=self._stop.is_set, **self._index_options)
+                                        missing_ok=True, should_stop=self._should_stop, **self._index_options)
                     self._record(kind, stats)
                 except EdgeLlamaError as err:
                     self._error(f"indexing {', '.join(paths[:3])}: {err}")
