@@ -13,7 +13,7 @@ def run(*, quick: bool) -> None:
     from edgellama.embed import bundled_embedder_path
 
     with temp_home() as home:
-        paths = [str(CORPUS / "station" / "power.md"), str(CORPUS / "manual")] if quick else [str(CORPUS)]
+        paths = [str(CORPUS / "station" / "power.md")] if quick else [str(CORPUS)]
         with Worker("indexer", threads=threads()) as indexer:
             texts = indexer.call("texts", paths=paths)["texts"]
             runs = [indexer.call("index", paths=paths, db=str(home / f"i{n}.db")) for n in range(reps)]

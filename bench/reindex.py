@@ -27,7 +27,7 @@ def make_folder(root: Path, files: int) -> Path:
 
 
 def run(*, quick: bool) -> None:
-    files = 60 if quick else 1000
+    files = 20 if quick else 1000
     reps = 2 if quick else 3
     with temp_home() as home:
         folder = make_folder(home, files)
