@@ -9,7 +9,7 @@ from ._common import CORPUS, Worker, info, median, report, temp_home, threads
 
 
 def run(*, quick: bool) -> None:
-    reps = 1 if quick else 3
+    reps = 1 if quick else 2
     from edgellama.embed import bundled_embedder_path
 
     with temp_home() as home:

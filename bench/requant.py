@@ -20,7 +20,7 @@ def _rate(model: str, flash: bool, prompt: str, reps: int) -> tuple[float, int]:
 
 
 def run(*, quick: bool) -> None:
-    reps = 2 if quick else 5
+    reps = 2 if quick else 3
     prompt = _prompt(300 if quick else 1500)
     shipped, q4_0 = model_paths()
     fast, n = _rate(str(q4_0), True, prompt, reps)
