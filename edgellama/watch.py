@@ -201,6 +201,8 @@ class IndexWorker:
                     stats = index_paths(store=store, embedder=self._embedder, paths=[Path(p) for p in paths],
                                         missing_ok=True, should_stop=self._should_stop, **self._index_options)
                     self._record(kind, stats)
+                    if stats.chunks_embedded:
+                        _release_free_memory()
                 except EdgeLlamaError as err:
                     self._error(f"indexing {', '.join(paths[:3])}: {err}")
                 except Exception as err:  # the thread must survive anything one file does to it
@@ -223,3 +225,14 @@ class IndexWorker:
     def _error(self, message: str) -> None:
         log.error("%s", message)
         self.state.errors = [*self.state.errors[-9:], message]
+
+
+def _release_free_memory() -> None:
+    """Give the heap that embedding batches freed back to the system (glibc keeps it otherwise):
+    the daemon lives for weeks next to other programs (bench/rss.py)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
