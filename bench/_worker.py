@@ -29,7 +29,11 @@ def _rss() -> dict:
 
 class LlamaWorker:
     def __init__(self, *, model_path: str, n_ctx: int = 4096, threads: int = 2, n_batch: int = 512,
-                 flash_attn: bool = True):
+                 flash_attn: bool = True, openmp_wait: str = "PASSIVE"):
+        # The daemon's OpenMP wait policy (edgellama.generate.passive_openmp), so both sides of a
+        # comparison run llama.cpp alike; "default" leaves libgomp's spinning as it is.
+        if openmp_wait != "default":
+            os.environ["OMP_WAIT_POLICY"] = openmp_wait
         from llama_cpp import Llama
 
         started = time.perf_counter()

@@ -16,7 +16,7 @@ def _rate(times: list[float], n: int) -> float:
 
 
 def run(*, quick: bool) -> None:
-    max_tokens = 32 if quick else 160
+    max_tokens = 32 if quick else 96
     reps = 2 if quick else 5
     _, q4_0 = model_paths()
     with temp_home() as home, Daemon(home) as daemon, \

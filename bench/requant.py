@@ -13,8 +13,8 @@ def _prompt(tokens_wanted: int) -> str:
     return " ".join((words * 10)[: int(tokens_wanted * 0.7)])
 
 
-def _rate(model: str, flash: bool, prompt: str, reps: int) -> tuple[float, int]:
-    with Worker("llama", model_path=model, threads=threads(), flash_attn=flash) as w:
+def _rate(model: str, flash: bool, prompt: str, reps: int, openmp_wait: str = "PASSIVE") -> tuple[float, int]:
+    with Worker("llama", model_path=model, threads=threads(), flash_attn=flash, openmp_wait=openmp_wait) as w:
         runs = [w.call("prompt_eval", prompt=prompt) for _ in range(reps)]
     return median(r["tokens"] / r["seconds"] for r in runs), runs[0]["tokens"]
 
@@ -33,3 +33,10 @@ def run(*, quick: bool) -> None:
         report("prompt eval Q4_0 + flash_attn (vs Q4_1 + flash_attn)", value=fast, unit="tok/s",
                baseline_name="shipped Q4_1 + flash_attn", baseline=base_fa, ratio=fast / base_fa,
                target="(the quantization alone)", met=None, reps=reps)
+        # What edgellama.generate.passive_openmp buys on a loaded machine: libgomp's default spinning.
+        short = _prompt(300)
+        passive, m = _rate(str(q4_0), True, short, 2)
+        spinning, _ = _rate(str(q4_0), True, short, 2, openmp_wait="default")
+        report("prompt eval Q4_0, passive OpenMP wait (the daemon's)", value=passive, unit="tok/s",
+               baseline_name="libgomp default (spinning)", baseline=spinning, ratio=passive / spinning,
+               target="(no target: explains the setting)", met=None, reps=2, note=f"{m}-token prompt")

