@@ -75,8 +75,9 @@ def passive_openmp() -> None:
     """llama.cpp's OpenMP threads spin while they wait for each other. On a box where other work
     (our own indexer, other programs) takes a core, a spinning thread waits for a descheduled one:
     prompt eval fell from ~350 to ~18 tok/s and generation from ~60 to ~1-4 tok/s on a loaded
-    2-core machine (bench/RESULTS.md). Passive waiting must be set before llama_cpp is imported
-    (libgomp reads it once); a value the user set is kept."""
+    2-core machine (bench/RESULTS.md). Passive waiting must be set before llama_cpp or torch is
+    imported (libgomp reads it once, and torch's runtime may serve llama.cpp's OpenMP calls too);
+    a value the user set is kept."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
