@@ -7,7 +7,6 @@ Heavy libraries (torch, llama_cpp) are imported only inside the commands that ne
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -16,6 +15,7 @@ import typer
 
 from .config import SETTING_HELP, Settings, resolve_settings
 from .errors import EdgeLlamaError
+from .quick import answer_tail, show_path as _show_path, status_lines, stream_answer
 
 app = typer.Typer(
     name="edgellama",
@@ -35,11 +35,6 @@ def _settings(**flags: Any) -> Settings:
     return resolve_settings(flags=flags)
 
 
-def _show_path(path: str) -> str:
-    try:
-        return os.path.relpath(path) if Path(path).is_relative_to(Path.cwd()) else path
-    except ValueError:
-        return path
 
 
 def _print_json(data: Any) -> None:
@@ -181,20 +176,9 @@ def ask(
     # A daemon has its own model and prompt style: a flag that picks another one works in-process.
     client = None if model or prompt_style else _daemon(settings, no_daemon)
     if client is not None:
-        answer = None
         body = {"question": question, "top_k": settings.top_k, "max_tokens": settings.max_tokens,
                 "context_tokens": settings.context_tokens, "stream": True}
-        for event, data in client.events("/ask", body):
-            if event == "token" and not as_json:
-                stream(data["text"])
-            elif event == "answer":
-                answer = data
-            elif event == "error":
-                from .client import DaemonError
-
-                raise DaemonError(data["error"]["message"])
-        if answer is None:
-            raise EdgeLlamaError("the daemon ended the answer early")
+        answer = stream_answer(client, body, on_token=None if as_json else stream)
     else:
         from .answer import answer_to_dict, ask as run_ask
         from .generate import load_generator
@@ -214,26 +198,11 @@ def ask(
     if as_json:
         _print_json(answer)
         return
-    streamed = answer["timings"]["completion_tokens"] > 0
-    if answer["kind"] == "abstain":
-        typer.echo(answer["answer"])
-    elif answer["kind"] == "quote":
-        if streamed:
-            typer.echo("\n(no passage supports that answer)")
-        typer.echo(f'The documents do not say it in so many words. Closest passage: "{answer["answer"]}"')
-    else:
-        typer.echo("")
-    if answer["sources"]:
-        typer.echo("Sources:")
-        for s in answer["sources"]:
-            typer.echo(f"  {_show_path(s['path'])}:{_lines(s)}  ({s['heading']})")
-    for d in answer["dropped"]:
-        typer.echo(f"note: passage {d['rank']} was {d['reason']}", err=True)
-
-
-def _lines(s: dict) -> str:
-    lines = f"{s['line_start']}" if s["line_start"] == s["line_end"] else f"{s['line_start']}-{s['line_end']}"
-    return lines + (f" (page {s['page']})" if s["page"] else "")
+    out, err = answer_tail(answer)
+    for line in out:
+        typer.echo(line)
+    for line in err:
+        typer.echo(line, err=True)
 
 
 @app.command()
@@ -256,29 +225,8 @@ def status(
     if as_json:
         _print_json(report)
         return
-    skipped = report["skipped_files"]
-    typer.echo(f"database     {report['db']} ({report['db_bytes'] / 1e6:.1f} MB, schema {report['schema_version']})")
-    typer.echo(f"documents    {report['documents']} indexed, {report['skipped']} skipped")
-    typer.echo(f"chunks       {report['chunks']} ({report['embeddings']} embeddings)")
-    typer.echo(f"model        {report['model']}")
-    typer.echo(f"embedder     {report['embed_model']}")
-    daemon = report.get("daemon")
-    if daemon:
-        watcher = daemon["watcher"] or {}
-        typer.echo(f"daemon       pid {daemon['pid']} on {daemon['socket']}, {'ready' if daemon['ready'] else daemon['stage']}, "
-                   f"up {daemon['uptime_seconds']:.0f} s, queue {daemon['queue']['active']}/{daemon['queue']['max_queue'] + 1}")
-        if watcher:
-            typer.echo(f"watching     {', '.join(watcher['folders']) or '(no folders)'}: {watcher['pending']} pending, "
-                       f"{'indexing' if watcher['indexing'] else 'idle'}, {watcher['runs']} runs")
-            for message in watcher["errors"]:
-                typer.echo(f"  error: {message}")
-    else:
-        typer.echo("daemon       not running")
-    shown = skipped if errors else skipped[:5]
-    for item in shown:
-        typer.echo(f"  skipped {_show_path(item['path'])}: {item['reason']}")
-    if len(skipped) > len(shown):
-        typer.echo(f"  … {len(skipped) - len(shown)} more: edgellama status --errors")
+    for line in status_lines(report, errors=errors):
+        typer.echo(line)
 
 
 def _daemon_any_state(settings: Settings):

@@ -203,6 +203,13 @@ class Engine:
         generator = load_generator(model=s.model, models_dir=s.models_dir, requantize_bundled=s.requantize,
                                    threads=s.threads, n_ctx=s.n_ctx)
         generator.llama  # noqa: B018 - load the weights now, not on the first question
+        if s.prompt_style == "completion":
+            from .prompt import COMPLETION_PREFIX
+
+            stage("warming the prompt prefix")
+            warm = generator.warm_prefix(COMPLETION_PREFIX, cache_dir=s.models_dir)
+            log.info("prompt prefix: %d tokens in the KV cache in %.3f s (%s %s)", warm.tokens, warm.seconds,
+                     "restored from" if warm.source == "file" else "evaluated, saved to", warm.path)
         self.generator = generator
 
     def open_store(self):
@@ -514,6 +521,7 @@ def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0)
             chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
             max_file_bytes=int(settings.max_file_mb * 1e6), settle_seconds=settings.settle_seconds,
             reconcile_seconds=settings.reconcile_seconds, max_extract_seconds=settings.max_extract_seconds,
+            pause=engine.priority.wait_idle,
         )
         engine.worker = worker
         if not stop.is_set():

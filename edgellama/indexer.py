@@ -261,26 +261,28 @@ def index_paths(
             else:
                 candidates.append(entry.path)
     pending: list[_Pending] = []
-
-    def flush() -> None:
-        _write_pending(store, embedder, pending, run)
-        pending.clear()
+    pipeline = _EmbedPipeline(store, embedder, run)
 
     stopped = False
-    for done, path in enumerate(candidates, start=1):
-        if should_stop is not None and should_stop():
-            stopped = True
-            break
-        key = _path_key(path)
-        seen.add(key)
-        item = _prepare(store, embedder, path, key, known.get(key), run, limits)
-        if item is not None:
-            pending.append(item)
-            if sum(len(p.chunks) for p in pending) >= EMBED_BATCH:
-                flush()
-        if on_progress:
-            on_progress(IndexProgress(done=done, total=len(candidates), path=key))
-    flush()
+    try:
+        for done, path in enumerate(candidates, start=1):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            key = _path_key(path)
+            seen.add(key)
+            item = _prepare(store, embedder, path, key, known.get(key), run, limits)
+            if item is not None:
+                pending.append(item)
+                if sum(len(p.chunks) for p in pending) >= EMBED_BATCH:
+                    pipeline.submit(pending)
+                    pending = []
+            if on_progress:
+                on_progress(IndexProgress(done=done, total=len(candidates), path=key))
+        pipeline.submit(pending)
+        pipeline.finish()
+    finally:
+        pipeline.close()
     if not stopped:  # an early stop has not seen every file: removing the unseen would be wrong
         gone = [p for p in known if _under(p, root_keys) and p not in seen]
         run.removed += store.remove_documents(gone)
@@ -461,16 +463,49 @@ def _prepare(store: Store, embedder: Embedder, path: Path, key: str, existing, r
                     extracted=extracted, chunks=chunks, is_new=existing is None or existing.status != "indexed")
 
 
-def _write_pending(store: Store, embedder: Embedder, pending: list[_Pending], run: _Run) -> None:
-    if not pending:
-        return
-    by_hash = {c.text_hash: c for p in pending for c in p.chunks}
-    missing = sorted(store.missing_embeddings(by_hash, model=embedder.name))
-    vectors: dict[str, bytes] = {}
-    if missing:
-        matrix = embedder.embed([embedding_input(by_hash[h]) for h in missing])
-        vectors = {h: matrix[i].tobytes() for i, h in enumerate(missing)}
-        run.chunks_embedded += len(missing)
+class _EmbedPipeline:
+    """Embeds one batch on a helper thread while the caller reads and chunks the next files, so
+    extraction hides behind the encoder (torch and the tokenizer release the GIL). Batches are
+    written in order, each before the next one is sent, by the caller's thread (the store's)."""
+
+    def __init__(self, store: Store, embedder: Embedder, run: _Run):
+        self.store, self.embedder, self.run = store, embedder, run
+        self._executor = None
+        self._in_flight = None  # (batch, missing hashes, future of their vectors)
+
+    def submit(self, batch: list[_Pending]) -> None:
+        self.finish()  # the previous batch goes to the database first: its vectors count as stored
+        if not batch:
+            return
+        by_hash = {c.text_hash: c for p in batch for c in p.chunks}
+        missing = sorted(self.store.missing_embeddings(by_hash, model=self.embedder.name))
+        if not missing:
+            _write_pending(self.store, self.embedder, batch, self.run, {})
+            return
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgellama-embed")
+        texts = [embedding_input(by_hash[h]) for h in missing]
+        self._in_flight = (batch, missing, self._executor.submit(self.embedder.embed, texts))
+
+    def finish(self) -> None:
+        if self._in_flight is None:
+            return
+        batch, missing, future = self._in_flight
+        self._in_flight = None
+        matrix = future.result()
+        self.run.chunks_embedded += len(missing)
+        _write_pending(self.store, self.embedder, batch, self.run,
+                       {h: matrix[i].tobytes() for i, h in enumerate(missing)})
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+
+def _write_pending(store: Store, embedder: Embedder, pending: list[_Pending], run: _Run,
+                   vectors: dict[str, bytes]) -> None:
     for item in pending:
         store.replace_document(
             path=item.path, content_hash=item.content_hash, size=item.size, mtime=item.mtime,

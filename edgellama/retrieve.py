@@ -85,21 +85,23 @@ def search(
     if not len(matrix):
         return []
     qvec = embedder.embed([query])[0]
-    sims = matrix.similarities(qvec)
     position = matrix.position
 
     dense_ranked: list[int] = []
+    sims: dict[int, float] = {}
     if mode in ("hybrid", "dense"):
-        dense_ranked = matrix.top(sims, candidates)
+        dense_ranked, dense_sims = matrix.nearest(qvec, candidates)
+        sims = {cid: float(s) for cid, s in zip(dense_ranked, dense_sims)}
     bm25_ranked: list[int] = []
     if mode in ("hybrid", "bm25"):
         bm25_ranked = [cid for cid, _ in store.bm25(fts_query(query), limit=candidates) if cid in position]
+        sims.update(matrix.similarity(qvec, [cid for cid in bm25_ranked if cid not in sims]))
 
     fused: dict[int, float] = {}
     for ranked in (bm25_ranked, dense_ranked):
         for rank, cid in enumerate(ranked, start=1):
             fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank)
-    ranked = sorted(fused, key=lambda cid: (-fused[cid], -sims[position[cid]]))
+    ranked = sorted(fused, key=lambda cid: (-fused[cid], -sims[cid]))
     records = store.chunks(ranked[: k * 3])
     # A file deleted since it was indexed is never cited, even before the next index run sees it.
     exists: dict[str, bool] = {}
@@ -111,7 +113,7 @@ def search(
         ScoredChunk(
             chunk=records[cid],
             score=fused[cid],
-            similarity=float(sims[position[cid]]),
+            similarity=sims[cid],
             bm25_rank=bm25_pos.get(cid),
             dense_rank=dense_pos.get(cid),
         )

@@ -50,8 +50,10 @@ class IndexWorker:
 
     def __init__(self, *, open_store: Callable, embedder, folders: Sequence[Path], chunk_tokens: int,
                  chunk_overlap: int, max_file_bytes: int, settle_seconds: float, reconcile_seconds: float,
-                 max_extract_seconds: float | None = None):
+                 max_extract_seconds: float | None = None, pause: Callable[[], None] | None = None):
         self._open_store = open_store
+        # Called between files: blocks while a query or generation runs (2 cores: they would fight).
+        self._pause = pause
         self._embedder = embedder
         self._index_options = dict(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                                    max_file_bytes=max_file_bytes, max_extract_seconds=max_extract_seconds)
@@ -185,6 +187,11 @@ class IndexWorker:
                 self._cond.wait(timeout=max(0.01, min(waits)))
         return None
 
+    def _should_stop(self) -> bool:
+        if self._pause is not None and not self._stop.is_set():
+            self._pause()
+        return self._stop.is_set()
+
     def _run(self) -> None:
         store = self._open_store()
         try:
@@ -192,9 +199,11 @@ class IndexWorker:
                 kind, paths = job
                 try:
                     stats = index_paths(store=store, embedder=self._embedder, paths=[Path(p) for p in paths],
-                                        missing_ok=True, should_stop=self._stop.is_set,
+                                        missing_ok=True, should_stop=self._should_stop,
                                         within=[Path(r) for r in self.roots], **self._index_options)
                     self._record(kind, stats)
+                    if stats.chunks_embedded:
+                        _release_free_memory()
                 except EdgeLlamaError as err:
                     self._error(f"indexing {', '.join(paths[:3])}: {err}")
                 except Exception as err:  # the thread must survive anything one file does to it
@@ -217,3 +226,14 @@ class IndexWorker:
     def _error(self, message: str) -> None:
         log.error("%s", message)
         self.state.errors = [*self.state.errors[-9:], message]
+
+
+def _release_free_memory() -> None:
+    """Give the heap that embedding batches freed back to the system (glibc keeps it otherwise):
+    the daemon lives for weeks next to other programs (bench/rss.py)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc

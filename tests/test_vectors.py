@@ -42,3 +42,40 @@ def test_the_cache_reloads_only_after_a_commit(tmp_path):
         assert hits[0].chunk.path.endswith("b.md")
         assert len(load_vectors(writer, model=emb.name)) == 2
         cache.close()
+
+
+def _clustered(rows: int, dim: int, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((rows // 100, dim), dtype=np.float32)
+    matrix = centres[rng.integers(0, len(centres), rows)] + 0.6 * rng.standard_normal((rows, dim), dtype=np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix
+
+
+def test_int8_candidates_rescored_in_float32_find_the_exact_top_10():
+    matrix = _clustered(30_000, 384)
+    ids = np.arange(30_000, dtype=np.int64) * 3 + 7
+    vm = VectorMatrix(ids, matrix, "m", {int(c): i for i, c in enumerate(ids)})
+    rng = np.random.default_rng(11)
+    hits = 0
+    for row in rng.integers(0, 30_000, 20):
+        query = matrix[row] + 0.3 * rng.standard_normal(384).astype(np.float32)
+        query /= np.linalg.norm(query)
+        exact_ids, exact_sims = vm.nearest(query, 10, use_int8=False)
+        assert exact_ids == [int(ids[i]) for i in np.argsort(-(matrix @ query))[:10]]
+        got_ids, got_sims = vm.nearest(query, 10, use_int8=True)
+        hits += len(set(got_ids) & set(exact_ids))
+        # the returned similarities are exact float32 ones, not the int8 estimates
+        np.testing.assert_allclose(got_sims, matrix[[vm.position[c] for c in got_ids]] @ query, rtol=1e-6)
+    assert hits / 200 >= 0.99
+    assert vm._int8 and vm._int8[0] is not None  # the int8 copy was made (torch has the kernel)
+
+
+def test_similarity_of_given_chunks_is_exact_and_skips_unknown_ids():
+    matrix = _clustered(1000, 48)
+    ids = np.arange(1000, dtype=np.int64)
+    vm = VectorMatrix(ids, matrix, "m", {int(c): i for i, c in enumerate(ids)})
+    sims = vm.similarity(matrix[5], [5, 17, 999_999])
+    assert set(sims) == {5, 17} and abs(sims[5] - 1.0) < 1e-5
+    # a dimension the int8 kernel cannot take falls back to exact search
+    assert vm.nearest(matrix[5], 3, use_int8=True)[0][0] == 5

@@ -1,0 +1,181 @@
+"""A benchmark worker: ``python -m bench._worker KIND INIT_JSON``, then one JSON request per line
+on stdin and one JSON reply per line on the original stdout (library chatter goes to stderr).
+
+Kinds: ``llama`` (raw llama_cpp.Llama, nothing of edgellama), ``st`` (raw SentenceTransformer),
+``indexer`` (edgellama's indexer with its embedder), ``vectors`` (synthetic matrices).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+_OUT = os.fdopen(os.dup(1), "w", buffering=1)
+os.dup2(2, 1)  # anything printed by a library goes to stderr, never into the protocol
+sys.stdout = sys.stderr
+
+
+def _rss() -> dict:
+    values = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+    return {"rss_mb": values["VmRSS"], "hwm_mb": values["VmHWM"]}
+
+
+class LlamaWorker:
+    def __init__(self, *, model_path: str, n_ctx: int = 4096, threads: int = 2, n_batch: int = 512,
+                 flash_attn: bool = True, openmp_wait: str = "PASSIVE"):
+        # The daemon's OpenMP wait policy (edgellama.generate.passive_openmp), so both sides of a
+        # comparison run llama.cpp alike; "default" leaves libgomp's spinning as it is.
+        if openmp_wait != "default":
+            os.environ["OMP_WAIT_POLICY"] = openmp_wait
+        from llama_cpp import Llama
+
+        started = time.perf_counter()
+        self.llm = Llama(model_path=model_path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                         n_batch=n_batch, flash_attn=flash_attn, verbose=False)
+        self.load_seconds = time.perf_counter() - started
+
+    def ready(self) -> dict:
+        return {"load_seconds": self.load_seconds}
+
+    def op_chat(self, *, messages: list, max_tokens: int) -> dict:
+        """Stream a greedy chat reply; the time of every token piece."""
+        started = time.perf_counter()
+        times, pieces = [], []
+        for chunk in self.llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0.0,
+                                                     top_k=1, repeat_penalty=1.0, stream=True):
+            text = chunk["choices"][0]["delta"].get("content") or ""
+            if text:
+                times.append(time.perf_counter() - started)
+                pieces.append(text)
+        return {"times": times, "text": "".join(pieces)}
+
+    def op_prompt_eval(self, *, prompt: str | None = None, tokens: list | None = None) -> dict:
+        """Evaluate a prompt from an empty cache: seconds and token count."""
+        if tokens is None:
+            tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        self.llm.reset()  # n_tokens 0: eval overwrites the whole cache
+        started = time.perf_counter()
+        self.llm.eval(tokens)
+        return {"seconds": time.perf_counter() - started, "tokens": len(tokens)}
+
+    def op_ask_prompt(self, *, question: str, context: list, context_tokens: int, max_tokens: int) -> dict:
+        """The completion prompt ``ask`` built for these passages (prompt.py is pure text), then its
+        prompt eval from an empty cache, plus one greedy sampling step: the raw first token."""
+        from edgellama.prompt import build_prompt
+
+        count = lambda text: len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))  # noqa: E731
+        plan = build_prompt(question=question, chunks=[(c["heading"], c["text"]) for c in context],
+                            count_tokens=count, context_budget=context_tokens, n_ctx=self.llm.n_ctx(),
+                            max_tokens=max_tokens)
+        tokens = self.llm.tokenize(plan.prompt.encode("utf-8"), add_bos=True, special=True)
+        self.llm.reset()
+        started = time.perf_counter()
+        self.llm.eval(tokens)
+        self.llm.sample(top_k=1, temp=0.0)
+        return {"seconds": time.perf_counter() - started, "tokens": len(tokens)}
+
+    def op_rss(self) -> dict:
+        return _rss()
+
+
+class SentenceTransformerWorker:
+    def __init__(self, *, path: str, threads: int = 2):
+        from edgellama.embed import ensure_offline
+
+        ensure_offline()
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        started = time.perf_counter()
+        self.model = SentenceTransformer(path, device="cpu", local_files_only=True)
+        self.model.encode(["warm up"])
+        self.load_seconds = time.perf_counter() - started
+
+    def ready(self) -> dict:
+        return {"load_seconds": self.load_seconds}
+
+    def op_encode(self, *, texts: list, batch_size: int = 32) -> dict:
+        started = time.perf_counter()
+        self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                          show_progress_bar=False)
+        return {"seconds": time.perf_counter() - started, "count": len(texts)}
+
+    def op_rss(self) -> dict:
+        return _rss()
+
+
+class IndexerWorker:
+    def __init__(self, *, threads: int = 2):
+        from edgellama.embed import load_embedder
+
+        started = time.perf_counter()
+        self.embedder = load_embedder(None, threads=threads)
+        self.embedder.embed(["warm up"])
+        self.load_seconds = time.perf_counter() - started
+
+    def ready(self) -> dict:
+        return {"load_seconds": self.load_seconds}
+
+    def op_index(self, *, paths: list, db: str) -> dict:
+        from pathlib import Path
+
+        from edgellama.indexer import index_paths
+        from edgellama.store import Store
+
+        with Store.open(Path(db)) as store:
+            stats = index_paths(store=store, embedder=self.embedder, paths=[Path(p) for p in paths],
+                                chunk_tokens=200, chunk_overlap=30, max_file_bytes=50_000_000)
+        return {"seconds": stats.seconds, "chunks_embedded": stats.chunks_embedded,
+                "chunks_written": stats.chunks_written, "added": stats.added, "changed": stats.changed,
+                "unchanged": stats.unchanged}
+
+    def op_texts(self, *, paths: list) -> dict:
+        """The unique embedding inputs the indexer makes of these files (what it encodes)."""
+        from pathlib import Path
+
+        from edgellama.indexer import _walk, chunks_for_document, embedding_input
+        from edgellama.sources import extract, format_for
+
+        texts: dict[str, str] = {}
+        for root in paths:
+            for path in _walk(Path(root)):
+                if format_for(path) is None:
+                    continue
+                extracted = extract(path, path.read_bytes())
+                for chunk in chunks_for_document(extracted, count_tokens=self.embedder.count_tokens,
+                                                 chunk_tokens=200, chunk_overlap=30):
+                    texts.setdefault(chunk.text_hash, embedding_input(chunk))
+        return {"texts": list(texts.values())}
+
+
+KINDS = {"llama": LlamaWorker, "st": SentenceTransformerWorker, "indexer": IndexerWorker}
+
+
+def main() -> None:
+    kind, init = sys.argv[1], json.loads(sys.argv[2])
+    try:
+        worker = KINDS[kind](**init)
+    except Exception as err:  # noqa: BLE001 - reported to the parent, which raises
+        _OUT.write(json.dumps({"error": f"{type(err).__name__}: {err}"}) + "\n")
+        return
+    _OUT.write(json.dumps({"ok": True, **worker.ready()}) + "\n")
+    for line in sys.stdin:
+        request = json.loads(line)
+        op = request.pop("op")
+        try:
+            reply = getattr(worker, f"op_{op}")(**request)
+        except Exception as err:  # noqa: BLE001
+            reply = {"error": f"{type(err).__name__}: {err}"}
+        _OUT.write(json.dumps(reply) + "\n")
+
+
+if __name__ == "__main__":
+    main()
