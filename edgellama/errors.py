@@ -13,6 +13,7 @@ __all__ = [
     "SourceError",
     "RequestError",
     "BusyError",
+    "DatasetError",
 ]
 
 
@@ -60,3 +61,9 @@ class ModelError(EdgeLlamaError):
 
 class SourceError(EdgeLlamaError):
     """A document cannot be read or turned into text; the indexer records it as skipped."""
+
+
+class DatasetError(EdgeLlamaError):
+    """An evaluation dataset (BEIR folder, QA file) is missing or malformed."""
+
+    exit_code = 2
