@@ -26,7 +26,7 @@ from .store import Store
 
 __all__ = [
     "ndcg_at_k", "recall_at_k", "mrr_at_k", "normalize_answer", "exact_match", "token_f1",
-    "BeirSet", "load_beir", "index_beir", "BEIR_PREFIX", "RetrievalSettings", "ModeScores",
+    "BeirSet", "load_beir", "index_beir", "restrict", "BEIR_PREFIX", "RetrievalSettings", "ModeScores",
     "RetrievalReport", "evaluate_retrieval", "QaItem", "load_qa", "QaResult", "QaReport", "evaluate_qa",
     "EvalProgress", "MODES",
 ]
@@ -183,14 +183,17 @@ def load_beir(folder: Path, *, split: str = "test") -> BeirSet:
 
 
 def index_beir(*, store: Store, embedder: Embedder, data: BeirSet, chunk_tokens: int, chunk_overlap: int,
-               title: str = "context", on_progress: ProgressCallback | None = None) -> IndexStats:
+               title: str = "context", on_progress: ProgressCallback | None = None,
+               order: Sequence[str] | None = None, should_stop: Callable[[], bool] | None = None) -> IndexStats:
     """Each document (title + text) becomes one stored document at ``beir:<id>``. ``title``:
     "context" stores it as the chunks' heading context (as a file's title is), "text" puts it
-    at the start of the text as well."""
+    at the start of the text as well. ``order``: these document ids first (then the rest);
+    ``should_stop``: see ``indexer.index_records``."""
+    ids = list(dict.fromkeys([*(d for d in order or () if d in data.corpus), *data.corpus]))
     records = [
         TextRecord(key=f"{BEIR_PREFIX}{doc_id}", title=t or None,
                    text=f"{t}\n\n{body}" if title == "text" and t else body)
-        for doc_id, (t, body) in data.corpus.items()
+        for doc_id, (t, body) in ((d, data.corpus[d]) for d in ids)
     ]
 
     def progress(p: IndexProgress) -> None:
@@ -198,7 +201,14 @@ def index_beir(*, store: Store, embedder: Embedder, data: BeirSet, chunk_tokens:
             on_progress(EvalProgress("index", p.done, p.total))
 
     return index_records(store=store, embedder=embedder, records=records, chunk_tokens=chunk_tokens,
-                         chunk_overlap=chunk_overlap, on_progress=progress)
+                         chunk_overlap=chunk_overlap, on_progress=progress, should_stop=should_stop)
+
+
+def restrict(data: BeirSet, doc_ids: Iterable[str]) -> BeirSet:
+    """The same queries over a part of the corpus (say, what an interrupted index run stored)."""
+    keep = set(doc_ids)
+    return BeirSet(f"{data.name} ({len(keep & set(data.corpus))} of {len(data.corpus)} documents)",
+                   {d: v for d, v in data.corpus.items() if d in keep}, data.queries, data.qrels)
 
 
 @dataclass(frozen=True)
@@ -253,31 +263,6 @@ class RetrievalReport:
         }
 
 
-class _QueryCache:
-    """The embedder seam with query vectors remembered, so three modes embed each query once."""
-
-    def __init__(self, embedder: Embedder):
-        self._inner = embedder
-        self._cache: dict[str, object] = {}
-        self.name, self.dim = embedder.name, embedder.dim
-
-    def count_tokens(self, text: str) -> int:
-        return self._inner.count_tokens(text)
-
-    @property
-    def max_input_tokens(self) -> int:
-        return getattr(self._inner, "max_input_tokens", 512)
-
-    def embed(self, texts):
-        import numpy as np
-
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if missing:
-            for text, row in zip(missing, self._inner.embed(missing)):
-                self._cache[text] = row
-        return np.stack([self._cache[t] for t in texts])
-
-
 def rank_documents(*, store: Store, embedder: Embedder, query: str, mode: SearchMode,
                    settings: RetrievalSettings, vectors=None) -> list[str]:
     """BEIR document ids, best first: each document ranks where its best chunk ranks."""
@@ -304,8 +289,8 @@ def evaluate_retrieval(
     """Run every judged query in each mode over an index made by ``index_beir``."""
     from .vectors import load_vectors
 
-    cached = _QueryCache(embedder)
     vectors = load_vectors(store, model=embedder.name)
+    embedder.embed(["warm-up"])  # load the model before the clock starts: every mode pays the same
     results: list[ModeScores] = []
     qids = sorted(data.queries, key=lambda q: (len(q), q))
     for mode in modes:
@@ -313,7 +298,7 @@ def evaluate_retrieval(
         ndcg, r10, r100, mrr, per_query = [], [], [], [], {}
         short = 0
         for done, qid in enumerate(qids, start=1):
-            ranked = rank_documents(store=store, embedder=cached, query=data.queries[qid], mode=mode,
+            ranked = rank_documents(store=store, embedder=embedder, query=data.queries[qid], mode=mode,
                                     settings=settings, vectors=vectors)
             # BEIR's evaluation never counts a document whose id is the query's own id.
             ranked = [d for d in ranked if d != qid]

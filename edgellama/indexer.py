@@ -323,15 +323,20 @@ def index_records(
     chunk_tokens: int,
     chunk_overlap: int,
     on_progress: Callable[[IndexProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> IndexStats:
     """Index in-memory documents through the same chunk -> embed -> store path as files. A record
-    whose key and content are already stored is left alone; keys not in ``records`` are kept."""
+    whose key and content are already stored is left alone; keys not in ``records`` are kept.
+    ``should_stop`` is asked after every record: when it says yes, what was read is written and
+    the run ends early (``IndexStats.added + changed + unchanged`` says how far it got)."""
     started = time.perf_counter()
     _check_chunk_tokens(embedder, chunk_tokens)
     known = store.documents()
     run = _Run()
     pending: list[_Pending] = []
     for done, record in enumerate(records, start=1):
+        if should_stop is not None and should_stop():
+            break
         text = record.text.replace("\r\n", "\n").replace("\r", "\n")
         content_hash = _hash(f"{record.title or ''}\n{text}")
         existing = known.get(record.key)
