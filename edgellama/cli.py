@@ -479,6 +479,170 @@ def _print_summary_piece(event: str, data: dict, *, folder: bool) -> None:
         for point in data["overview"]:
             typer.echo(_point_line(point))
     sys.stdout.flush()
+# -- eval: retrieval and answer quality as numbers ---------------------------------------------------
+
+eval_app = typer.Typer(help="Measure retrieval and answer quality.", no_args_is_help=True,
+                       rich_markup_mode=None, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(eval_app, name="eval")
+OutOption = Annotated[Optional[Path], typer.Option("--out", help="Write the JSON results here "
+                      "[default: DATA_DIR/eval/KIND-NAME-TIME.json].")]
+
+
+class _EvalBars:
+    """One progress bar per stage on a terminal's stderr; nothing otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, p) -> None:
+        if not self.enabled:
+            return
+        if p.stage != self.stage:
+            self.close()
+            self.stage = p.stage
+            self.bar = typer.progressbar(length=p.total, label=f"{p.stage:<7}", show_eta=True, show_pos=True,
+                                         file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _eval_store(settings: Settings, db: Optional[Path], tmp: str):
+    from .store import Store
+
+    return Store.open(db if db is not None else Path(tmp) / "eval.db", create=True)
+
+
+def _write_results(settings: Settings, out: Optional[Path], kind: str, name: str, data: dict) -> Path:
+    import time
+
+    path = out or settings.data_dir / "eval" / f"{kind}-{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    except OSError as err:
+        raise EdgeLlamaError(f"cannot write results to {path}: {err.strerror or err}") from None
+    return path
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv.")],
+    mode: Annotated[Optional[str], typer.Option(help="bm25, dense or hybrid [default: all three].")] = None,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Index into (or reuse) this database instead of a temporary one.")] = None,
+    rrf_k: Annotated[int, typer.Option(min=1, help="Reciprocal-rank constant.")] = 60,
+    bm25_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the BM25 ranking in hybrid.")] = 1.0,
+    dense_weight: Annotated[float, typer.Option(min=0.0, help="Weight of the dense ranking in hybrid.")] = 1.0,
+    candidates: Annotated[int, typer.Option(min=1, help="Chunks taken from each ranking before fusion.")] = 300,
+    title: Annotated[str, typer.Option(help="context (title as chunk heading) or text (also in the text).")] = "context",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    out: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """nDCG@10, Recall@10/100 and MRR@10 of each search mode on a BEIR-format folder."""
+    import tempfile
+
+    from .evaluate import MODES, RetrievalSettings, evaluate_retrieval, index_beir, load_beir
+
+    if mode is not None and mode not in MODES:
+        raise typer.BadParameter("mode must be bm25, dense or hybrid", param_hint="--mode")
+    if title not in ("context", "text"):
+        raise typer.BadParameter("title must be context or text", param_hint="--title")
+    settings = _settings()
+    data = load_beir(folder)
+    bars = _EvalBars(not quiet and not as_json)
+    with tempfile.TemporaryDirectory(prefix="edgellama-eval-") as tmp:
+        embedder = _embedder(settings)
+        try:
+            with _eval_store(settings, db, tmp) as store:
+                stats = index_beir(store=store, embedder=embedder, data=data, chunk_tokens=settings.chunk_tokens,
+                                   chunk_overlap=settings.chunk_overlap, title=title, on_progress=bars)
+                report = evaluate_retrieval(
+                    store=store, embedder=embedder, data=data, modes=(mode,) if mode else MODES,
+                    settings=RetrievalSettings(rrf_k=rrf_k, weights=(bm25_weight, dense_weight),
+                                               candidates=candidates),
+                    index_stats=stats, on_progress=bars)
+        finally:
+            bars.close()
+    result = report.as_dict()
+    path = _write_results(settings, out, "retrieval", report.dataset, result)
+    if as_json:
+        _print_json(result)
+        return
+    typer.echo(f"{report.dataset}: {report.documents} documents ({report.chunks} chunks), {report.queries} queries; "
+               f"indexed in {report.index_seconds:.1f} s ({report.chunks_embedded} chunks embedded)")
+    typer.echo(f"{'mode':<8}{'nDCG@10':>9}{'R@10':>8}{'R@100':>8}{'MRR@10':>8}{'queries/s':>11}")
+    for m in report.modes:
+        typer.echo(f"{m.mode:<8}{m.ndcg_at_10:>9.4f}{m.recall_at_10:>8.4f}{m.recall_at_100:>8.4f}"
+                   f"{m.mrr_at_10:>8.4f}{m.queries_per_second:>11.1f}")
+        if m.short_rankings:
+            typer.echo(f"  note: {m.short_rankings} queries ranked fewer than {report.settings.depth} documents")
+    typer.echo(f"results: {_show_path(str(path))}")
+
+
+@eval_app.command("qa")
+def eval_qa(
+    questions: Annotated[Path, typer.Argument(help="JSONL: {\"id\", \"question\", \"answers\": [...], \"doc\"?} a line.")],
+    docs: Annotated[Path, typer.Option("--docs", help="Folder of documents the questions are about.")],
+    db: Annotated[Optional[Path], typer.Option("--db", help="Index into (or reuse) this database instead of a temporary one.")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, help="Gold document counts as found within this many chunks.")] = 3,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    out: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Gold-document hit@k, exact match, token F1, citation precision, abstention and latency."""
+    import tempfile
+
+    from .evaluate import evaluate_qa, load_qa, resolve_gold
+    from .generate import load_generator
+    from .indexer import index_paths
+
+    settings = _settings()
+    if not docs.is_dir():
+        raise typer.BadParameter(f"{docs} is not a folder", param_hint="--docs")
+    items = load_qa(questions)
+    gold = {item.id: resolve_gold(item.doc, docs=docs) for item in items if item.doc and item.answers}
+    bars = _EvalBars(not quiet and not as_json)
+    with tempfile.TemporaryDirectory(prefix="edgellama-eval-") as tmp:
+        embedder = _embedder(settings)
+        generator = load_generator(model=settings.model, models_dir=settings.models_dir,
+                                   requantize_bundled=settings.requantize, threads=settings.threads,
+                                   n_ctx=settings.n_ctx)
+        try:
+            with _eval_store(settings, db, tmp) as store:
+                index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=settings.chunk_tokens,
+                            chunk_overlap=settings.chunk_overlap, max_file_bytes=int(settings.max_file_mb * 1e6))
+                report = evaluate_qa(
+                    store=store, embedder=embedder, generator=generator, items=items, gold_paths=gold, k=k,
+                    ask_options={"top_k": settings.top_k, "context_tokens": settings.context_tokens,
+                                 "max_tokens": settings.max_tokens, "min_relevance": settings.min_relevance,
+                                 "style": settings.prompt_style},
+                    on_progress=bars)
+        finally:
+            bars.close()
+            generator.close()
+    result = report.as_dict()
+    path = _write_results(settings, out, "qa", questions.stem, result)
+    if as_json:
+        _print_json(result)
+        return
+    typer.echo(f"{report.questions} questions: {report.answerable} answerable, {report.unanswerable} unanswerable")
+    typer.echo(f"gold document in top {report.k}   {report.hit_at_k:.1%}")
+    typer.echo(f"exact match / token F1    {report.exact_match:.1%} / {report.f1:.3f}")
+    typer.echo(f"answered (not quoted)     {report.answered:.1%}")
+    typer.echo(f"citation precision        {report.citation_precision:.1%} "
+               f"({report.flagged_citations} shown passages flagged as not supporting)")
+    typer.echo(f"abstention, unanswerable  {report.abstention:.1%} (declined incl. quotes {report.declined:.1%})")
+    typer.echo(f"abstention, answerable    {report.false_abstention:.1%}")
+    typer.echo(f"seconds per question      mean {report.seconds_mean:.2f}, p50 {report.seconds_p50:.2f}, "
+               f"p95 {report.seconds_p95:.2f}")
+    typer.echo(f"results: {_show_path(str(path))}")
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ __all__ = [
     "BusyError",
     "ServiceError",
     "NotIndexedError",
+    "DatasetError",
 ]
 
 
@@ -72,3 +73,9 @@ class NotIndexedError(EdgeLlamaError):
     """A path asked about (e.g. to summarize) is not in the index."""
 
     http_status = 404
+
+
+class DatasetError(EdgeLlamaError):
+    """An evaluation dataset (BEIR folder, QA file) is missing or malformed."""
+
+    exit_code = 2

@@ -27,8 +27,8 @@ from .errors import ConfigError, EdgeLlamaError, SourceError
 from .sources import ExtractedText, extract, format_for
 from .store import NewChunk, Store
 
-__all__ = ["index_paths", "IndexStats", "IndexProgress", "SkippedFile", "chunks_for_document", "EMBED_BATCH",
-           "DEFAULT_MAX_EXTRACT_SECONDS"]
+__all__ = ["index_paths", "index_records", "TextRecord", "IndexStats", "IndexProgress", "SkippedFile",
+           "chunks_for_document", "EMBED_BATCH", "DEFAULT_MAX_EXTRACT_SECONDS"]
 
 EMBED_BATCH = 64  # chunks gathered across documents before one call to the embedder
 CONTEXT_TOKENS = 32  # room kept for the title and heading embedded with each chunk
@@ -203,6 +203,15 @@ def _under(path: str, roots: Sequence[str]) -> bool:
 DEFAULT_MAX_EXTRACT_SECONDS = 60.0
 
 
+def _check_chunk_tokens(embedder: Embedder, chunk_tokens: int) -> None:
+    limit = getattr(embedder, "max_input_tokens", 512)
+    if chunk_tokens + CONTEXT_TOKENS + 2 > limit:
+        raise ConfigError(
+            f"chunk_tokens {chunk_tokens} is too large for the embedder, which reads at most {limit} tokens"
+            f" (chunk + {CONTEXT_TOKENS} for its heading): use at most {limit - CONTEXT_TOKENS - 2}"
+        )
+
+
 def index_paths(
     *,
     store: Store,
@@ -229,12 +238,7 @@ def index_paths(
     ``within``: the folders a symlink must resolve into to be followed (default: ``paths``; the
     watcher, which passes single files, gives its watched folders)."""
     started = time.perf_counter()
-    limit = getattr(embedder, "max_input_tokens", 512)
-    if chunk_tokens + CONTEXT_TOKENS + 2 > limit:
-        raise ConfigError(
-            f"chunk_tokens {chunk_tokens} is too large for the embedder, which reads at most {limit} tokens"
-            f" (chunk + {CONTEXT_TOKENS} for its heading): use at most {limit - CONTEXT_TOKENS - 2}"
-        )
+    _check_chunk_tokens(embedder, chunk_tokens)
     roots = [os.path.abspath(p) for p in paths]
     root_keys = [_path_key(r) for r in roots]
     known = store.documents()
@@ -518,3 +522,58 @@ def _write_pending(store: Store, embedder: Embedder, pending: list[_Pending], ru
             run.added += 1
         else:
             run.changed += 1
+
+
+@dataclass(frozen=True)
+class TextRecord:
+    """A document that is not a file (a benchmark abstract, say): ``key`` is stored as its path."""
+
+    key: str
+    title: str | None
+    text: str
+
+
+def index_records(
+    *,
+    store: Store,
+    embedder: Embedder,
+    records: Sequence[TextRecord],
+    chunk_tokens: int,
+    chunk_overlap: int,
+    on_progress: Callable[[IndexProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> IndexStats:
+    """Index in-memory documents through the same chunk -> embed -> store path as files. A record
+    whose key and content are already stored is left alone; keys not in ``records`` are kept.
+    ``should_stop`` is asked after every record: when it says yes, what was read is written and
+    the run ends early (``IndexStats.added + changed + unchanged`` says how far it got)."""
+    started = time.perf_counter()
+    _check_chunk_tokens(embedder, chunk_tokens)
+    known = store.documents()
+    run = _Run()
+    pending: list[_Pending] = []
+    for done, record in enumerate(records, start=1):
+        if should_stop is not None and should_stop():
+            break
+        text = record.text.replace("\r\n", "\n").replace("\r", "\n")
+        content_hash = _hash(f"{record.title or ''}\n{text}")
+        existing = known.get(record.key)
+        if existing and existing.status == "indexed" and existing.content_hash == content_hash:
+            run.unchanged += 1
+        else:
+            extracted = ExtractedText(text=text, format="record", title=record.title,
+                                      lines=tuple(range(1, text.count("\n") + 2)))
+            chunks = chunks_for_document(extracted, count_tokens=embedder.count_tokens,
+                                         chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
+            pending.append(_Pending(path=record.key, content_hash=content_hash, size=len(text.encode()),
+                                    mtime=0.0, extracted=extracted, chunks=chunks, is_new=existing is None))
+            if sum(len(p.chunks) for p in pending) >= EMBED_BATCH:
+                _write_pending(store, embedder, pending, run)
+                pending.clear()
+        if on_progress:
+            on_progress(IndexProgress(done=done, total=len(records), path=record.key))
+    _write_pending(store, embedder, pending, run)
+    store.delete_orphan_embeddings()
+    return IndexStats(added=run.added, changed=run.changed, unchanged=run.unchanged,
+                      chunks_written=run.chunks_written, chunks_embedded=run.chunks_embedded,
+                      seconds=time.perf_counter() - started)

@@ -76,9 +76,15 @@ def search(
     mode: SearchMode = "hybrid",
     candidates: int = 50,
     rrf_k: int = 60,
+    weights: tuple[float, float] = (1.0, 1.0),
     vectors: "VectorMatrix | None" = None,
+    files_only: bool = True,
 ) -> list[ScoredChunk]:
-    """The ``k`` best chunks for ``query``. ``vectors``: the daemon's cached matrix (else loaded)."""
+    """The ``k`` best chunks for ``query``. ``vectors``: the daemon's cached matrix (else loaded).
+
+    ``weights``: how much the BM25 and the dense ranking each count in the fused score.
+    ``files_only``: drop chunks whose file is gone; False for stored records that are not files
+    (``indexer.index_records``)."""
     from .vectors import load_vectors
 
     matrix = vectors if vectors is not None else load_vectors(store, model=embedder.name)
@@ -98,15 +104,15 @@ def search(
         sims.update(matrix.similarity(qvec, [cid for cid in bm25_ranked if cid not in sims]))
 
     fused: dict[int, float] = {}
-    for ranked in (bm25_ranked, dense_ranked):
+    for ranked, weight in zip((bm25_ranked, dense_ranked), weights):
         for rank, cid in enumerate(ranked, start=1):
-            fused[cid] = fused.get(cid, 0.0) + 1.0 / (rrf_k + rank)
+            fused[cid] = fused.get(cid, 0.0) + weight / (rrf_k + rank)
     ranked = sorted(fused, key=lambda cid: (-fused[cid], -sims[cid]))
     records = store.chunks(ranked[: k * 3])
     # A file deleted since it was indexed is never cited, even before the next index run sees it.
     exists: dict[str, bool] = {}
     best = [cid for cid in ranked[: k * 3]
-            if cid in records and exists.setdefault(records[cid].path, os.path.exists(records[cid].path))][:k]
+            if cid in records and (not files_only or exists.setdefault(records[cid].path, os.path.exists(records[cid].path)))][:k]
     bm25_pos = {cid: r for r, cid in enumerate(bm25_ranked, start=1)}
     dense_pos = {cid: r for r, cid in enumerate(dense_ranked, start=1)}
     return [
