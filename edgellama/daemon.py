@@ -318,6 +318,10 @@ class Engine:
                 state = self.worker.state if self.worker else None
                 if state is None or state.runs == seen_runs or state.indexing:
                     continue
+                changed = not state.last_stats or state.last_stats.get("added") or state.last_stats.get("changed")
+                if seen_runs >= 0 and not changed:
+                    seen_runs = state.runs
+                    continue  # a rescan that found nothing new: the summaries are still current
                 seen_runs = state.runs
                 for path, document in sorted(store.documents().items()):
                     if stop.is_set() or self.stopping:
