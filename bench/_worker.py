@@ -86,10 +86,12 @@ class LlamaWorker:
 
 
 class SentenceTransformerWorker:
-    def __init__(self, *, path: str, threads: int = 2):
+    def __init__(self, *, path: str, threads: int = 2, openmp_wait: str = "PASSIVE"):
         from edgellama.embed import ensure_offline
 
         ensure_offline()
+        if openmp_wait != "default":  # as the daemon's embedder runs (edgellama.generate.passive_openmp)
+            os.environ["OMP_WAIT_POLICY"] = openmp_wait
         import torch
         from sentence_transformers import SentenceTransformer
 

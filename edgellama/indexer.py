@@ -30,7 +30,7 @@ from .store import NewChunk, Store
 __all__ = ["index_paths", "index_records", "TextRecord", "IndexStats", "IndexProgress", "SkippedFile",
            "chunks_for_document", "EMBED_BATCH", "DEFAULT_MAX_EXTRACT_SECONDS"]
 
-EMBED_BATCH = 64  # chunks gathered across documents before one call to the embedder
+EMBED_BATCH = 128  # chunks gathered across documents before one call to the embedder (bench/indexing.py)
 CONTEXT_TOKENS = 32  # room kept for the title and heading embedded with each chunk
 
 
