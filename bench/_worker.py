@@ -148,8 +148,9 @@ class IndexerWorker:
 
         texts: dict[str, str] = {}
         for root in paths:
-            for path in _walk(Path(root)):
-                if format_for(path) is None:
+            for entry in _walk(Path(root)):
+                path = entry.path
+                if entry.error is not None or format_for(path) is None:
                     continue
                 extracted = extract(path, path.read_bytes())
                 for chunk in chunks_for_document(extracted, count_tokens=self.embedder.count_tokens,

@@ -7,6 +7,7 @@ Heavy libraries (torch, llama_cpp) are imported only inside the commands that ne
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional

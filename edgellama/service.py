@@ -117,7 +117,8 @@ def _hidden(path: Path) -> bool:
 
 def _code_paths(command: Sequence[str], pythonpath: Path | None) -> list[Path]:
     """Where the interpreter, the venv and the package live, if the system unit would hide them."""
-    candidates = [Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(command[0])).parent.parent]
+    candidates = [Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(command[0])).parent.parent,
+                  Path(__file__).resolve().parent.parent]  # the package itself (an editable install's checkout)
     if pythonpath is not None:
         candidates.append(pythonpath)
     chosen: list[Path] = []

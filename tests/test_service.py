@@ -437,6 +437,11 @@ _BOOT = """set -e
 mount -t tmpfs -o size=2G tmpfs "$1"
 mkdir "$1/upper" "$1/work" "$1/root"
 mount -t overlay overlay -o lowerdir=/,upperdir="$1/upper",workdir="$1/work" "$1/root"
+# Keep the host's /tmp visible (a CI clone may live there): no tmpfs from nspawn, and no emptying
+# of /tmp at boot by systemd-tmpfiles (an /etc entry overrides the shipped tmp.conf).
+mkdir -p "$1/root/etc/tmpfiles.d"
+printf 'd /tmp 1777 root root -\nd /var/tmp 1777 root root -\n' > "$1/root/etc/tmpfiles.d/tmp.conf"
+export SYSTEMD_NSPAWN_TMPFS_TMP=0
 exec systemd-nspawn -D "$1/root" --private-network --register=no --keep-unit --quiet \\
      --machine=edgellama-test --boot -- systemd.unit=basic.target
 """
