@@ -33,15 +33,12 @@ if not DEFAULT_DATA.exists():
 
 # (label, settings): each run on the same index, hybrid unless the label says otherwise.
 SWEEP = [
-    ("RRF k=60, weights 1:1, 300 candidates", RetrievalSettings(rrf_k=60, weights=(1.0, 1.0), candidates=300)),
-    ("RRF k=60, 50 candidates", RetrievalSettings(rrf_k=60, candidates=50)),
-    ("RRF k=60, 100 candidates", RetrievalSettings(rrf_k=60, candidates=100)),
+    ("RRF k=60, 50 candidates (retrieve.search's default depth)", RetrievalSettings(rrf_k=60, candidates=50)),
     ("RRF k=10", RetrievalSettings(rrf_k=10)),
     ("RRF k=30", RetrievalSettings(rrf_k=30)),
     ("RRF k=100", RetrievalSettings(rrf_k=100)),
-    ("RRF k=60, weights 1.5:1", RetrievalSettings(weights=(1.5, 1.0))),
-    ("RRF k=60, weights 1:1.5", RetrievalSettings(weights=(1.0, 1.5))),
-    ("RRF k=60, weights 2:1", RetrievalSettings(weights=(2.0, 1.0))),
+    ("RRF k=60, weights bm25 1.5 : dense 1", RetrievalSettings(weights=(1.5, 1.0))),
+    ("RRF k=60, weights bm25 1 : dense 1.5", RetrievalSettings(weights=(1.0, 1.5))),
 ]
 
 
@@ -153,12 +150,12 @@ def main() -> None:
     data = load_beir(args.data)
     embedder = ConstantEmbedder(load_embedder(None)) if args.bm25_only else load_embedder(None, threads=os.cpu_count())
     judged = sorted({d for rel in data.qrels.values() for d in rel})
-    deadline = time.monotonic() + args.budget_minutes * 60 if args.budget_minutes else None
+    deadline = time.monotonic() + args.budget_minutes * 60 if args.budget_minutes is not None else None
     with tempfile.TemporaryDirectory(prefix="scifact-") as tmp:
         with Store.open(args.db or Path(tmp) / "scifact.db") as store:
             stats = index_beir(store=store, embedder=embedder, data=data, chunk_tokens=args.chunk_tokens,
                                chunk_overlap=30, title=args.title, order=judged,
-                               should_stop=(lambda: time.monotonic() > deadline) if deadline else None)
+                               should_stop=(lambda: time.monotonic() > deadline) if deadline is not None else None)
             load_after_index = os.getloadavg()
             reference, reference_seconds = reference_bm25(args.data, set(indexed := [
                 p[len(BEIR_PREFIX):] for p in store.documents() if p.startswith(BEIR_PREFIX)]))
@@ -166,33 +163,37 @@ def main() -> None:
                 data = restrict(data, indexed)
             modes = ("bm25",) if args.bm25_only else MODES
             report = evaluate_retrieval(store=store, embedder=embedder, data=data, index_stats=stats, modes=modes)
-            sweep = []
+            _print_report(args, report, stats, reference, reference_seconds, load_before, load_after_index)
+            if args.sweep:
+                print("\n| variant (hybrid unless named) | nDCG@10 | vs reference BM25 | R@100 | MRR@10 |")
+                print("| --- | ---: | ---: | ---: | ---: |", flush=True)
             if args.sweep and args.bm25_only:
                 original = retrieve.fts_query
                 try:
                     for label, fn in QUERY_VARIANTS:
                         retrieve.fts_query = fn
                         r = evaluate_retrieval(store=store, embedder=embedder, data=data, modes=("bm25",))
-                        sweep.append((f"{label}, bm25", r.modes[0]))
+                        _row(f"{label}, bm25", r.modes[0], reference)
                 finally:
                     retrieve.fts_query = original
             elif args.sweep:
                 for label, settings in SWEEP:
                     r = evaluate_retrieval(store=store, embedder=embedder, data=data, modes=("hybrid",),
                                            settings=settings)
-                    sweep.append((label, r.modes[0]))
-                for rrf_k in (20, 60):
-                    value = document_fusion_ndcg(store=store, embedder=embedder, data=data, rrf_k=rrf_k)
-                    sweep.append((f"fuse per document, RRF k={rrf_k}", value))
-                original = retrieve.fts_query
-                try:
-                    for label, fn in QUERY_VARIANTS:
-                        retrieve.fts_query = fn
-                        r = evaluate_retrieval(store=store, embedder=embedder, data=data, modes=("bm25", "hybrid"))
-                        sweep.extend((f"{label}, {m.mode}", m) for m in r.modes)
-                finally:
-                    retrieve.fts_query = original
+                    _row(label, r.modes[0], reference)
+                value = document_fusion_ndcg(store=store, embedder=embedder, data=data, rrf_k=60)
+                _row("fuse per document (each ranking collapsed to documents first), RRF k=60", value, reference)
 
+
+def _row(label: str, m, reference: float) -> None:
+    if isinstance(m, float):
+        print(f"| {label} | {m:.4f} | {m / reference:.3f}x | | |", flush=True)
+    else:
+        print(f"| {label} | {m.ndcg_at_10:.4f} | {m.ndcg_at_10 / reference:.3f}x | {m.recall_at_100:.4f} "
+              f"| {m.mrr_at_10:.4f} |", flush=True)
+
+
+def _print_report(args, report, stats, reference, reference_seconds, load_before, load_after_index) -> None:
     print(f"{report.dataset}: {report.documents} documents -> {report.chunks} chunks, {report.queries} queries "
           f"(title as {args.title}, chunk_tokens {args.chunk_tokens})")
     print(f"index: {stats.seconds:.1f} s, {stats.chunks_embedded} chunks embedded "
@@ -205,15 +206,7 @@ def main() -> None:
         print(f"{m.mode:<8}{m.ndcg_at_10:>9.4f}{m.ndcg_at_10 / reference:>13.3f}x"
               f"{m.ndcg_at_10 / bm25 if bm25 else 0:>12.3f}x{m.recall_at_100:>8.4f}{m.mrr_at_10:>8.4f}"
               f"{m.queries_per_second:>7.1f}")
-    if sweep:
-        print("\n| variant (hybrid unless named) | nDCG@10 | vs reference BM25 | R@100 | MRR@10 |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for label, m in sweep:
-            if isinstance(m, float):
-                print(f"| {label} | {m:.4f} | {m / reference:.3f}x | | |")
-            else:
-                print(f"| {label} | {m.ndcg_at_10:.4f} | {m.ndcg_at_10 / reference:.3f}x | {m.recall_at_100:.4f} "
-                      f"| {m.mrr_at_10:.4f} |")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -639,7 +639,7 @@ def eval_qa(
     typer.echo(f"answered (not quoted)     {report.answered:.1%}")
     typer.echo(f"citation precision        {report.citation_precision:.1%} "
                f"({report.flagged_citations} shown passages flagged as not supporting)")
-    typer.echo(f"abstention, unanswerable  {report.abstention:.1%} (declined incl. quotes {report.declined:.1%})")
+    typer.echo(f"abstention, unanswerable  {report.abstention:.1%} ({report.abstained_outright:.1%} before the model)")
     typer.echo(f"abstention, answerable    {report.false_abstention:.1%}")
     typer.echo(f"seconds per question      mean {report.seconds_mean:.2f}, p50 {report.seconds_p50:.2f}, "
                f"p95 {report.seconds_p95:.2f}")

@@ -391,8 +391,9 @@ class QaReport:
     answered: float  # share of answerable questions given an answer (not a quote, not abstained)
     citation_precision: float  # cited passages that contain a gold answer, over all cited passages
     flagged_citations: int  # passages the model was shown that lacked the answer's words: not cited
-    abstention: float  # share of unanswerable questions that got "the documents do not say"
-    declined: float  # share of unanswerable questions not given an answer (abstained or quoted)
+    abstention: float  # share of unanswerable questions given no answer: "the documents do not say"
+    # outright, or "not in so many words" with the closest passage quoted (answer.py's "quote")
+    abstained_outright: float  # share of unanswerable questions stopped before the model (min_relevance)
     false_abstention: float  # share of answerable questions that got "the documents do not say"
     seconds_mean: float
     seconds_p50: float
@@ -465,8 +466,8 @@ def evaluate_qa(
         citation_precision=(sum(r.citations_with_answer for r in cited) / sum(r.citations for r in cited)
                             if cited else 0.0),
         flagged_citations=flagged,
-        abstention=share(unanswerable, lambda r: r.kind == "abstain"),
-        declined=share(unanswerable, lambda r: r.kind != "answer"),
+        abstention=share(unanswerable, lambda r: r.kind != "answer"),
+        abstained_outright=share(unanswerable, lambda r: r.kind == "abstain"),
         false_abstention=share(answerable, lambda r: r.kind == "abstain"),
         seconds_mean=statistics.fmean(seconds) if seconds else 0.0,
         seconds_p50=seconds[len(seconds) // 2] if seconds else 0.0,
