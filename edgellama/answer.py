@@ -159,8 +159,12 @@ def ask(
                 supporting_overlap(text, f"{passages[i][0].chunk.context} {passages[i][1]}"))
         for n, i in enumerate(plan.included, start=1)
     )
+    # Cite the passages that support the answer best (ties), not every one sharing half its words:
+    # a passage with weaker overlap is context, not evidence.
+    best_support = max((s.support for s in shown), default=0.0)
     citations: list[Source] = []
-    for s in sorted((s for s in shown if s.support >= 0.5), key=lambda s: (-s.support, s.number)):
+    for s in sorted((s for s in shown if s.support >= max(0.5, best_support - 1e-9)),
+                    key=lambda s: (-s.support, s.number)):
         if all((c.path, c.line_start) != (s.path, s.line_start) for c in citations):
             citations.append(s)
     reason = ""

@@ -16,7 +16,7 @@ import typer
 
 from .config import SETTING_HELP, Settings, resolve_settings
 from .errors import EdgeLlamaError
-from .quick import answer_tail, show_path as _show_path, status_lines, stream_answer
+from .quick import answer_tail, show_path as _show_path, source_lines as _lines, status_lines, stream_answer
 
 app = typer.Typer(
     name="edgellama",

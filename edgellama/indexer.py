@@ -552,6 +552,20 @@ def index_records(
     known = store.documents()
     run = _Run()
     pending: list[_Pending] = []
+    pipeline = _EmbedPipeline(store, embedder, run)
+    try:
+        _index_records(store, embedder, records, known, run, pending, pipeline, chunk_tokens=chunk_tokens,
+                       chunk_overlap=chunk_overlap, on_progress=on_progress, should_stop=should_stop)
+    finally:
+        pipeline.close()
+    store.delete_orphan_embeddings()
+    return IndexStats(added=run.added, changed=run.changed, unchanged=run.unchanged,
+                      chunks_written=run.chunks_written, chunks_embedded=run.chunks_embedded,
+                      seconds=time.perf_counter() - started)
+
+
+def _index_records(store, embedder, records, known, run, pending, pipeline, *, chunk_tokens, chunk_overlap,
+                   on_progress, should_stop) -> None:
     for done, record in enumerate(records, start=1):
         if should_stop is not None and should_stop():
             break
@@ -568,12 +582,9 @@ def index_records(
             pending.append(_Pending(path=record.key, content_hash=content_hash, size=len(text.encode()),
                                     mtime=0.0, extracted=extracted, chunks=chunks, is_new=existing is None))
             if sum(len(p.chunks) for p in pending) >= EMBED_BATCH:
-                _write_pending(store, embedder, pending, run)
+                pipeline.submit(list(pending))
                 pending.clear()
         if on_progress:
             on_progress(IndexProgress(done=done, total=len(records), path=record.key))
-    _write_pending(store, embedder, pending, run)
-    store.delete_orphan_embeddings()
-    return IndexStats(added=run.added, changed=run.changed, unchanged=run.unchanged,
-                      chunks_written=run.chunks_written, chunks_embedded=run.chunks_embedded,
-                      seconds=time.perf_counter() - started)
+    pipeline.submit(list(pending))
+    pipeline.finish()

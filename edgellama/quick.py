@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["main", "run_fast", "status_lines", "answer_tail", "show_path"]
+__all__ = ["main", "run_fast", "status_lines", "answer_tail", "show_path", "source_lines"]
 
 
 def show_path(path: str) -> str:
@@ -25,7 +25,7 @@ def show_path(path: str) -> str:
         return path
 
 
-def _lines(s: dict) -> str:
+def source_lines(s: dict) -> str:
     lines = f"{s['line_start']}" if s["line_start"] == s["line_end"] else f"{s['line_start']}-{s['line_end']}"
     return lines + (f" (page {s['page']})" if s["page"] else "")
 
@@ -73,7 +73,7 @@ def answer_tail(answer: dict) -> tuple[list[str], list[str]]:
         out.append("")
     if answer["sources"]:
         out.append("Sources:")
-        out += [f"  {show_path(s['path'])}:{_lines(s)}  ({s['heading']})" for s in answer["sources"]]
+        out += [f"  {show_path(s['path'])}:{source_lines(s)}  ({s['heading']})" for s in answer["sources"]]
     return out, [f"note: passage {d['rank']} was {d['reason']}" for d in answer["dropped"]]
 
 
