@@ -12,7 +12,7 @@ from typing import Callable
 from .embed import Embedder
 from .generate import Generator
 from .prompt import STOP, DroppedChunk, build_prompt
-from .retrieve import ScoredChunk, best_sentences, content_words, search
+from .retrieve import ScoredChunk, best_sentences, content_words, normalize_answer, search
 from .store import Store
 
 __all__ = ["Answer", "Source", "Timings", "ask", "answer_to_dict", "NOT_IN_DOCUMENTS", "supporting_overlap"]
@@ -73,12 +73,21 @@ class Answer:
         return self.kind == "abstain"
 
 
+# An answer is shown only if a passage holds this share of its content words; otherwise the best
+# passage is quoted instead. Calibrated on tests/data/corpus_qa.jsonl (docs/retrieval.md).
+MIN_SUPPORT = 1.0
+
+
 def supporting_overlap(answer: str, passage: str) -> float:
-    """Share of the answer's content words that occur in the passage."""
+    """1.0 when the answer occurs in the passage (SQuAD-normalized, whole words); else the share of
+    its content words the passage holds, just under 1: words scattered over a passage are not
+    the answer quoted from it."""
     words = content_words(answer)
     if not words:
         return 0.0
-    return len(words & content_words(passage)) / len(words)
+    if f" {normalize_answer(answer)} " in f" {normalize_answer(passage)} ":
+        return 1.0
+    return min(len(words & content_words(passage)) / len(words), 0.99)
 
 
 def _clean(text: str) -> str:
@@ -163,7 +172,7 @@ def ask(
     # a passage with weaker overlap is context, not evidence.
     best_support = max((s.support for s in shown), default=0.0)
     citations: list[Source] = []
-    for s in sorted((s for s in shown if s.support >= max(0.5, best_support - 1e-9)),
+    for s in sorted((s for s in shown if s.support >= max(MIN_SUPPORT, best_support - 1e-9)),
                     key=lambda s: (-s.support, s.number)):
         if all((c.path, c.line_start) != (s.path, s.line_start) for c in citations):
             citations.append(s)

@@ -637,8 +637,9 @@ def eval_qa(
     typer.echo(f"gold document in top {report.k}   {report.hit_at_k:.1%}")
     typer.echo(f"exact match / token F1    {report.exact_match:.1%} / {report.f1:.3f}")
     typer.echo(f"answered (not quoted)     {report.answered:.1%}")
-    typer.echo(f"citation precision        {report.citation_precision:.1%} "
+    typer.echo(f"citation precision        {report.citation_precision:.1%} of answers' citations contain the answer "
                f"({report.flagged_citations} shown passages flagged as not supporting)")
+    typer.echo(f"citations with gold       {report.citation_gold:.1%} of all citations contain a gold answer")
     typer.echo(f"abstention, unanswerable  {report.abstention:.1%} ({report.abstained_outright:.1%} before the model)")
     typer.echo(f"abstention, answerable    {report.false_abstention:.1%}")
     typer.echo(f"seconds per question      mean {report.seconds_mean:.2f}, p50 {report.seconds_p50:.2f}, "

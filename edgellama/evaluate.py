@@ -9,9 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import statistics
-import string
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 from .embed import Embedder
 from .errors import DatasetError
 from .indexer import IndexProgress, IndexStats, TextRecord, index_records
-from .retrieve import SearchMode, search
+from .retrieve import SearchMode, normalize_answer, search
 from .store import Store
 
 __all__ = [
@@ -59,16 +57,6 @@ def mrr_at_k(ranked: Sequence[str], relevant: Mapping[str, int], k: int) -> floa
         if relevant.get(d, 0) > 0:
             return 1.0 / rank
     return 0.0
-
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = set(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalization: lower case, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def exact_match(prediction: str, answers: Iterable[str]) -> float:
@@ -374,7 +362,8 @@ class QaResult:
     exact_match: float
     f1: float
     citations: int
-    citations_with_answer: int
+    citations_with_answer: int  # cited passages that contain a gold answer
+    citations_with_own_answer: int  # cited passages that contain the answer given (answers only)
     seconds: float
     reason: str
 
@@ -389,7 +378,8 @@ class QaReport:
     exact_match: float  # over answerable questions; an abstention scores 0
     f1: float
     answered: float  # share of answerable questions given an answer (not a quote, not abstained)
-    citation_precision: float  # cited passages that contain a gold answer, over all cited passages
+    citation_precision: float  # of answers' cited passages, those that contain the answer given
+    citation_gold: float  # of all cited passages (answers and quotes), those that contain a gold answer
     flagged_citations: int  # passages the model was shown that lacked the answer's words: not cited
     abstention: float  # share of unanswerable questions given no answer: "the documents do not say"
     # outright, or "not in so many words" with the closest passage quoted (answer.py's "quote")
@@ -444,6 +434,8 @@ def evaluate_qa(
             f1=token_f1(shown, item.answers) if item.answers else 0.0,
             citations=len(cited),
             citations_with_answer=sum(contains_answer(f"{c.heading} {c.text}", item.answers) for c in cited),
+            citations_with_own_answer=(sum(contains_answer(f"{c.heading} {c.text}", [shown]) for c in cited)
+                                       if answer.kind == "answer" else 0),
             seconds=seconds, reason=answer.reason,
         ))
         if on_progress:
@@ -452,6 +444,7 @@ def evaluate_qa(
     unanswerable = [r for r in results if not r.answerable]
     with_gold = [r for r in answerable if gold_paths.get(r.id)]
     cited = [r for r in answerable if r.citations]
+    answered = [r for r in results if r.kind == "answer" and r.citations]
     seconds = sorted(r.seconds for r in results)
 
     def share(rows: list[QaResult], test: Callable[[QaResult], bool]) -> float:
@@ -463,8 +456,10 @@ def evaluate_qa(
         exact_match=share(answerable, lambda r: r.exact_match == 1.0),
         f1=sum(r.f1 for r in answerable) / len(answerable) if answerable else 0.0,
         answered=share(answerable, lambda r: r.kind == "answer"),
-        citation_precision=(sum(r.citations_with_answer for r in cited) / sum(r.citations for r in cited)
-                            if cited else 0.0),
+        citation_precision=(sum(r.citations_with_own_answer for r in answered) / sum(r.citations for r in answered)
+                            if answered else 0.0),
+        citation_gold=(sum(r.citations_with_answer for r in cited) / sum(r.citations for r in cited)
+                       if cited else 0.0),
         flagged_citations=flagged,
         abstention=share(unanswerable, lambda r: r.kind != "answer"),
         abstained_outright=share(unanswerable, lambda r: r.kind == "abstain"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -15,7 +16,7 @@ from .store import ChunkRecord, Store
 if TYPE_CHECKING:
     from .vectors import VectorMatrix
 
-__all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "fts_query", "content_words", "SearchMode"]
+__all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "fts_query", "content_words", "normalize_answer", "SearchMode"]
 
 SearchMode = Literal["hybrid", "bm25", "dense"]
 
@@ -54,6 +55,16 @@ class Sentence:
     score: float
     line_start: int  # where the sentence stands in the source file
     line_end: int
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalization: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def content_words(text: str) -> set[str]:

@@ -122,13 +122,14 @@ def test_ask_over_the_whole_qa_set(corpus_db, embedder, generator):
         for q in ANSWERABLE:
             a = ask(question=q["question"], store=store, embedder=embedder, generator=generator)
             cited += gold(q) in [s.path for s in a.citations]
-            answered += a.kind == "answer" and any(x.lower() in a.text.lower() for x in q["answers"])
+            # What the user reads, an answer or the quoted passage, holds the gold answer.
+            answered += a.kind != "abstain" and any(x.lower() in a.text.lower() for x in q["answers"])
         refused = sum(
             ask(question=q["question"], store=store, embedder=embedder, generator=generator).kind != "answer"
             for q in UNANSWERABLE
         )
     assert cited / len(ANSWERABLE) >= 0.9
-    assert answered / len(ANSWERABLE) >= 0.3  # measured 0.33: the 135M model is the limit
+    assert answered / len(ANSWERABLE) >= 0.5  # measured 0.60: the 135M model is the limit
     assert refused / len(UNANSWERABLE) >= 0.85
 
 

@@ -179,6 +179,8 @@ def test_cli_eval_qa_on_the_corpus_qa_set(tmp_path, shared_data):
     assert report["abstention"] >= 0.90
     assert 0 < report["f1"] <= 1 and 0 <= report["exact_match"] <= report["f1"] + 1e-9
     assert report["seconds_mean"] > 0 and len(report["results"]) == len(items)
-    if report["citation_precision"] < 0.90:
-        # Measured 0.599 (docs/retrieval.md): the issue-5 target is not met yet; reported, not hidden.
-        pytest.xfail(f"citation precision {report['citation_precision']:.3f} is below the 0.90 target")
+    # Answers are span-verified (answer.py): a cited passage always holds the answer given...
+    assert report["citation_precision"] >= 0.90
+    # ...and most hold a gold answer: measured 0.674; the misses are the 135M model picking the
+    # wrong span of the right passage (exact match 0.28).
+    assert report["citation_gold"] >= 0.60
