@@ -225,6 +225,7 @@ def index_paths(
     missing_ok: bool = False,
     should_stop: Callable[[], bool] | None = None,
     within: Sequence[Path] | None = None,
+    prune_vectors: bool = True,
 ) -> IndexStats:
     """Bring the index in line with ``paths`` (files or folders): add new files, re-index changed
     ones, drop documents under these paths whose files are gone. Safe to run again at any time,
@@ -235,6 +236,7 @@ def index_paths(
     a file created and deleted before it settled). ``should_stop`` is asked after every file; when
     it says yes, what was read so far is written and the run ends early, consistent.
     ``max_extract_seconds``: the time one file may take to turn into chunks, else it is skipped.
+    ``prune_vectors``: delete the vectors no chunk uses any more (False keeps them for a later run).
     ``within``: the folders a symlink must resolve into to be followed (default: ``paths``; the
     watcher, which passes single files, gives its watched folders)."""
     started = time.perf_counter()
@@ -290,7 +292,8 @@ def index_paths(
     if not stopped:  # an early stop has not seen every file: removing the unseen would be wrong
         gone = [p for p in known if _under(p, root_keys) and p not in seen]
         run.removed += store.remove_documents(gone)
-    store.delete_orphan_embeddings()
+    if prune_vectors:  # the watcher keeps them until its next full scan: a move seen as a
+        store.delete_orphan_embeddings()  # delete, then a create, must not re-embed the file
     return IndexStats(
         added=run.added, changed=run.changed, unchanged=run.unchanged, removed=run.removed,
         skipped=tuple(run.skipped), ignored=run.ignored, chunks_written=run.chunks_written,

@@ -200,7 +200,8 @@ class IndexWorker:
                 try:
                     stats = index_paths(store=store, embedder=self._embedder, paths=[Path(p) for p in paths],
                                         missing_ok=True, should_stop=self._should_stop,
-                                        within=[Path(r) for r in self.roots], **self._index_options)
+                                        within=[Path(r) for r in self.roots], prune_vectors=kind == "reconcile",
+                                        **self._index_options)
                     self._record(kind, stats)
                     if stats.chunks_embedded:
                         _release_free_memory()

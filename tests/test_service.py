@@ -572,7 +572,10 @@ def test_the_unit_under_a_real_systemd(tmp_path):
         # The watchdog is armed and fed; reload keeps the process; stop is clean (exit 0).
         pid = show("MainPID")["MainPID"]
         inside("systemctl", "reload", "edgellama")
-        props = show("ActiveState", "MainPID", "WatchdogTimestampMonotonic")
+        deadline = time.monotonic() + 60  # "reloading" until the daemon sends READY=1 again
+        while (props := show("ActiveState", "MainPID", "WatchdogTimestampMonotonic"))["ActiveState"] == "reloading":
+            assert time.monotonic() < deadline, journal()
+            time.sleep(0.5)
         assert props["ActiveState"] == "active" and props["MainPID"] == pid
         assert int(props["WatchdogTimestampMonotonic"]) > 0
         inside("systemctl", "stop", "edgellama")
