@@ -557,37 +557,31 @@ def index_records(
     pending: list[_Pending] = []
     pipeline = _EmbedPipeline(store, embedder, run)
     try:
-        _index_records(store, embedder, records, known, run, pending, pipeline, chunk_tokens=chunk_tokens,
-                       chunk_overlap=chunk_overlap, on_progress=on_progress, should_stop=should_stop)
+        for done, record in enumerate(records, start=1):
+            if should_stop is not None and should_stop():
+                break
+            text = record.text.replace("\r\n", "\n").replace("\r", "\n")
+            content_hash = _hash(f"{record.title or ''}\n{text}")
+            existing = known.get(record.key)
+            if existing and existing.status == "indexed" and existing.content_hash == content_hash:
+                run.unchanged += 1
+            else:
+                extracted = ExtractedText(text=text, format="record", title=record.title,
+                                          lines=tuple(range(1, text.count("\n") + 2)))
+                chunks = chunks_for_document(extracted, count_tokens=embedder.count_tokens,
+                                             chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
+                pending.append(_Pending(path=record.key, content_hash=content_hash, size=len(text.encode()),
+                                        mtime=0.0, extracted=extracted, chunks=chunks, is_new=existing is None))
+                if sum(len(p.chunks) for p in pending) >= EMBED_BATCH:
+                    pipeline.submit(list(pending))
+                    pending.clear()
+            if on_progress:
+                on_progress(IndexProgress(done=done, total=len(records), path=record.key))
+        pipeline.submit(list(pending))
+        pipeline.finish()
     finally:
         pipeline.close()
     store.delete_orphan_embeddings()
     return IndexStats(added=run.added, changed=run.changed, unchanged=run.unchanged,
                       chunks_written=run.chunks_written, chunks_embedded=run.chunks_embedded,
                       seconds=time.perf_counter() - started)
-
-
-def _index_records(store, embedder, records, known, run, pending, pipeline, *, chunk_tokens, chunk_overlap,
-                   on_progress, should_stop) -> None:
-    for done, record in enumerate(records, start=1):
-        if should_stop is not None and should_stop():
-            break
-        text = record.text.replace("\r\n", "\n").replace("\r", "\n")
-        content_hash = _hash(f"{record.title or ''}\n{text}")
-        existing = known.get(record.key)
-        if existing and existing.status == "indexed" and existing.content_hash == content_hash:
-            run.unchanged += 1
-        else:
-            extracted = ExtractedText(text=text, format="record", title=record.title,
-                                      lines=tuple(range(1, text.count("\n") + 2)))
-            chunks = chunks_for_document(extracted, count_tokens=embedder.count_tokens,
-                                         chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
-            pending.append(_Pending(path=record.key, content_hash=content_hash, size=len(text.encode()),
-                                    mtime=0.0, extracted=extracted, chunks=chunks, is_new=existing is None))
-            if sum(len(p.chunks) for p in pending) >= EMBED_BATCH:
-                pipeline.submit(list(pending))
-                pending.clear()
-        if on_progress:
-            on_progress(IndexProgress(done=done, total=len(records), path=record.key))
-    pipeline.submit(list(pending))
-    pipeline.finish()
