@@ -137,6 +137,8 @@ def main() -> None:
     parser.add_argument("--db", type=Path, help="keep the index in this file (reused when present)")
     parser.add_argument("--title", choices=("context", "text"), default="context")
     parser.add_argument("--chunk-tokens", type=int, default=200)
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="embedding precision (auto: bfloat16 where the CPU has it natively)")
     parser.add_argument("--sweep", action="store_true", help="also run the fusion variants")
     parser.add_argument("--budget-minutes", type=float, help="stop indexing after this long and measure "
                         "on what was indexed: the judged documents are indexed first, so every query can "
@@ -148,7 +150,8 @@ def main() -> None:
 
     load_before = os.getloadavg()
     data = load_beir(args.data)
-    embedder = ConstantEmbedder(load_embedder(None)) if args.bm25_only else load_embedder(None, threads=os.cpu_count())
+    embedder = ConstantEmbedder(load_embedder(None)) if args.bm25_only else load_embedder(None, threads=os.cpu_count(),
+                                                                                        precision=args.precision)
     judged = sorted({d for rel in data.qrels.values() for d in rel})
     deadline = time.monotonic() + args.budget_minutes * 60 if args.budget_minutes is not None else None
     with tempfile.TemporaryDirectory(prefix="scifact-") as tmp:
@@ -195,7 +198,7 @@ def _row(label: str, m, reference: float) -> None:
 
 def _print_report(args, report, stats, reference, reference_seconds, load_before, load_after_index) -> None:
     print(f"{report.dataset}: {report.documents} documents -> {report.chunks} chunks, {report.queries} queries "
-          f"(title as {args.title}, chunk_tokens {args.chunk_tokens})")
+          f"(title as {args.title}, chunk_tokens {args.chunk_tokens}, embedding {args.precision})")
     print(f"index: {stats.seconds:.1f} s, {stats.chunks_embedded} chunks embedded "
           f"({stats.added} added, {stats.unchanged} already indexed); {os.cpu_count()} CPUs, load average "
           f"{load_before[0]:.2f} before, {load_after_index[0]:.2f} after indexing")

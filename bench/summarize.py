@@ -43,7 +43,7 @@ def main() -> None:
     generator = load_generator(model=settings.model, models_dir=settings.models_dir,
                                requantize_bundled=settings.requantize, threads=settings.threads, n_ctx=settings.n_ctx)
     generator.llama  # noqa: B018 - load outside the timings
-    embedder = load_embedder(settings.embed_model, threads=settings.threads)
+    embedder = load_embedder(settings.embed_model, threads=settings.threads, precision=settings.embed_precision)
     document = make_document(sentences_per_section=args.sentences)
     tokens = generator.count_tokens(document.text)
     print(f"load average {open('/proc/loadavg').read().split()[0]} at the start")

@@ -51,7 +51,7 @@ def _open_store(settings: Settings, *, create: bool = False):
 def _embedder(settings: Settings):
     from .embed import load_embedder
 
-    return load_embedder(settings.embed_model, threads=settings.threads)
+    return load_embedder(settings.embed_model, threads=settings.threads, precision=settings.embed_precision)
 
 
 @app.command()

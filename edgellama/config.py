@@ -16,6 +16,7 @@ from .errors import ConfigError
 __all__ = ["Settings", "resolve_settings", "config_file_path", "data_dir", "runtime_dir", "parse_loopback", "physical_cores", "SETTING_HELP"]
 
 PROMPT_STYLES = ("completion", "chat")
+EMBED_PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def physical_cores() -> int:
@@ -90,6 +91,7 @@ class Settings:
     db: Path
     model: Path | None  # None: the bundled SmolLM2, requantized to Q4_0 on first use
     embed_model: Path | None  # None: the bundled all-MiniLM-L6-v2
+    embed_precision: str
     threads: int
     n_ctx: int
     top_k: int
@@ -127,6 +129,7 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
     "db": (Path, "SQLite database file"),
     "model": (Path, "GGUF model file (empty: the bundled SmolLM2, requantized to Q4_0)"),
     "embed_model": (Path, "sentence-transformers model folder (empty: bundled all-MiniLM-L6-v2)"),
+    "embed_precision": (str, "auto (bfloat16 where the CPU has it natively, else float32), float32 or bfloat16"),
     "threads": (int, "CPU threads for generation (default: physical cores)"),
     "n_ctx": (int, "model context window in tokens"),
     "top_k": (int, "chunks retrieved per question"),
@@ -156,6 +159,7 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "db": data_dir(env) / "edgellama.db",
         "model": None,
         "embed_model": None,
+        "embed_precision": "auto",
         "threads": physical_cores(),
         "n_ctx": 4096,
         "top_k": 5,
@@ -212,8 +216,9 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"setting {key!r} from {origin}: expected {kind.__name__}, got {value!r}") from None
     if key == "tcp_listen" and number:
         parse_loopback(number, origin)
-    if key == "prompt_style" and number not in PROMPT_STYLES:
-        raise ConfigError(f"setting 'prompt_style' from {origin}: expected one of {', '.join(PROMPT_STYLES)}")
+    for name, choices in (("prompt_style", PROMPT_STYLES), ("embed_precision", EMBED_PRECISIONS)):
+        if key == name and number not in choices:
+            raise ConfigError(f"setting {name!r} from {origin}: expected one of {', '.join(choices)}")
     if kind in (int, float) and key not in ("min_relevance", "chunk_overlap", "max_queue") and number <= 0:
         raise ConfigError(f"setting {key!r} from {origin}: must be positive, got {value!r}")
     if key in ("chunk_overlap", "max_queue") and number < 0:

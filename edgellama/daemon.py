@@ -196,7 +196,7 @@ class Engine:
 
         self.vectors = VectorCache(s.db)
         stage("loading the embedding model")
-        embedder = load_embedder(s.embed_model, threads=s.threads)
+        embedder = load_embedder(s.embed_model, threads=s.threads, precision=s.embed_precision)
         embedder.embed(["warm up"])
         self.embedder = SharedEmbedder(embedder, priority=self.priority)
         stage("loading the language model")

@@ -14,6 +14,8 @@ from .embed import Embedder
 from .store import ChunkRecord, Store
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .vectors import VectorMatrix
 
 __all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "fts_query", "content_words", "normalize_answer", "SearchMode"]
@@ -90,8 +92,10 @@ def search(
     weights: tuple[float, float] = (1.0, 1.0),
     vectors: "VectorMatrix | None" = None,
     files_only: bool = True,
+    query_vector: "np.ndarray | None" = None,
 ) -> list[ScoredChunk]:
-    """The ``k`` best chunks for ``query``. ``vectors``: the daemon's cached matrix (else loaded).
+    """The ``k`` best chunks for ``query``. ``vectors``: the daemon's cached matrix (else loaded);
+    ``query_vector``: the query already embedded (else embedded here).
 
     ``weights``: how much the BM25 and the dense ranking each count in the fused score.
     ``files_only``: drop chunks whose file is gone; False for stored records that are not files
@@ -101,7 +105,7 @@ def search(
     matrix = vectors if vectors is not None else load_vectors(store, model=embedder.name)
     if not len(matrix):
         return []
-    qvec = embedder.embed([query])[0]
+    qvec = embedder.embed([query])[0] if query_vector is None else query_vector
     position = matrix.position
 
     dense_ranked: list[int] = []
@@ -139,7 +143,8 @@ def search(
     ]
 
 
-def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder, limit: int) -> list[Sentence]:
+def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder, limit: int,
+                   query_vector: "np.ndarray | None" = None) -> list[Sentence]:
     """The ``limit`` sentences of ``chunks`` closest to ``query``, best first.
 
     A 135M model answers far better from a few sentences than from whole chunks (measured on our
@@ -156,8 +161,12 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
                 sentences.append((index, sentence, found.chunk.source_lines(start, end)))
     if not sentences:
         return []
-    vectors = embedder.embed([query, *(s for _, s, _ in sentences)])
-    sims = vectors[1:] @ vectors[0]
+    if query_vector is None:
+        vectors = embedder.embed([query, *(s for _, s, _ in sentences)])
+        query_vector, vectors = vectors[0], vectors[1:]
+    else:
+        vectors = embedder.embed([s for _, s, _ in sentences])
+    sims = vectors @ query_vector
     words = content_words(query)
     scored = [
         Sentence(index, text, float(sims[i]) + 0.3 * (len(words & content_words(text)) / max(1, len(words))),

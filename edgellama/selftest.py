@@ -133,7 +133,7 @@ def _index(ctx: Context) -> str:
     from .store import Store
 
     s = ctx.settings
-    ctx.embedder = load_embedder(s.embed_model, threads=s.threads)
+    ctx.embedder = load_embedder(s.embed_model, threads=s.threads, precision=s.embed_precision)
     ctx.store = Store.open(s.db)
     stats = index_paths(store=ctx.store, embedder=ctx.embedder, paths=[ctx.folder], chunk_tokens=s.chunk_tokens,
                         chunk_overlap=s.chunk_overlap, max_file_bytes=int(s.max_file_mb * 1e6),

@@ -5,6 +5,7 @@ the daemon sends it. Reads the store and describes the models; never loads a mod
 from __future__ import annotations
 
 from .config import Settings
+from .embed import resolve_precision
 from .generate import describe_model
 from .store import Store
 
@@ -20,6 +21,7 @@ def status_report(*, settings: Settings, store: Store) -> dict:
         "db": str(settings.db),
         "model": model,
         "embed_model": str(settings.embed_model) if settings.embed_model else "bundled all-MiniLM-L6-v2",
+        "embed_precision": resolve_precision(settings.embed_precision),
         "skipped_files": [{"path": p, "reason": r} for p, r in store.skipped()],
         "daemon": None,  # the daemon fills in its own state
     }

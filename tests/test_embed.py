@@ -1,0 +1,37 @@
+"""The embedder's precision: bfloat16 where the CPU has it natively, and vectors that stay comparable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgellama.config import resolve_settings
+from edgellama.embed import load_embedder, native_bf16, resolve_precision
+from edgellama.errors import ConfigError
+
+
+def test_auto_precision_follows_the_cpu():
+    assert resolve_precision("auto") == ("bfloat16" if native_bf16() else "float32")
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("bfloat16") == "bfloat16"
+
+
+def test_precision_setting_is_validated(monkeypatch):
+    assert resolve_settings().embed_precision == "auto"
+    monkeypatch.setenv("EDGELLAMA_EMBED_PRECISION", "int4")
+    with pytest.raises(ConfigError, match="embed_precision"):
+        resolve_settings()
+
+
+def test_bfloat16_vectors_match_float32():
+    """Stored vectors written at either precision must be interchangeable: same ranking, cosine ~1."""
+    texts = ["The coolant loop pressure must stay between 2 and 3 bar.",
+             "Replace the air filter every 90 days or when the indicator turns red.",
+             "SQLite keeps the whole database in a single file on disk."]
+    full = load_embedder(None, threads=2, precision="float32").embed(texts)
+    half = load_embedder(None, threads=2, precision="bfloat16").embed(texts)
+    assert full.dtype == half.dtype == np.float32
+    cosines = (full * half).sum(axis=1)
+    assert cosines.min() > 0.999, cosines
+    query = load_embedder(None, threads=2, precision="float32").embed(["how often is the air filter replaced"])[0]
+    assert int(np.argmax(full @ query)) == int(np.argmax(half @ query)) == 1
