@@ -112,6 +112,8 @@ class Settings:
     token_file: Path | None
     summarize_background: bool
     max_extract_seconds: float
+    n_batch: int
+    embed_batch_size: int
     data_dir: Path
     config_file: Path
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -130,8 +132,8 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
     "model": (Path, "GGUF model file (empty: the bundled SmolLM2, requantized to Q4_0)"),
     "embed_model": (Path, "sentence-transformers model folder (empty: bundled all-MiniLM-L6-v2)"),
     "embed_precision": (str, "auto (bfloat16 where the CPU has it natively, else float32), float32 or bfloat16"),
-    "threads": (int, "CPU threads for generation (default: physical cores)"),
-    "n_ctx": (int, "model context window in tokens"),
+    "threads": (int, "CPU threads for generation and embedding (default: physical cores, capped by the cgroup CPU quota)"),
+    "n_ctx": (int, "model context window in tokens (a default is lowered when free memory cannot hold it)"),
     "top_k": (int, "chunks retrieved per question"),
     "context_tokens": (int, "token budget for retrieved text in the prompt"),
     "max_tokens": (int, "cap on answer length in tokens"),
@@ -151,6 +153,8 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
     "summarize_background": (bool, "the daemon builds model summaries of indexed documents in the background, "
                                    "pausing while a query runs (off by default: small boxes)"),
     "max_extract_seconds": (float, "time one file may take to be read and chunked; slower files are skipped"),
+    "n_batch": (int, "tokens llama.cpp evaluates per step of prompt eval (at most n_ctx)"),
+    "embed_batch_size": (int, "texts the embedder encodes per batch"),
 }
 
 
@@ -180,6 +184,8 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "token_file": None,
         "summarize_background": False,
         "max_extract_seconds": 60.0,
+        "n_batch": 512,
+        "embed_batch_size": 32,
     }
 
 

@@ -311,7 +311,9 @@ def describe_model(*, model: Path | None, models_dir: Path, requantize_bundled: 
 
 
 def load_generator(*, model: Path | None, models_dir: Path, requantize_bundled: bool, threads: int,
-                   n_ctx: int) -> LlamaGenerator:
+                   n_ctx: int, n_batch: int = 512) -> LlamaGenerator:
+    """The model with the given resources; the commands and the daemon call it through
+    ``resources.load_planned_generator``, which decides them."""
     path = resolve_model_path(model=model, models_dir=models_dir, requantize_bundled=requantize_bundled,
                               threads=threads)
-    return LlamaGenerator(path, n_ctx=n_ctx, threads=threads)
+    return LlamaGenerator(path, n_ctx=n_ctx, threads=threads, n_batch=n_batch)
