@@ -6,6 +6,7 @@ Heavy libraries (torch, llama_cpp) are imported only inside the commands that ne
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -48,10 +49,28 @@ def _open_store(settings: Settings, *, create: bool = False):
     return Store.open(settings.db, create=create)
 
 
-def _embedder(settings: Settings):
-    from .embed import load_embedder
+def _plan(settings: Settings):
+    """The resource plan (resources.py), made once per command: the embedder and the model share it."""
+    return _planned(settings, tuple(sorted(settings.origins.items())))
 
-    return load_embedder(settings.embed_model, threads=settings.threads, precision=settings.embed_precision)
+
+@functools.lru_cache(maxsize=4)
+def _planned(settings: Settings, origins: tuple):  # origins: Settings' hash leaves them out, plans use them
+    from .resources import current_plan
+
+    return current_plan(settings)
+
+
+def _embedder(settings: Settings):
+    from .resources import load_planned_embedder
+
+    return load_planned_embedder(settings=settings, plan=_plan(settings))
+
+
+def _generator(settings: Settings):
+    from .resources import load_planned_generator
+
+    return load_planned_generator(settings=settings, plan=_plan(settings))
 
 
 @app.command()
@@ -182,12 +201,9 @@ def ask(
         answer = stream_answer(client, body, on_token=None if as_json else stream)
     else:
         from .answer import answer_to_dict, ask as run_ask
-        from .generate import load_generator
 
         def generator():
-            return load_generator(model=settings.model, models_dir=settings.models_dir,
-                                  requantize_bundled=settings.requantize, threads=settings.threads,
-                                  n_ctx=settings.n_ctx)
+            return _generator(settings)
 
         with _open_store(settings) as store:
             answer = answer_to_dict(run_ask(
@@ -433,10 +449,7 @@ def _summarize_in_process(settings: Settings, body: dict):
     from .summarize import piece_to_event, summarize_document, summarize_folder, summarize_topic
 
     def generator():
-        from .generate import load_generator
-
-        return load_generator(model=settings.model, models_dir=settings.models_dir,
-                              requantize_bundled=settings.requantize, threads=settings.threads, n_ctx=settings.n_ctx)
+        return _generator(settings)
 
     options = {"method": body["method"], "length": body["length"], "generator": generator}
     with _open_store(settings) as store:
@@ -601,7 +614,6 @@ def eval_qa(
     import tempfile
 
     from .evaluate import evaluate_qa, load_qa, resolve_gold
-    from .generate import load_generator
     from .indexer import index_paths
 
     settings = _settings()
@@ -612,9 +624,7 @@ def eval_qa(
     bars = _EvalBars(not quiet and not as_json)
     with tempfile.TemporaryDirectory(prefix="edgellama-eval-") as tmp:
         embedder = _embedder(settings)
-        generator = load_generator(model=settings.model, models_dir=settings.models_dir,
-                                   requantize_bundled=settings.requantize, threads=settings.threads,
-                                   n_ctx=settings.n_ctx)
+        generator = _generator(settings)
         try:
             with _eval_store(settings, db, tmp) as store:
                 index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=settings.chunk_tokens,

@@ -173,6 +173,7 @@ class Engine:
         self.embedder: SharedEmbedder | None = None
         self.vectors = None  # the one in-memory matrix of chunk vectors, reloaded after commits
         self.generator = None
+        self.plan = None  # the ResourcePlan the models were loaded with (resources.py)
         self.worker = None
         self.background_summaries = 0  # documents the background summarizer brought up to date
         self._readers: "queue.SimpleQueue" = queue.SimpleQueue()
@@ -181,8 +182,7 @@ class Engine:
     # -- loading --------------------------------------------------------------------------------
 
     def load(self, *, on_stage: Callable[[str], None]) -> None:
-        from .embed import load_embedder
-        from .generate import load_generator
+        from .resources import current_plan, load_planned_embedder, load_planned_generator
 
         s = self.settings
 
@@ -190,18 +190,22 @@ class Engine:
             self.stage = name
             on_stage(name)
 
+        self.plan = plan = current_plan(s)
+        log.info("resources: %s", ", ".join(f"{name} {getattr(plan, name).value} ({getattr(plan, name).reason})"
+                                            for name in plan.VALUES))
+        for warning in plan.warnings:
+            log.warning("resources: %s", warning)
         stage("opening the database")
         self.open_store().close()  # creates and migrates it once, before any reader opens it
         from .vectors import VectorCache
 
         self.vectors = VectorCache(s.db)
         stage("loading the embedding model")
-        embedder = load_embedder(s.embed_model, threads=s.threads, precision=s.embed_precision)
+        embedder = load_planned_embedder(settings=s, plan=plan)
         embedder.embed(["warm up"])
         self.embedder = SharedEmbedder(embedder, priority=self.priority)
         stage("loading the language model")
-        generator = load_generator(model=s.model, models_dir=s.models_dir, requantize_bundled=s.requantize,
-                                   threads=s.threads, n_ctx=s.n_ctx)
+        generator = load_planned_generator(settings=s, plan=plan)
         generator.llama  # noqa: B018 - load the weights now, not on the first question
         if s.prompt_style == "completion":
             from .prompt import COMPLETION_PREFIX
@@ -423,7 +427,7 @@ class Engine:
         from .status import status_report
 
         with self.reader() as store:
-            report = status_report(settings=self.settings, store=store)
+            report = status_report(settings=self.settings, store=store, plan=self.plan)
         if self.generator is not None:
             report["model"] = f"{self.generator.model_path} (loaded)"
         report["daemon"] = self.daemon_state()
@@ -601,7 +605,8 @@ def _reload(engine: Engine, flags) -> None:
         return
     sd_notify("RELOADING=1")
     old = engine.settings
-    fixed = [k for k in ("db", "model", "embed_model", "socket", "threads", "n_ctx", "summarize_background") if getattr(old, k) != getattr(new, k)]
+    fixed = [k for k in ("db", "model", "embed_model", "socket", "threads", "n_ctx", "summarize_background",
+                         "n_batch", "embed_batch_size", "embed_precision", "requantize") if getattr(old, k) != getattr(new, k)]
     if fixed:
         log.warning("reload: %s changed; that takes a restart", ", ".join(fixed))
         new = resolve_settings(flags={**(flags or {}), **{k: getattr(old, k) for k in fixed}})

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["main", "run_fast", "status_lines", "answer_tail", "show_path", "source_lines"]
+__all__ = ["main", "run_fast", "status_lines", "resource_lines", "answer_tail", "show_path", "source_lines"]
 
 
 def show_path(path: str) -> str:
@@ -52,10 +52,24 @@ def status_lines(report: dict, *, errors: bool) -> list[str]:
             out += [f"  error: {message}" for message in watcher["errors"]]
     else:
         out.append("daemon       not running")
+    out += resource_lines(report.get("resources"))
     shown = skipped if errors else skipped[:5]
     out += [f"  skipped {show_path(item['path'])}: {item['reason']}" for item in shown]
     if len(skipped) > len(shown):
         out.append(f"  … {len(skipped) - len(shown)} more: edgellama status --errors")
+    return out
+
+
+def resource_lines(resources: dict | None) -> list[str]:
+    """The resource plan (resources.py) of a status report: each value with its reason."""
+    if not resources:
+        return []  # a daemon from before the resource governor
+    out = [f"resources    {resources['machine']['summary']}"]
+    for name, planned in resources["values"].items():
+        value = planned["value"]
+        shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+        out.append(f"  {name:<17}{shown:<10}{planned['reason']}")
+    out += [f"  warning: {warning}" for warning in resources["warnings"]]
     return out
 
 

@@ -339,14 +339,18 @@ def _n_ctx(settings: Settings, machine: Machine, model: ModelFacts | None, warni
         warnings.append("model file unreadable: n_ctx not checked against memory")
         return Planned(configured, user or "default (model size unknown)")
     need = model.bytes_at(configured)
-    fits = f"model {model.fixed_bytes / MB:.0f} MB + KV {model.kv_bytes_per_token * configured / MB:.0f} MB"
+    fits = (f"model {model.fixed_bytes / MB:.0f} MB (weights and llama.cpp) + KV cache "
+            f"{model.kv_bytes_per_token * configured / MB:.0f} MB")
     room = (f"{machine.memory_budget_bytes / MB:.0f} MB free, {EMBEDDER_BYTES / MB:.0f} MB of it "
-            f"for the embedder")
+            f"kept for the embedder")
     if user:
         if need > budget:
             warnings.append(f"n_ctx {configured} ({user}) needs {fits} = {need / MB:.0f} MB; {room}")
+        if model.n_ctx_train and configured > model.n_ctx_train:
+            warnings.append(f"n_ctx {configured} ({user}) is beyond the {model.n_ctx_train} tokens the model "
+                            "was trained on: answers degrade past them")
         return Planned(configured, user)
-    target, why = configured, f"default; {fits} fits in {room}"
+    target, why = configured, f"default; {fits} fit in {room}"
     if model.n_ctx_train and model.n_ctx_train < configured:
         target, why = model.n_ctx_train, f"the model was trained on {model.n_ctx_train} tokens"
     if model.bytes_at(target) <= budget:

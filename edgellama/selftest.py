@@ -109,11 +109,9 @@ class Context:
     answer: dict = field(default_factory=dict)
 
     def generator(self):
-        from .generate import load_generator
+        from .resources import current_plan, load_planned_generator
 
-        s = self.settings
-        return load_generator(model=s.model, models_dir=s.models_dir, requantize_bundled=s.requantize,
-                              threads=s.threads, n_ctx=s.n_ctx)
+        return load_planned_generator(settings=self.settings, plan=current_plan(self.settings))
 
 
 class StepFailed(Exception):
@@ -128,12 +126,12 @@ def _write_folder(ctx: Context) -> str:
 
 
 def _index(ctx: Context) -> str:
-    from .embed import load_embedder
     from .indexer import index_paths
+    from .resources import current_plan, load_planned_embedder
     from .store import Store
 
     s = ctx.settings
-    ctx.embedder = load_embedder(s.embed_model, threads=s.threads, precision=s.embed_precision)
+    ctx.embedder = load_planned_embedder(settings=s, plan=current_plan(s))
     ctx.store = Store.open(s.db)
     stats = index_paths(store=ctx.store, embedder=ctx.embedder, paths=[ctx.folder], chunk_tokens=s.chunk_tokens,
                         chunk_overlap=s.chunk_overlap, max_file_bytes=int(s.max_file_mb * 1e6),

@@ -183,7 +183,8 @@ def _ask_options(engine: "Engine", body: dict) -> dict:
     return {
         "top_k": _int(body, "top_k", s.top_k, low=1, high=50),
         "max_tokens": _int(body, "max_tokens", s.max_tokens, low=1, high=MAX_TOKENS_CAP),
-        "context_tokens": _int(body, "context_tokens", s.context_tokens, low=1, high=s.n_ctx),
+        "context_tokens": _int(body, "context_tokens", s.context_tokens, low=1,
+                               high=engine.plan.n_ctx.value if engine.plan else s.n_ctx),
     }
 
 
