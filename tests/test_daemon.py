@@ -105,6 +105,10 @@ def test_the_cli_uses_the_daemon_and_says_the_same_as_in_process(daemon):
 
     status = json.loads(daemon.cli("status", "--json").stdout)
     assert status["daemon"]["ready"] is True and status["documents"] == 3
+    # the plan the daemon loaded its models with (resources.py), each value with its reason
+    planned = status["resources"]["values"]
+    assert planned["n_ctx"]["value"] >= 512 and planned["threads"]["value"] >= 1
+    assert all(v["reason"] for v in planned.values())
 
 
 def test_the_client_path_imports_no_model_library(daemon):

@@ -45,6 +45,7 @@ def test_status_is_answered_without_typer_and_matches_the_cli(daemon):
     fast = probe(daemon, "status")
     assert "PROBE 0 []" in fast.stdout, fast.stdout + fast.stderr
     assert "daemon       pid" in fast.stdout and "database     " in fast.stdout
+    assert "resources    " in fast.stdout and "\n  n_ctx " in fast.stdout  # the daemon's resource plan
     # the same lines as the typer CLI prints (skipping the uptime, which moves)
     cli = subprocess.run([sys.executable, "-c", "import sys; sys.argv=['edgellama','status']\n"
                           "from edgellama.cli import main\nmain()"], capture_output=True, text=True,
