@@ -44,7 +44,7 @@ class Machine:
     physical_cores: int  # within the CPUs this process may use
     logical_cpus: int  # CPUs this process may run on (affinity / cpuset)
     cpu_quota: float | None  # cgroup CPU bandwidth in CPUs (cpu.max 150000 100000 -> 1.5); None: no quota
-    memory_limit_bytes: int | None  # cgroup memory.max; None: no limit
+    memory_limit_bytes: int | None  # cgroup memory.max or memory.high, the lower; None: no limit
     memory_used_bytes: int | None  # cgroup memory.current (counts against the limit)
     mem_available_bytes: int  # MemAvailable from /proc/meminfo
     native_bf16: bool  # AVX512-BF16 or AMX: bfloat16 faster than float32
@@ -175,7 +175,10 @@ def _cgroup_limits(root: Path) -> tuple[float | None, int | None, int | None]:
             cpu = (_read(folder / "cpu.max") or "max").split()
             if cpu[0] != "max" and len(cpu) == 2 and cpu[0].isdigit() and cpu[1].isdigit() and int(cpu[1]):
                 quota = min(quota or math.inf, int(cpu[0]) / int(cpu[1]))
-            memory, current = _read(folder / "memory.max"), _read(folder / "memory.current")
+            # memory.high (systemd's MemoryHigh=) throttles and reclaims: as binding as memory.max for a plan.
+            highs = [v for v in (_read(folder / "memory.max"), _read(folder / "memory.high")) if v and v.isdigit()]
+            memory = str(min(int(v) for v in highs)) if highs else None
+            current = _read(folder / "memory.current")
         else:
             q, period = _read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")
             if q and period and q.lstrip("-").isdigit() and period.isdigit() and int(q) > 0 and int(period):
@@ -326,7 +329,8 @@ def _threads(machine: Machine) -> Planned:
     cores = machine.physical_cores
     reason = f"{cores} physical core{'s' if cores != 1 else ''}"
     if machine.cpu_quota is not None and machine.cpu_quota < cores:
-        # Whole CPUs only: llama.cpp's threads wait for each other, and a throttled one stalls them all.
+        # Whole CPUs, rounded down (as uber-go/automaxprocs does): with more threads than the quota the
+        # cgroup is throttled for the rest of each 100 ms period, and a token's threads wait out the pause.
         return Planned(max(1, math.floor(machine.cpu_quota)), f"{reason}, cgroup quota {machine.cpu_quota:g} CPUs")
     return Planned(max(1, cores), reason)
 

@@ -143,12 +143,25 @@ def test_cgroup_v2_limits_of_this_cgroup_and_its_parents(tmp_path):
         "sys/fs/cgroup/system.slice/memory.current": "1073741824\n",
         "sys/fs/cgroup/system.slice/edgellama.service/cpu.max": "150000 100000\n",
         "sys/fs/cgroup/system.slice/edgellama.service/memory.max": "max\n",
+        "sys/fs/cgroup/system.slice/edgellama.service/memory.high": "max\n",
     })
     m = read_machine(root=root)
     assert m.cpu_quota == 1.5
     assert (m.memory_limit_bytes, m.memory_used_bytes) == (2 * GIB, GIB)
     assert m.mem_available_bytes == 3_000_000 * 1024
     assert m.memory_budget_bytes == GIB
+
+
+def test_memory_high_binds_like_memory_max(tmp_path):
+    root = _tree(tmp_path, {
+        "proc/self/mountinfo": "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n",
+        "proc/self/cgroup": "0::/edgellama.service\n",
+        "proc/meminfo": "MemAvailable: 3000000 kB\n",
+        "sys/fs/cgroup/edgellama.service/memory.max": "2147483648\n",
+        "sys/fs/cgroup/edgellama.service/memory.high": "1610612736\n",  # MemoryHigh=1536M
+        "sys/fs/cgroup/edgellama.service/memory.current": "0\n",
+    })
+    assert read_machine(root=root).memory_limit_bytes == 1536 * 1024 ** 2
 
 
 def test_cgroup_v1_limits(tmp_path):
