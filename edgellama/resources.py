@@ -218,8 +218,9 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 
 
 def _gguf_metadata(fh: BinaryIO, wanted: set[str]) -> dict[str, Any]:
-    """The scalar metadata of a GGUF file named in ``wanted`` (stops once all are found; arrays such as
-    the tokenizer's vocabulary are skipped)."""
+    """The scalar metadata of a GGUF file named in ``wanted`` (``{arch}`` stands for the architecture).
+    Arrays such as the tokenizer's vocabulary are skipped; the reading stops once all are found, or at
+    the tokenizer's keys, which llama.cpp's converters write after the model's own."""
 
     def take(fmt: str):
         size = struct.calcsize(fmt)
@@ -263,6 +264,8 @@ def _gguf_metadata(fh: BinaryIO, wanted: set[str]) -> dict[str, Any]:
                 arch = found[key]
                 wanted = {name.replace("{arch}", arch) for name in wanted}
         else:
+            if key.startswith("tokenizer.") and "general.architecture" in found:
+                break
             skip(kind)
         if wanted <= found.keys():
             break
@@ -291,7 +294,8 @@ def read_model_facts(path: Path | None) -> ModelFacts | None:
     if path is None:
         return None
     wanted = {"{arch}.block_count", "{arch}.context_length", "{arch}.embedding_length",
-              "{arch}.attention.head_count", "{arch}.attention.head_count_kv"}
+              "{arch}.attention.head_count", "{arch}.attention.head_count_kv", "{arch}.attention.key_length",
+              "{arch}.attention.value_length"}
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -307,9 +311,11 @@ def read_model_facts(path: Path | None) -> ModelFacts | None:
     kv_heads = get("{arch}.attention.head_count_kv") or heads
     train = get("{arch}.context_length")
     if layers and width and heads and kv_heads:
-        head_size = width // heads
-        per_token = 2 * layers * kv_heads * head_size * 2
-        source = f"GGUF metadata: {layers} layers x {kv_heads} KV heads x {head_size}, f16"
+        key_size = get("{arch}.attention.key_length") or width // heads
+        value_size = get("{arch}.attention.value_length") or key_size
+        per_token = layers * kv_heads * (key_size + value_size) * 2
+        size_text = f"{key_size}" if key_size == value_size else f"({key_size} + {value_size}) / 2"
+        source = f"GGUF metadata: {layers} layers x {kv_heads} KV heads x {size_text}, f16"
     else:
         per_token = max(1, int(size * KV_BYTES_PER_FILE_BYTE))
         source = "estimated from the file size (no attention metadata)"

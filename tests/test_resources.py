@@ -193,6 +193,41 @@ def test_the_bundled_gguf_metadata():
     assert (facts.kv_bytes_per_token, facts.n_ctx_train) == (SMOLLM.kv_bytes_per_token, SMOLLM.n_ctx_train)
 
 
+def _gguf(path: Path, items: list[tuple[str, int, object]]) -> Path:
+    """A GGUF holding only metadata: (key, GGUF value type, value); type 9 is an array of strings."""
+    import struct
+
+    def text(value: str) -> bytes:
+        return struct.pack("<Q", len(value.encode())) + value.encode()
+
+    body = b"GGUF" + struct.pack("<IQQ", 3, 0, len(items))
+    for key, kind, value in items:
+        body += text(key) + struct.pack("<I", kind)
+        if kind == 4:
+            body += struct.pack("<I", value)
+        elif kind == 8:
+            body += text(value)
+        else:
+            body += struct.pack("<IQ", 8, len(value)) + b"".join(text(v) for v in value)
+    path.write_bytes(body + b"\0" * 1000)
+    return path
+
+
+def test_gguf_metadata_of_a_llama_3_2_1b_shape(tmp_path):
+    path = _gguf(tmp_path / "llama.gguf", [
+        ("general.architecture", 8, "llama"), ("general.tags", 9, ["a", "bb"]), ("llama.block_count", 4, 16),
+        ("llama.context_length", 4, 131072), ("llama.embedding_length", 4, 2048),
+        ("llama.attention.head_count", 4, 32), ("llama.attention.head_count_kv", 4, 8),
+        ("tokenizer.ggml.tokens", 9, ["x"] * 50)])
+    facts = read_model_facts(path)
+    assert facts.kv_bytes_per_token == 2 * 16 * 8 * 64 * 2 and facts.n_ctx_train == 131072  # 32 KiB a token
+
+
+def test_without_attention_metadata_the_kv_cache_is_estimated_from_the_file_size(tmp_path):
+    facts = read_model_facts(_gguf(tmp_path / "odd.gguf", [("general.architecture", 8, "odd")]))
+    assert facts.kv_bytes_per_token == max(1, facts.file_bytes // 4000) and "file size" in facts.source
+
+
 def test_a_file_that_is_not_a_gguf_has_no_facts(tmp_path):
     (tmp_path / "bad.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x01" * 5)  # header cut short
     (tmp_path / "text.gguf").write_text("not a model")
