@@ -361,7 +361,7 @@ def chat_completions(engine: "Engine", body: dict) -> Reply | Stream:
 # path -> (method, handler, needs the models loaded, summary)
 ROUTES: dict[str, tuple[str, Callable, bool, str]] = {
     "/health": ("GET", health, False, "503 while loading, 200 when the daemon can answer"),
-    "/status": ("GET", status, False, "index counts, queue, watcher state, last errors"),
+    "/status": ("GET", status, False, "index counts, queue, watcher state, last errors, resource plan"),
     "/metrics": ("GET", metrics, False, "Prometheus text metrics"),
     "/openapi.json": ("GET", openapi, False, "this document"),
     "/search": ("POST", search, True, "the chunks that best match a query, with file and lines"),
