@@ -6,6 +6,7 @@ connection and name lookup. Owns the steps and the hook; never prints: it return
 from __future__ import annotations
 
 import errno
+import functools
 import importlib.util
 import os
 import socket
@@ -108,10 +109,17 @@ class Context:
     store: object = None
     answer: dict = field(default_factory=dict)
 
-    def generator(self):
-        from .resources import current_plan, load_planned_generator
+    @functools.cached_property
+    def plan(self):
+        """The resource plan (resources.py) both models load with."""
+        from .resources import current_plan
 
-        return load_planned_generator(settings=self.settings, plan=current_plan(self.settings))
+        return current_plan(self.settings)
+
+    def generator(self):
+        from .resources import load_planned_generator
+
+        return load_planned_generator(settings=self.settings, plan=self.plan)
 
 
 class StepFailed(Exception):
@@ -127,11 +135,11 @@ def _write_folder(ctx: Context) -> str:
 
 def _index(ctx: Context) -> str:
     from .indexer import index_paths
-    from .resources import current_plan, load_planned_embedder
+    from .resources import load_planned_embedder
     from .store import Store
 
     s = ctx.settings
-    ctx.embedder = load_planned_embedder(settings=s, plan=current_plan(s))
+    ctx.embedder = load_planned_embedder(settings=s, plan=ctx.plan)
     ctx.store = Store.open(s.db)
     stats = index_paths(store=ctx.store, embedder=ctx.embedder, paths=[ctx.folder], chunk_tokens=s.chunk_tokens,
                         chunk_overlap=s.chunk_overlap, max_file_bytes=int(s.max_file_mb * 1e6),

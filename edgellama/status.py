@@ -17,7 +17,7 @@ def status_report(*, settings: Settings, store: Store, plan: ResourcePlan | None
     stats = store.stats()
     plan = plan or current_plan(settings)
     model = describe_model(model=settings.model, models_dir=settings.models_dir,
-                           requantize_bundled=settings.requantize)
+                           requantize_bundled=plan.requantize.value)
     return {
         **stats.__dict__,
         "db": str(settings.db),
