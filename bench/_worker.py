@@ -104,10 +104,14 @@ class SentenceTransformerWorker:
     def ready(self) -> dict:
         return {"load_seconds": self.load_seconds}
 
-    def op_encode(self, *, texts: list, batch_size: int = 32) -> dict:
+    def op_encode(self, *, texts: list, batch_size: int = 32, precision: str = "float32") -> dict:
+        """``precision`` bfloat16: under autocast, as edgellama's embedder runs where the CPU has it."""
+        import torch
+
         started = time.perf_counter()
-        self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                          show_progress_bar=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                              show_progress_bar=False)
         return {"seconds": time.perf_counter() - started, "count": len(texts)}
 
     def op_rss(self) -> dict:
@@ -124,7 +128,7 @@ class IndexerWorker:
         self.load_seconds = time.perf_counter() - started
 
     def ready(self) -> dict:
-        return {"load_seconds": self.load_seconds}
+        return {"load_seconds": self.load_seconds, "precision": self.embedder.precision}
 
     def op_index(self, *, paths: list, db: str) -> dict:
         from pathlib import Path
@@ -157,6 +161,39 @@ class IndexerWorker:
                                                  chunk_tokens=200, chunk_overlap=30):
                     texts.setdefault(chunk.text_hash, embedding_input(chunk))
         return {"texts": list(texts.values())}
+
+    def op_index_beir(self, *, data: str, limit: int, db: str) -> dict:
+        """The first ``limit`` documents of a BEIR folder, through ``evaluate.index_beir``."""
+        from pathlib import Path
+
+        from edgellama.evaluate import index_beir
+        from edgellama.store import Store
+
+        with Store.open(Path(db)) as store:
+            stats = index_beir(store=store, embedder=self.embedder, data=_beir_head(data, limit),
+                               chunk_tokens=200, chunk_overlap=30)
+        return {"seconds": stats.seconds, "chunks_embedded": stats.chunks_embedded}
+
+    def op_beir_texts(self, *, data: str, limit: int) -> dict:
+        from edgellama.indexer import ExtractedText, chunks_for_document, embedding_input
+
+        texts: dict[str, str] = {}
+        for title, body in _beir_head(data, limit).corpus.values():
+            extracted = ExtractedText(text=body, format="record", title=title or None,
+                                      lines=tuple(range(1, body.count("\n") + 2)))
+            for chunk in chunks_for_document(extracted, count_tokens=self.embedder.count_tokens,
+                                             chunk_tokens=200, chunk_overlap=30):
+                texts.setdefault(chunk.text_hash, embedding_input(chunk))
+        return {"texts": list(texts.values())}
+
+
+def _beir_head(data: str, limit: int):
+    from pathlib import Path
+
+    from edgellama.evaluate import load_beir
+
+    beir = load_beir(Path(data))
+    return type(beir)(beir.name, dict(list(beir.corpus.items())[:limit]), beir.queries, beir.qrels)
 
 
 KINDS = {"llama": LlamaWorker, "st": SentenceTransformerWorker, "indexer": IndexerWorker}

@@ -471,9 +471,10 @@ def _prepare(store: Store, embedder: Embedder, path: Path, key: str, existing, r
 
 
 class _EmbedPipeline:
-    """Embeds one batch on a helper thread while the caller reads and chunks the next files, so
-    extraction hides behind the encoder (torch and the tokenizer release the GIL). Batches are
-    written in order, each before the next one is sent, by the caller's thread (the store's)."""
+    """Embeds one batch on a helper thread while the caller writes the previous batch to the
+    database and reads and chunks the next files, so extraction and SQLite hide behind the encoder
+    (torch and the tokenizer release the GIL). Batches are written in order by the caller's thread
+    (the store's), each once its vectors are back."""
 
     def __init__(self, store: Store, embedder: Embedder, run: _Run):
         self.store, self.embedder, self.run = store, embedder, run
@@ -481,27 +482,37 @@ class _EmbedPipeline:
         self._in_flight = None  # (batch, missing hashes, future of their vectors)
 
     def submit(self, batch: list[_Pending]) -> None:
-        self.finish()  # the previous batch goes to the database first: its vectors count as stored
-        if not batch:
-            return
-        by_hash = {c.text_hash: c for p in batch for c in p.chunks}
-        missing = sorted(self.store.missing_embeddings(by_hash, model=self.embedder.name))
-        if not missing:
-            _write_pending(self.store, self.embedder, batch, self.run, {})
-            return
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
+        done = self._wait()
+        if batch:
+            by_hash = {c.text_hash: c for p in batch for c in p.chunks}
+            # Texts the batch before this one is bringing vectors for are written first: not again.
+            missing = sorted(set(self.store.missing_embeddings(by_hash, model=self.embedder.name))
+                             - set(done[1] if done else ()))
+            if missing:
+                if self._executor is None:
+                    from concurrent.futures import ThreadPoolExecutor
 
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgellama-embed")
-        texts = [embedding_input(by_hash[h]) for h in missing]
-        self._in_flight = (batch, missing, self._executor.submit(self.embedder.embed, texts))
+                    self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgellama-embed")
+                texts = [embedding_input(by_hash[h]) for h in missing]
+                self._in_flight = (batch, missing, self._executor.submit(self.embedder.embed, texts))
+        if done:
+            self._write(*done)
+        if batch and not missing:
+            _write_pending(self.store, self.embedder, batch, self.run, {})
 
     def finish(self) -> None:
+        done = self._wait()
+        if done:
+            self._write(*done)
+
+    def _wait(self):
         if self._in_flight is None:
-            return
+            return None
         batch, missing, future = self._in_flight
         self._in_flight = None
-        matrix = future.result()
+        return batch, missing, future.result()
+
+    def _write(self, batch: list[_Pending], missing: list[str], matrix) -> None:
         self.run.chunks_embedded += len(missing)
         _write_pending(self.store, self.embedder, batch, self.run,
                        {h: matrix[i].tobytes() for i, h in enumerate(missing)})

@@ -398,14 +398,15 @@ def plan_resources(*, settings: Settings, machine: Machine, model: ModelFacts | 
     user = _user_set(settings, "embed_batch_size")
     embed_batch = Planned(settings.embed_batch_size, user or "default (bench/indexing.py's batch)")
     user = _user_set(settings, "embed_precision")
-    if settings.embed_precision == "auto":
-        precision = Planned("bfloat16" if machine.native_bf16 else "float32",
-                            "auto: the CPU multiplies bfloat16 natively (1.7x float32's chunks/s)" if machine.native_bf16
-                            else "auto: no native bfloat16 on this CPU (emulated bfloat16 is slower)")
-    else:
-        from .embed import resolve_precision
+    from .embed import resolve_precision
 
-        precision = Planned(resolve_precision(settings.embed_precision), user or "default")
+    chosen = resolve_precision(settings.embed_precision, native=machine.native_bf16)
+    if settings.embed_precision != "auto":
+        precision = Planned(chosen, user or "default")
+    elif machine.native_bf16:
+        precision = Planned(chosen, "auto: the CPU multiplies bfloat16 natively (1.7x float32's chunks/s)")
+    else:
+        precision = Planned(chosen, "auto: no native bfloat16 on this CPU (emulated bfloat16 is slower)")
     user = _user_set(settings, "requantize")
     if settings.model is not None:
         requantize = Planned(False, f"model file {_user_set(settings, 'model') or 'set'}: used as it is")

@@ -222,9 +222,10 @@ def test_sigkill_at_random_moments_then_resume_equals_a_clean_index(tmp_path, ki
     assert got["chunks"] == want["chunks"]
     assert sorted(got["vectors"]) == sorted(want["vectors"])  # no orphan vector left, none missing
     for text_hash, blob in want["vectors"].items():
-        # Batches differ between the runs (padding), so the floats may differ in the last bits.
-        np.testing.assert_allclose(np.frombuffer(got["vectors"][text_hash], dtype=np.float32),
-                                   np.frombuffer(blob, dtype=np.float32), atol=1e-4)
+        # Batches differ between the runs (padding), so the floats differ in the last bits (under
+        # bfloat16 autocast, in the third decimal): the same text must give the same direction.
+        a, b = np.frombuffer(got["vectors"][text_hash], dtype=np.float32), np.frombuffer(blob, dtype=np.float32)
+        assert float(a @ b) / float(np.linalg.norm(a) * np.linalg.norm(b)) > 0.999, text_hash
     report = check_sound(db)
     assert not any(report.values()), report
 
