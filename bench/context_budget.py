@@ -420,7 +420,7 @@ def _print_table(rows: list[Row], default: Setting, speed: float, speeds: list) 
          f"median of the row / median of the largest setting ({largest.setting.label}) over the questions both "
          f"sent to the model. At run speed: prompt tokens past the cached start / the run's median tok/s "
          f"(load-independent). ΔF1: best row ({best.setting.label}) minus this row, ± 2 SE paired over the same "
-         f"questions")
+         f"questions; no loss: ΔF1 <= min(1/n answerable, 2 SE)")
     header = ("| setting | questions | context tok mean / p90 | prompt tok mean / p90 | measured prompt eval s "
               "median / p90 | ratio vs largest | at run speed s mean / p90 | token F1 | ΔF1 vs best ± 2SE | EM "
               "| gold shown | gold in top 3 | abstention | citation precision |")
@@ -438,22 +438,34 @@ def _print_table(rows: list[Row], default: Setting, speed: float, speeds: list) 
     info(f"choice: {choice.setting.label if choice else 'none'} - {why}")
 
 
+def f1_tolerance(best: Row, row: Row) -> float:
+    """How far below the best F1 a row may be and still count as no loss: one answerable question's
+    worth (1/n), as long as that is also within two paired standard errors."""
+    n = len(set(best.f1_per_item) & set(row.f1_per_item))
+    return min(1 / n, paired_gap(best, row)[1]) if n else 0.0
+
+
 def choose(rows: list[Row], speed: float) -> tuple[Row | None, str]:
-    """The smallest context that keeps F1 within noise of the best, issue 5's thresholds, and a
-    p90 prompt eval within 1 s at this run's speed (the fixed start cached, as in the daemon)."""
+    """The smallest context that keeps F1 within noise of the best (``f1_tolerance``), issue 5's
+    thresholds, and a p90 prompt eval within 1 s at this run's speed (the fixed start cached, as
+    in the daemon). Of rows with the same sentences and (nearly) the same tokens, the fewer
+    chunks: ``ask`` embeds every sentence of those chunks."""
     best = max(rows, key=lambda r: r.f1)
-    fits = []
-    for r in rows:
-        gap, noise = paired_gap(best, r)
-        if (gap <= noise and r.hit_at_3 >= MIN_HIT and r.abstention >= MIN_ABSTENTION
-                and r.citation_precision >= MIN_CITATION_PRECISION and r.fresh_p90 / speed <= PROMPT_EVAL_LIMIT):
-            fits.append(r)
+    fits = [r for r in rows
+            if best.f1 - r.f1 <= f1_tolerance(best, r) + 1e-9 and r.hit_at_3 >= MIN_HIT
+            and r.abstention >= MIN_ABSTENTION and r.citation_precision >= MIN_CITATION_PRECISION
+            and r.fresh_p90 / speed <= PROMPT_EVAL_LIMIT]
     if not fits:
         return None, "no row keeps F1 within noise of the best, the thresholds and 1 s"
     pick = min(fits, key=lambda r: r.context_mean)
-    return pick, (f"the smallest of {len(fits)} rows within noise of the best F1 ({best.f1:.3f}) that keep "
-                  f"the thresholds and 1 s: {pick.context_mean:.0f} context tokens, F1 {pick.f1:.3f}, "
-                  f"p90 prompt eval {pick.fresh_p90 / speed:.3f} s at run speed ({pick.eval_p90:.3f} s measured)")
+    pick = min((r for r in fits if r.setting.style == pick.setting.style
+                and r.setting.evidence_sentences == pick.setting.evidence_sentences
+                and r.context_mean <= pick.context_mean * 1.05),
+               key=lambda r: (r.setting.evidence_chunks, r.context_mean))
+    return pick, (f"the smallest context of {len(fits)} rows with F1 within one question's worth of the best "
+                  f"({best.f1:.3f}, {best.setting.label}) that keep the thresholds and 1 s: "
+                  f"{pick.context_mean:.0f} context tokens, F1 {pick.f1:.3f}, p90 prompt eval "
+                  f"{pick.fresh_p90 / speed:.3f} s at run speed ({pick.eval_p90:.3f} s measured)")
 
 
 def _figures(rows: list[Row], default: Setting, speed: float, quick: bool) -> None:

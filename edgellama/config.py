@@ -112,6 +112,8 @@ class Settings:
     token_file: Path | None
     summarize_background: bool
     max_extract_seconds: float
+    evidence_sentences: int
+    evidence_chunks: int
     data_dir: Path
     config_file: Path
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -151,6 +153,9 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
     "summarize_background": (bool, "the daemon builds model summaries of indexed documents in the background, "
                                    "pausing while a query runs (off by default: small boxes)"),
     "max_extract_seconds": (float, "time one file may take to be read and chunked; slower files are skipped"),
+    "evidence_sentences": (int, "completion style: the best sentences shown to the model (chosen by "
+                                "python -m bench context_budget, bench/RESULTS.md)"),
+    "evidence_chunks": (int, "completion style: the top chunks those sentences are picked from"),
 }
 
 
@@ -180,6 +185,8 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "token_file": None,
         "summarize_background": False,
         "max_extract_seconds": 60.0,
+        "evidence_sentences": 3,
+        "evidence_chunks": 3,
     }
 
 
