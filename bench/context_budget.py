@@ -368,6 +368,8 @@ def run(*, quick: bool) -> None:
             # lists the unanswerable questions last).
             order = list(ids[::strides["completion"]])
             random.Random(10).shuffle(order)
+            # EDGELLAMA_BENCH_BLOCKS=N: stop after N blocks (a short run on a quiet spell)
+            order = order[:BLOCK * int(os.environ.get("EDGELLAMA_BENCH_BLOCKS") or len(order))]
             for start in range(0, len(order), BLOCK):
                 block = order[start:start + BLOCK]
                 probe = worker.call("speed", tokens=200 if quick else 1000)
