@@ -2,7 +2,8 @@
 on stdin and one JSON reply per line on the original stdout (library chatter goes to stderr).
 
 Kinds: ``llama`` (raw llama_cpp.Llama, nothing of edgellama), ``st`` (raw SentenceTransformer),
-``indexer`` (edgellama's indexer with its embedder), ``vectors`` (synthetic matrices).
+``indexer`` (edgellama's indexer with its embedder), ``vectors`` (synthetic matrices), ``qa`` (the
+corpus QA set through ``ask``, bench/context_budget.py).
 """
 
 from __future__ import annotations
@@ -196,7 +197,13 @@ def _beir_head(data: str, limit: int):
     return type(beir)(beir.name, dict(list(beir.corpus.items())[:limit]), beir.queries, beir.qrels)
 
 
-KINDS = {"llama": LlamaWorker, "st": SentenceTransformerWorker, "indexer": IndexerWorker}
+def _qa_worker(**init):
+    from bench.context_budget import QaWorker
+
+    return QaWorker(**init)
+
+
+KINDS = {"llama": LlamaWorker, "st": SentenceTransformerWorker, "indexer": IndexerWorker, "qa": _qa_worker}
 
 
 def main() -> None:

@@ -210,6 +210,7 @@ def ask(
                 question=question, store=store, embedder=_embedder(settings), generator=generator,
                 top_k=settings.top_k, context_tokens=settings.context_tokens, max_tokens=settings.max_tokens,
                 min_relevance=settings.min_relevance, style=settings.prompt_style,
+                evidence_sentences=settings.evidence_sentences, evidence_chunks=settings.evidence_chunks,
                 on_token=None if as_json else stream,
             ))
     if as_json:
@@ -633,7 +634,8 @@ def eval_qa(
                     store=store, embedder=embedder, generator=generator, items=items, gold_paths=gold, k=k,
                     ask_options={"top_k": settings.top_k, "context_tokens": settings.context_tokens,
                                  "max_tokens": settings.max_tokens, "min_relevance": settings.min_relevance,
-                                 "style": settings.prompt_style},
+                                 "style": settings.prompt_style, "evidence_sentences": settings.evidence_sentences,
+                                 "evidence_chunks": settings.evidence_chunks},
                     on_progress=bars)
         finally:
             bars.close()

@@ -114,6 +114,8 @@ class Settings:
     max_extract_seconds: float
     n_batch: int
     embed_batch_size: int
+    evidence_sentences: int
+    evidence_chunks: int
     data_dir: Path
     config_file: Path
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -155,6 +157,9 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
     "max_extract_seconds": (float, "time one file may take to be read and chunked; slower files are skipped"),
     "n_batch": (int, "tokens llama.cpp evaluates per step of prompt eval (at most n_ctx)"),
     "embed_batch_size": (int, "texts the embedder encodes per batch"),
+    "evidence_sentences": (int, "completion style: the best sentences shown to the model (chosen by "
+                                "python -m bench context_budget, bench/RESULTS.md)"),
+    "evidence_chunks": (int, "completion style: the top chunks those sentences are picked from"),
 }
 
 
@@ -186,6 +191,8 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "max_extract_seconds": 60.0,
         "n_batch": 512,
         "embed_batch_size": 32,
+        "evidence_sentences": 3,
+        "evidence_chunks": 3,
     }
 
 

@@ -263,7 +263,7 @@ class Engine:
                 question=question, store=store, embedder=self.embedder, generator=self.generator,
                 top_k=top_k or s.top_k, context_tokens=context_tokens or s.context_tokens,
                 max_tokens=max_tokens or s.max_tokens, min_relevance=s.min_relevance, style=s.prompt_style,
-                on_token=on_token, vectors=self.vectors.get(model=self.embedder.name),
+                evidence_sentences=s.evidence_sentences, evidence_chunks=s.evidence_chunks, on_token=on_token, vectors=self.vectors.get(model=self.embedder.name),
             )
         t = answer.timings
         self.metrics.generation(prompt_tokens=t.prompt_tokens, tokens=t.completion_tokens,

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 from .embed import Embedder
 from .errors import DatasetError
@@ -22,11 +22,14 @@ from .indexer import IndexProgress, IndexStats, TextRecord, index_records
 from .retrieve import SearchMode, normalize_answer, search
 from .store import Store
 
+if TYPE_CHECKING:
+    from .answer import Answer
+
 __all__ = [
     "ndcg_at_k", "recall_at_k", "mrr_at_k", "normalize_answer", "exact_match", "token_f1",
     "BeirSet", "load_beir", "index_beir", "restrict", "BEIR_PREFIX", "RetrievalSettings", "ModeScores",
     "RetrievalReport", "evaluate_retrieval", "QaItem", "load_qa", "QaResult", "QaReport", "evaluate_qa",
-    "EvalProgress", "MODES",
+    "summarize_qa", "EvalProgress", "MODES",
 ]
 
 MODES: tuple[SearchMode, ...] = ("bm25", "dense", "hybrid")
@@ -406,8 +409,10 @@ def evaluate_qa(
     k: int = 3,
     ask_options: Mapping[str, object] | None = None,
     on_progress: ProgressCallback | None = None,
+    on_answer: Callable[[QaItem, "Answer"], None] | None = None,
 ) -> QaReport:
-    """Ask every question through ``answer.ask``. ``gold_paths``: item id -> indexed gold path."""
+    """Ask every question through ``answer.ask``. ``gold_paths``: item id -> indexed gold path.
+    ``on_answer`` sees each full ``Answer`` (what the model was shown, its timings)."""
     from .answer import ask
     from .vectors import load_vectors
 
@@ -438,8 +443,16 @@ def evaluate_qa(
                                        if answer.kind == "answer" else 0),
             seconds=seconds, reason=answer.reason,
         ))
+        if on_answer:
+            on_answer(item, answer)
         if on_progress:
             on_progress(EvalProgress("qa", done, len(items)))
+    return summarize_qa(results, k=k, gold_paths=gold_paths, flagged_citations=flagged)
+
+
+def summarize_qa(results: Sequence[QaResult], *, k: int, gold_paths: Mapping[str, str],
+                 flagged_citations: int = 0) -> QaReport:
+    """The report over ``results`` (say, of several ``evaluate_qa`` runs over parts of a set)."""
     answerable = [r for r in results if r.answerable]
     unanswerable = [r for r in results if not r.answerable]
     with_gold = [r for r in answerable if gold_paths.get(r.id)]
@@ -460,7 +473,7 @@ def evaluate_qa(
                             if answered else 0.0),
         citation_gold=(sum(r.citations_with_answer for r in cited) / sum(r.citations for r in cited)
                        if cited else 0.0),
-        flagged_citations=flagged,
+        flagged_citations=flagged_citations,
         abstention=share(unanswerable, lambda r: r.kind != "answer"),
         abstained_outright=share(unanswerable, lambda r: r.kind == "abstain"),
         false_abstention=share(answerable, lambda r: r.kind == "abstain"),

@@ -184,3 +184,41 @@ def test_cli_eval_qa_on_the_corpus_qa_set(tmp_path, shared_data):
     # ...and most hold a gold answer: measured 0.674; the misses are the 135M model picking the
     # wrong span of the right passage (exact match 0.28).
     assert report["citation_gold"] >= 0.60
+
+
+def test_evaluate_qa_shows_each_answer_and_reports_add_up_over_parts(tmp_path):
+    """``on_answer`` sees every full answer; ``summarize_qa`` over parts equals one run over all
+    (bench/context_budget.py runs the set in turns)."""
+    from edgellama.evaluate import QaItem, evaluate_qa, summarize_qa
+    from edgellama.indexer import index_paths
+
+    from fakes import ScriptedGenerator
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "dock.md").write_text("# Dock\n\nThe loading dock door is opened with key K-17. Deliveries come on Thursdays.\n")
+    (docs / "water.md").write_text("# Water\n\nThe treated water tank holds 4,000 litres. It is refilled weekly.\n")
+    gold = {"a": str((docs / "dock.md").resolve()), "b": str((docs / "water.md").resolve())}
+    items = [QaItem("a", "Which key opens the loading dock door?", ("key K-17",), "dock.md"),
+             QaItem("b", "How many litres does the treated water tank hold?", ("4,000 litres",), "water.md"),
+             QaItem("c", "Who painted the ceiling of the Sistine Chapel?", (), None)]
+    embedder = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "qa.db") as store:
+        index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=200, chunk_overlap=30,
+                    max_file_bytes=10**6)
+        seen = []
+        whole = evaluate_qa(store=store, embedder=embedder, generator=ScriptedGenerator("key K-17"), items=items,
+                            gold_paths=gold, on_answer=lambda item, answer: seen.append((item.id, answer)))
+        parts = [evaluate_qa(store=store, embedder=embedder, generator=ScriptedGenerator("key K-17"),
+                             items=part, gold_paths=gold) for part in (items[:1], items[1:])]
+    assert [i for i, _ in seen] == ["a", "b", "c"]
+    answer = dict(seen)["a"]
+    assert answer.kind == "answer" and answer.context and answer.context[0].path == gold["a"]
+    merged = summarize_qa([r for p in parts for r in p.results], k=3, gold_paths=gold,
+                          flagged_citations=sum(p.flagged_citations for p in parts))
+    # the dock: answered (F1 1); the tank: "key K-17" is not in its passage, so the passage is
+    # quoted ("treated water tank holds 4000 litres" against "4000 litres": F1 0.5)
+    assert whole.f1 == merged.f1 == pytest.approx(0.75)
+    assert [r.kind for r in whole.results] == ["answer", "quote", "abstain"]
+    strip = lambda report: {k: v for k, v in report.as_dict().items() if not k.startswith("seconds") and k != "results"}  # noqa: E731
+    assert strip(whole) == strip(merged)
