@@ -114,3 +114,23 @@ def test_sentences_cite_their_exact_source_lines(tmp_path):
             best = best_sentences(query=query, chunks=found, embedder=emb, limit=1)[0]
             assert found[best.chunk_index].chunk.path.endswith(path)
             assert (best.line_start, best.line_end) == lines  # html: the line its paragraph starts on
+
+
+def test_a_text_in_two_consecutive_batches_is_embedded_once(tmp_path, monkeypatch):
+    """The next batch embeds while the previous one is written: a chunk text both carry must be
+    embedded once, and every document must end up with its vectors."""
+    import edgellama.indexer as indexer
+    from edgellama.indexer import TextRecord, index_records
+
+    monkeypatch.setattr(indexer, "EMBED_BATCH", 1)  # every record is its own batch
+    shared = "The relief valve opens at 3.5 bar and closes again at 3.1 bar."
+    records = [TextRecord(key=f"rec:{n}", title=None, text=text)
+               for n, text in enumerate([shared, shared, "Unique text about filters.", shared])]
+    embedder = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "i.db") as store:
+        stats = index_records(store=store, embedder=embedder, records=records, chunk_tokens=200, chunk_overlap=0)
+        assert stats.added == 4
+        assert sorted(embedder.embedded) == sorted({*embedder.embedded})  # nothing embedded twice
+        assert len(embedder.embedded) == 2
+        ids, _, _ = store.chunk_vectors(model=embedder.name)
+        assert len(ids) == stats.chunks_written == 4  # every chunk of every document has its vector
