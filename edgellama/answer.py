@@ -118,11 +118,16 @@ def ask(
     ``evidence_chunks`` chunks; the chat style shows whole chunks, numbered. ``vectors``: a cached
     ``VectorMatrix`` (the daemon's), else the vectors are read from the store."""
     started = time.perf_counter()
-    query_vector = embedder.embed([question])[0]  # once, for the chunks and for their sentences
-    found = search(store=store, embedder=embedder, query=question, k=top_k, vectors=vectors,
-                   query_vector=query_vector)
-    picked = best_sentences(query=question, chunks=found[:evidence_chunks], embedder=embedder,
-                            limit=evidence_sentences, query_vector=query_vector)
+    from .vectors import load_vectors
+
+    matrix = vectors if vectors is not None else load_vectors(store, model=embedder.name)
+    found, picked = [], []
+    if len(matrix):  # an empty index needs no embedder
+        query_vector = embedder.embed([question])[0]  # once, for the chunks and for their sentences
+        found = search(store=store, embedder=embedder, query=question, k=top_k, vectors=matrix,
+                       query_vector=query_vector)
+        picked = best_sentences(query=question, chunks=found[:evidence_chunks], embedder=embedder,
+                                limit=evidence_sentences, query_vector=query_vector)
     best = picked[0].score if picked else 0.0
     if not found or best < min_relevance:
         reason = "nothing indexed" if not found else f"best passage scores {best:.2f}, below min_relevance {min_relevance:.2f}"

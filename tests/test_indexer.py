@@ -134,3 +134,17 @@ def test_a_text_in_two_consecutive_batches_is_embedded_once(tmp_path, monkeypatc
         assert len(embedder.embedded) == 2
         ids, _, _ = store.chunk_vectors(model=embedder.name)
         assert len(ids) == stats.chunks_written == 4  # every chunk of every document has its vector
+
+
+def test_ask_on_an_empty_index_says_so_without_embedding(tmp_path):
+    from edgellama.answer import ask
+
+    from fakes import ScriptedGenerator
+
+    embedder = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "empty.db") as store:
+        answer = ask(question="What pressure opens the relief valve?", store=store, embedder=embedder,
+                     generator=lambda: ScriptedGenerator("3.5 bar"))
+    assert answer.kind == "abstain"
+    assert "nothing indexed" in answer.text + str(getattr(answer, "reason", ""))
+    assert embedder.embedded == []
