@@ -107,7 +107,7 @@ def ask(
     min_relevance: float = 0.55,
     style: str = "completion",
     evidence_chunks: int = 3,
-    evidence_sentences: int = 3,  # config.py's defaults; chosen in bench/RESULTS.md "Context budget"
+    evidence_sentences: int = 4,  # config.py's defaults; see bench/RESULTS.md "Context budget"
     on_token: Callable[[str], None] | None = None,
     vectors=None,
 ) -> Answer:

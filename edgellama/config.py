@@ -191,7 +191,7 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "max_extract_seconds": 60.0,
         "n_batch": 512,
         "embed_batch_size": 32,
-        "evidence_sentences": 3,
+        "evidence_sentences": 4,
         "evidence_chunks": 3,
     }
 
