@@ -82,7 +82,7 @@ def passive_openmp() -> None:
 
 
 def requantize(source: Path, target: Path, *, threads: int) -> Path:
-    """Write a Q4_0 copy of ``source`` (2.8x faster prompt eval here than Q4_1), atomically."""
+    """Write a Q4_0 copy of ``source`` (prompt eval 2.4-2.5x the Q4_1 on a quiet 2-core EPYC, bench/RESULTS.md row 4), atomically."""
     passive_openmp()
     import llama_cpp
 
