@@ -208,10 +208,7 @@ def ask(
         with _open_store(settings) as store:
             answer = answer_to_dict(run_ask(
                 question=question, store=store, embedder=_embedder(settings), generator=generator,
-                top_k=settings.top_k, context_tokens=settings.context_tokens, max_tokens=settings.max_tokens,
-                min_relevance=settings.min_relevance, style=settings.prompt_style,
-                evidence_sentences=settings.evidence_sentences, evidence_chunks=settings.evidence_chunks,
-                on_token=None if as_json else stream,
+                **settings.ask_options, on_token=None if as_json else stream,
             ))
     if as_json:
         _print_json(answer)
@@ -632,10 +629,7 @@ def eval_qa(
                             chunk_overlap=settings.chunk_overlap, max_file_bytes=int(settings.max_file_mb * 1e6))
                 report = evaluate_qa(
                     store=store, embedder=embedder, generator=generator, items=items, gold_paths=gold, k=k,
-                    ask_options={"top_k": settings.top_k, "context_tokens": settings.context_tokens,
-                                 "max_tokens": settings.max_tokens, "min_relevance": settings.min_relevance,
-                                 "style": settings.prompt_style, "evidence_sentences": settings.evidence_sentences,
-                                 "evidence_chunks": settings.evidence_chunks},
+                    ask_options=settings.ask_options,
                     on_progress=bars)
         finally:
             bars.close()

@@ -124,6 +124,13 @@ class Settings:
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
+    @property
+    def ask_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``answer.ask`` these settings decide: one mapping for every caller."""
+        return {"top_k": self.top_k, "context_tokens": self.context_tokens, "max_tokens": self.max_tokens,
+                "min_relevance": self.min_relevance, "style": self.prompt_style,
+                "evidence_sentences": self.evidence_sentences, "evidence_chunks": self.evidence_chunks}
+
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("origins",)}
 

@@ -256,15 +256,13 @@ class Engine:
             context_tokens: int | None = None, on_token: Callable[[str], None] | None = None):
         from .answer import ask
 
-        s = self.settings
+        options = self.settings.ask_options
+        for key, value in (("top_k", top_k), ("context_tokens", context_tokens), ("max_tokens", max_tokens)):
+            options[key] = value or options[key]  # the request's own values, where it sent them
         on_token = self._cancellable(on_token)
         with self.priority.foreground(), self.reader() as store:
-            answer = ask(
-                question=question, store=store, embedder=self.embedder, generator=self.generator,
-                top_k=top_k or s.top_k, context_tokens=context_tokens or s.context_tokens,
-                max_tokens=max_tokens or s.max_tokens, min_relevance=s.min_relevance, style=s.prompt_style,
-                evidence_sentences=s.evidence_sentences, evidence_chunks=s.evidence_chunks, on_token=on_token, vectors=self.vectors.get(model=self.embedder.name),
-            )
+            answer = ask(question=question, store=store, embedder=self.embedder, generator=self.generator,
+                         **options, on_token=on_token, vectors=self.vectors.get(model=self.embedder.name))
         t = answer.timings
         self.metrics.generation(prompt_tokens=t.prompt_tokens, tokens=t.completion_tokens,
                                 seconds=t.total_seconds - t.retrieve_seconds, tokens_per_second=t.tokens_per_second)

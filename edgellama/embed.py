@@ -178,13 +178,13 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def load_embedder(path: Path | None, *, threads: int | None = None,
-                  precision: str = "auto") -> SentenceTransformerEmbedder:
+def load_embedder(path: Path | None, *, threads: int | None = None, precision: str = "auto",
+                  batch_size: int = 32) -> SentenceTransformerEmbedder:
     """The configured embedder, or the bundled all-MiniLM-L6-v2 when ``path`` is None."""
     if path is None:
         return SentenceTransformerEmbedder(bundled_embedder_path(), name=BUNDLED_EMBEDDER, threads=threads,
-                                           precision=precision)
+                                           precision=precision, batch_size=batch_size)
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"embedding model folder not found: {path}")
-    return SentenceTransformerEmbedder(path, threads=threads, precision=precision)
+    return SentenceTransformerEmbedder(path, threads=threads, precision=precision, batch_size=batch_size)

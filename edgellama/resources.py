@@ -439,7 +439,5 @@ def load_planned_embedder(*, settings: Settings, plan: ResourcePlan):
     """The embedder as planned (weights load on first use)."""
     from .embed import load_embedder
 
-    embedder = load_embedder(settings.embed_model, threads=plan.embed_threads.value,
-                             precision=plan.embed_precision.value)
-    embedder.batch_size = plan.embed_batch_size.value
-    return embedder
+    return load_embedder(settings.embed_model, threads=plan.embed_threads.value,
+                         precision=plan.embed_precision.value, batch_size=plan.embed_batch_size.value)

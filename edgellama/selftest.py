@@ -161,11 +161,8 @@ def _search(ctx: Context) -> str:
 def _ask(ctx: Context) -> str:
     from .answer import answer_to_dict, ask
 
-    s = ctx.settings
     answer = answer_to_dict(ask(question=QUESTION, store=ctx.store, embedder=ctx.embedder, generator=ctx.generator,
-                                top_k=s.top_k, context_tokens=s.context_tokens, max_tokens=s.max_tokens,
-                                min_relevance=s.min_relevance, style=s.prompt_style,
-                                evidence_sentences=s.evidence_sentences, evidence_chunks=s.evidence_chunks))
+                                **ctx.settings.ask_options))
     ctx.answer = answer
     cited = [src["path"] for src in answer["sources"]]
     if answer["kind"] == "abstain" or not any(p.endswith(FACT_FILE) for p in cited):
