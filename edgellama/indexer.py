@@ -91,15 +91,19 @@ def _hash(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _context(title: str | None, heading: str) -> str:
-    """Title and heading path, deduplicated and cut to about CONTEXT_TOKENS tokens (20 words)."""
+def _context(title: str | None, heading: str, count_tokens: Callable[[str], int]) -> str:
+    """Title and heading path, deduplicated, keeping its last words: at most 20 words and
+    CONTEXT_TOKENS tokens, so that context + chunk always fit the embedder's window (a title of
+    chemical names can be 90 tokens in 20 words, and the model would cut the chunk's tail)."""
     parts: list[str] = []
     for part in [title or "", *heading.split(" > ")]:
         part = part.strip()
         if part and (not parts or parts[-1].lower() != part.lower()):
             parts.append(part)
-    words = " > ".join(parts).split()
-    return " ".join(words[-20:])
+    words = " > ".join(parts).split()[-20:]
+    while words and count_tokens(" ".join(words)) > CONTEXT_TOKENS:
+        words = words[1:]
+    return " ".join(words)
 
 
 def _page_segments(extracted: ExtractedText) -> list[tuple[int, int]]:
@@ -132,7 +136,7 @@ def chunks_for_document(extracted: ExtractedText, *, count_tokens: Callable[[str
             start, end = seg_start + chunk.char_start, seg_start + chunk.char_end
             first = bisect_left(newlines, start)
             last = bisect_left(newlines, max(start, end - 1))
-            context = _context(extracted.title, chunk.heading)
+            context = _context(extracted.title, chunk.heading, count_tokens)
             out.append(NewChunk(
                 ordinal=len(out),
                 text=chunk.text,
