@@ -98,12 +98,18 @@ class SharedEmbedder:
     def embed_background(self, texts: Sequence[str]):
         import numpy as np
 
-        parts = []
+        # Slices of texts of about the same length in tokens, so a slice pads little.
+        order = sorted(range(len(texts)), key=lambda i: self.inner.count_tokens(texts[i]))
+        vectors = None
         for start in range(0, len(texts), self.background_batch):
+            rows = order[start:start + self.background_batch]
             self.priority.wait_idle()
             with self._lock:
-                parts.append(self.inner.embed(list(texts[start:start + self.background_batch])))
-        return np.concatenate(parts) if parts else self.inner.embed([])
+                part = self.inner.embed([texts[i] for i in rows])
+            if vectors is None:
+                vectors = np.empty((len(texts), part.shape[1]), dtype=part.dtype)
+            vectors[rows] = part
+        return vectors if vectors is not None else self.inner.embed([])
 
     def background(self) -> "_BackgroundEmbedder":
         return _BackgroundEmbedder(self)

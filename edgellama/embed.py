@@ -170,12 +170,18 @@ class SentenceTransformerEmbedder:
         import torch
 
         model = self._load()
+        # Batches of texts of equal length in tokens: sentence-transformers sorts by characters,
+        # and on SciFact's chunks that left 29% of the tokens it computed as padding (4% now).
+        order = np.argsort([-self.count_tokens(text) for text in texts], kind="stable")
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
-            vectors = model.encode(
-                list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                convert_to_numpy=True, show_progress_bar=False,
-            )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+            for start in range(0, len(texts), self.batch_size):
+                rows = order[start:start + self.batch_size]
+                vectors[rows] = model.encode(
+                    [texts[i] for i in rows], batch_size=len(rows), normalize_embeddings=True,
+                    convert_to_numpy=True, show_progress_bar=False,
+                )
+        return vectors
 
 
 def load_embedder(path: Path | None, *, threads: int | None = None, precision: str = "auto",

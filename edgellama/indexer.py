@@ -28,10 +28,12 @@ from .sources import ExtractedText, extract, format_for
 from .store import NewChunk, Store
 
 __all__ = ["index_paths", "index_records", "TextRecord", "IndexStats", "IndexProgress", "SkippedFile",
-           "chunks_for_document", "EMBED_BATCH", "DEFAULT_MAX_EXTRACT_SECONDS"]
+           "chunks_for_document", "context_room", "EMBED_BATCH", "DEFAULT_MAX_EXTRACT_SECONDS"]
 
-EMBED_BATCH = 128  # chunks gathered across documents before one call to the embedder (bench/indexing.py)
-CONTEXT_TOKENS = 32  # room kept for the title and heading embedded with each chunk
+EMBED_BATCH = 512  # chunks gathered across documents before one call to the embedder, which batches them by
+# length: from more texts it finds closer lengths (SciFact, 912 chunks: 1.28x the chunks/s of 128 sorted by
+# characters, bench/RESULTS.md row 10)
+CONTEXT_TOKENS = 32  # the least room kept for the title and heading embedded with each chunk (context_room)
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,9 @@ def _hash(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _context(title: str | None, heading: str, count_tokens: Callable[[str], int]) -> str:
+def _context(title: str | None, heading: str, count_tokens: Callable[[str], int], max_tokens: int) -> str:
     """Title and heading path, deduplicated, keeping its last words: at most 20 words and
-    CONTEXT_TOKENS tokens, so that context + chunk always fit the embedder's window (a title of
+    ``max_tokens`` tokens, so that context + chunk always fit the embedder's window (a title of
     chemical names can be 90 tokens in 20 words, and the model would cut the chunk's tail)."""
     parts: list[str] = []
     for part in [title or "", *heading.split(" > ")]:
@@ -101,7 +103,7 @@ def _context(title: str | None, heading: str, count_tokens: Callable[[str], int]
         if part and (not parts or parts[-1].lower() != part.lower()):
             parts.append(part)
     words = " > ".join(parts).split()[-20:]
-    while words and count_tokens(" ".join(words)) > CONTEXT_TOKENS:
+    while words and count_tokens(" ".join(words)) > max_tokens:
         words = words[1:]
     return " ".join(words)
 
@@ -122,9 +124,10 @@ def _page_segments(extracted: ExtractedText) -> list[tuple[int, int]]:
 
 
 def chunks_for_document(extracted: ExtractedText, *, count_tokens: Callable[[str], int],
-                        chunk_tokens: int, chunk_overlap: int) -> list[NewChunk]:
-    """The rows to store for one document: chunk text, its heading context and source position.
-    A chunk never crosses a page, so a citation names one page."""
+                        chunk_tokens: int, chunk_overlap: int, context_tokens: int = CONTEXT_TOKENS) -> list[NewChunk]:
+    """The rows to store for one document: chunk text, its heading context (at most
+    ``context_tokens``: see ``context_room``) and source position. A chunk never crosses a page,
+    so a citation names one page."""
     out: list[NewChunk] = []
     last_line = len(extracted.lines) - 1
     # Line of a character offset by bisection: counting newlines from the start for every chunk
@@ -136,7 +139,7 @@ def chunks_for_document(extracted: ExtractedText, *, count_tokens: Callable[[str
             start, end = seg_start + chunk.char_start, seg_start + chunk.char_end
             first = bisect_left(newlines, start)
             last = bisect_left(newlines, max(start, end - 1))
-            context = _context(extracted.title, chunk.heading, count_tokens)
+            context = _context(extracted.title, chunk.heading, count_tokens, context_tokens)
             out.append(NewChunk(
                 ordinal=len(out),
                 text=chunk.text,
@@ -207,13 +210,17 @@ def _under(path: str, roots: Sequence[str]) -> bool:
 DEFAULT_MAX_EXTRACT_SECONDS = 60.0
 
 
-def _check_chunk_tokens(embedder: Embedder, chunk_tokens: int) -> None:
+def context_room(embedder: Embedder, chunk_tokens: int) -> int:
+    """Tokens left in the embedder's window for a chunk's title and heading: the window less the
+    largest chunk and the 2 special tokens (54 for all-MiniLM-L6-v2 at the default 200). Fewer
+    than CONTEXT_TOKENS is a configuration error."""
     limit = getattr(embedder, "max_input_tokens", 512)
     if chunk_tokens + CONTEXT_TOKENS + 2 > limit:
         raise ConfigError(
             f"chunk_tokens {chunk_tokens} is too large for the embedder, which reads at most {limit} tokens"
             f" (chunk + {CONTEXT_TOKENS} for its heading): use at most {limit - CONTEXT_TOKENS - 2}"
         )
+    return limit - 2 - chunk_tokens
 
 
 def index_paths(
@@ -244,14 +251,15 @@ def index_paths(
     ``within``: the folders a symlink must resolve into to be followed (default: ``paths``; the
     watcher, which passes single files, gives its watched folders)."""
     started = time.perf_counter()
-    _check_chunk_tokens(embedder, chunk_tokens)
+    context_tokens = context_room(embedder, chunk_tokens)
     roots = [os.path.abspath(p) for p in paths]
     root_keys = [_path_key(r) for r in roots]
     known = store.documents()
     for root, root_key, given in zip(roots, root_keys, paths):
         if not missing_ok and not os.path.lexists(root) and not any(_under(p, [root_key]) for p in known):
             raise EdgeLlamaError(f"path not found: {given}")
-    limits = _Limits(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, max_file_bytes=max_file_bytes,
+    limits = _Limits(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, context_tokens=context_tokens,
+                     max_file_bytes=max_file_bytes,
                      max_extract_seconds=max_extract_seconds,
                      real_roots=tuple(os.path.realpath(r) for r in (within if within is not None else roots)))
     candidates: list[Path] = []
@@ -309,6 +317,7 @@ def index_paths(
 class _Limits:
     chunk_tokens: int
     chunk_overlap: int
+    context_tokens: int
     max_file_bytes: int
     max_extract_seconds: float | None
     real_roots: tuple[str, ...]  # symlinks must resolve inside one of these
@@ -460,7 +469,8 @@ def _prepare(store: Store, embedder: Embedder, path: Path, key: str, existing, r
         with _hard_time_limit(seconds):
             extracted = extract(path, data, max_seconds=seconds)
             chunks = chunks_for_document(extracted, count_tokens=embedder.count_tokens,
-                                         chunk_tokens=limits.chunk_tokens, chunk_overlap=limits.chunk_overlap)
+                                         chunk_tokens=limits.chunk_tokens, chunk_overlap=limits.chunk_overlap,
+                                         context_tokens=limits.context_tokens)
     except SourceError as err:
         skip(str(err), size=st.st_size, mtime=st.st_mtime, content_hash=content_hash)
         return None
@@ -566,7 +576,7 @@ def index_records(
     ``should_stop`` is asked after every record: when it says yes, what was read is written and
     the run ends early (``IndexStats.added + changed + unchanged`` says how far it got)."""
     started = time.perf_counter()
-    _check_chunk_tokens(embedder, chunk_tokens)
+    context_tokens = context_room(embedder, chunk_tokens)
     known = store.documents()
     run = _Run()
     pending: list[_Pending] = []
@@ -583,8 +593,8 @@ def index_records(
             else:
                 extracted = ExtractedText(text=text, format="record", title=record.title,
                                           lines=tuple(range(1, text.count("\n") + 2)))
-                chunks = chunks_for_document(extracted, count_tokens=embedder.count_tokens,
-                                             chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
+                chunks = chunks_for_document(extracted, count_tokens=embedder.count_tokens, chunk_tokens=chunk_tokens,
+                                             chunk_overlap=chunk_overlap, context_tokens=context_tokens)
                 pending.append(_Pending(path=record.key, content_hash=content_hash, size=len(text.encode()),
                                         mtime=0.0, extracted=extracted, chunks=chunks, is_new=existing is None))
                 if sum(len(p.chunks) for p in pending) >= EMBED_BATCH:

@@ -34,7 +34,7 @@ KV_BYTES_PER_FILE_BYTE = 1 / 4000  # no readable metadata: SmolLM2-135M has 1/4,
 N_CTX_MIN = 512  # below this a cited answer does not fit: the lowest context the governor picks
 N_CTX_STEP = 256
 N_BATCH = 512  # llama.cpp's default; 128 saves only 13 MB (measured) and slows prompt eval
-EMBED_BATCH = 32  # bench/indexing.py's batch; larger batches pad more on mixed chunk lengths
+EMBED_BATCH = 32  # texts per forward pass, of equal length in tokens (embed.py): 16 and 32 measured alike
 
 
 @dataclass(frozen=True)

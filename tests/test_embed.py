@@ -35,3 +35,24 @@ def test_bfloat16_vectors_match_float32():
     assert cosines.min() > 0.999, cosines
     query = load_embedder(None, threads=2, precision="float32").embed(["how often is the air filter replaced"])[0]
     assert int(np.argmax(full @ query)) == int(np.argmax(half @ query)) == 1
+
+
+def test_rows_come_back_in_the_order_given_however_the_texts_are_batched():
+    """The embedder batches texts of equal length in tokens together (less padding): each row must
+    still be its own text's vector, in the order given."""
+    texts = [("word " * n).strip() + f" about topic {n}" for n in (3, 180, 40, 1, 120, 7, 60, 15, 200, 90)]
+    embedder = load_embedder(None, threads=2, precision="float32", batch_size=3)
+    together = embedder.embed(texts)
+    one_by_one = np.stack([embedder.embed([text])[0] for text in texts])
+    assert (together * one_by_one).sum(axis=1).min() > 0.9999
+
+
+def test_the_daemons_background_embedding_keeps_the_order_given():
+    from edgellama.daemon import Priority, SharedEmbedder
+
+    from fakes import BagOfWordsEmbedder
+
+    texts = [f"{'filler ' * n}valve {n}" for n in (30, 2, 17, 1, 9, 25, 4, 12, 40, 3, 8)]
+    shared = SharedEmbedder(BagOfWordsEmbedder(), priority=Priority(), background_batch=4)
+    np.testing.assert_array_equal(shared.embed_background(texts), BagOfWordsEmbedder().embed(texts))
+    assert shared.embed_background([]).shape[0] == 0

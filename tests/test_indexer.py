@@ -152,20 +152,25 @@ def test_ask_on_an_empty_index_says_so_without_embedding(tmp_path):
 
 def test_a_long_title_never_pushes_a_chunk_past_the_embedders_window():
     """Title + heading go into every chunk's embedding input. In 20 words, a title of chemical
-    names is ~90 real tokens: it is cut to the room kept for it, so the model never truncates the
-    chunk's tail (2 of SciFact's 11,415 chunks were cut before)."""
+    names is ~70-90 real tokens: it is cut to the room the chunk leaves, so the model never
+    truncates the chunk's tail (2 of SciFact's 11,415 chunks were cut before); a shorter one is kept whole."""
     from edgellama.embed import load_embedder
-    from edgellama.indexer import CONTEXT_TOKENS, chunks_for_document, embedding_input
+    from edgellama.indexer import chunks_for_document, context_room, embedding_input
     from edgellama.sources import ExtractedText
 
     embedder = load_embedder(None)  # the real tokenizer; the model itself is not loaded
-    title = ("1,25-dihydroxyvitamin D3 and 9-cis-retinoic acid regulate CYP24A1 in HEK293T-derived "
-             "MCF-7/ADR cells via VDR:RXRα heterodimers and p21(WAF1/CIP1)")
+    room = context_room(embedder, 200)
+    assert room == 256 - 2 - 200
     body = " ".join(f"Sentence {n} reports the assay result for sample {n} in detail." for n in range(80))
-    extracted = ExtractedText(text=body, format="record", title=title, lines=(1,))
-    chunks = chunks_for_document(extracted, count_tokens=embedder.count_tokens, chunk_tokens=200, chunk_overlap=30)
-    assert len(chunks) > 1
-    for chunk in chunks:
-        assert chunk.context and embedder.count_tokens(chunk.context) <= CONTEXT_TOKENS
-        assert chunk.context.endswith("heterodimers and p21(WAF1/CIP1)")  # the last words are kept
-        assert embedder.count_tokens(embedding_input(chunk)) + 2 <= embedder.max_input_tokens
+    long_title = ("1,25-dihydroxyvitamin D3 and 9-cis-retinoic acid regulate CYP24A1 in HEK293T-derived "
+                  "MCF-7/ADR cells via VDR:RXRα heterodimers and p21(WAF1/CIP1) in (2S,3R)-3-hydroxy-4,4-dimethylpentane")
+    short_title = "Vitamin D receptor signalling in breast cancer cells"
+    for title in (long_title, short_title):
+        extracted = ExtractedText(text=body, format="record", title=title, lines=(1,))
+        chunks = chunks_for_document(extracted, count_tokens=embedder.count_tokens, chunk_tokens=200,
+                                     chunk_overlap=30, context_tokens=room)
+        assert len(chunks) > 1
+        for chunk in chunks:
+            assert embedder.count_tokens(embedding_input(chunk)) + 2 <= embedder.max_input_tokens
+            assert title.endswith(chunk.context)  # the last words are kept
+        assert (chunks[0].context == title) == (title is short_title)
