@@ -148,7 +148,7 @@ class IndexerWorker:
         """The unique embedding inputs the indexer makes of these files (what it encodes)."""
         from pathlib import Path
 
-        from edgellama.indexer import _walk, chunks_for_document, embedding_input
+        from edgellama.indexer import _walk, chunks_for_document, context_room, embedding_input
         from edgellama.sources import extract, format_for
 
         texts: dict[str, str] = {}
@@ -159,7 +159,8 @@ class IndexerWorker:
                     continue
                 extracted = extract(path, path.read_bytes())
                 for chunk in chunks_for_document(extracted, count_tokens=self.embedder.count_tokens,
-                                                 chunk_tokens=200, chunk_overlap=30):
+                                                 chunk_tokens=200, chunk_overlap=30,
+                                                 context_tokens=context_room(self.embedder, 200)):
                     texts.setdefault(chunk.text_hash, embedding_input(chunk))
         return {"texts": list(texts.values())}
 
@@ -176,14 +177,15 @@ class IndexerWorker:
         return {"seconds": stats.seconds, "chunks_embedded": stats.chunks_embedded}
 
     def op_beir_texts(self, *, data: str, limit: int) -> dict:
-        from edgellama.indexer import ExtractedText, chunks_for_document, embedding_input
+        from edgellama.indexer import ExtractedText, chunks_for_document, context_room, embedding_input
 
         texts: dict[str, str] = {}
         for title, body in _beir_head(data, limit).corpus.values():
             extracted = ExtractedText(text=body, format="record", title=title or None,
                                       lines=tuple(range(1, body.count("\n") + 2)))
             for chunk in chunks_for_document(extracted, count_tokens=self.embedder.count_tokens,
-                                             chunk_tokens=200, chunk_overlap=30):
+                                             chunk_tokens=200, chunk_overlap=30,
+                                             context_tokens=context_room(self.embedder, 200)):
                 texts.setdefault(chunk.text_hash, embedding_input(chunk))
         return {"texts": list(texts.values())}
 

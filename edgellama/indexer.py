@@ -124,7 +124,7 @@ def _page_segments(extracted: ExtractedText) -> list[tuple[int, int]]:
 
 
 def chunks_for_document(extracted: ExtractedText, *, count_tokens: Callable[[str], int],
-                        chunk_tokens: int, chunk_overlap: int, context_tokens: int = CONTEXT_TOKENS) -> list[NewChunk]:
+                        chunk_tokens: int, chunk_overlap: int, context_tokens: int) -> list[NewChunk]:
     """The rows to store for one document: chunk text, its heading context (at most
     ``context_tokens``: see ``context_room``) and source position. A chunk never crosses a page,
     so a citation names one page."""
