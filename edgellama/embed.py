@@ -171,7 +171,7 @@ class SentenceTransformerEmbedder:
 
         model = self._load()
         # Batches of texts of equal length in tokens: sentence-transformers sorts by characters,
-        # and on SciFact's chunks that left 29% of the tokens it computed as padding (4% now).
+        # and on SciFact's chunks it computed 1.29x the texts' own tokens (padding); 1.04x now.
         order = np.argsort([-self.count_tokens(text) for text in texts], kind="stable")
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
