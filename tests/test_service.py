@@ -515,8 +515,11 @@ def test_the_unit_under_a_real_systemd(tmp_path):
         deadline = time.monotonic() + 120
         while init is None:
             assert boot.poll() is None and time.monotonic() < deadline, boot_log.seek(0) or boot_log.read()
-            children = subprocess.run(["pgrep", "-P", str(boot.pid)], capture_output=True, text=True).stdout.split()
-            init = int(children[0]) if children else None
+            # The boot shell's own children (mount, mkdir) come and go before it becomes
+            # systemd-nspawn: only a child of nspawn is the container's init.
+            if Path(f"/proc/{boot.pid}/comm").read_text().strip() == "systemd-nspawn":
+                children = subprocess.run(["pgrep", "-P", str(boot.pid)], capture_output=True, text=True).stdout.split()
+                init = int(children[0]) if children else None
             time.sleep(0.5)
         state = inside("systemctl", "is-system-running", "--wait", check=False, timeout=180).stdout.strip()
         print(f"container booted: {state}")
