@@ -133,13 +133,16 @@ def chunks_for_document(extracted: ExtractedText, *, count_tokens: Callable[[str
     # Line of a character offset by bisection: counting newlines from the start for every chunk
     # is quadratic, and took minutes on a 10 MB file.
     newlines = [m.start() for m in re.finditer("\n", extracted.text)]
+    contexts: dict[str, str] = {}
     for seg_start, seg_end in _page_segments(extracted):
         for chunk in chunk_text(extracted.text[seg_start:seg_end], count_tokens=count_tokens,
                                 max_tokens=chunk_tokens, overlap=chunk_overlap):
             start, end = seg_start + chunk.char_start, seg_start + chunk.char_end
             first = bisect_left(newlines, start)
             last = bisect_left(newlines, max(start, end - 1))
-            context = _context(extracted.title, chunk.heading, count_tokens, context_tokens)
+            if chunk.heading not in contexts:  # the chunks under one heading share it: tokenized once
+                contexts[chunk.heading] = _context(extracted.title, chunk.heading, count_tokens, context_tokens)
+            context = contexts[chunk.heading]
             out.append(NewChunk(
                 ordinal=len(out),
                 text=chunk.text,
