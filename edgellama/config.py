@@ -163,7 +163,7 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
                                    "pausing while a query runs (off by default: small boxes)"),
     "max_extract_seconds": (float, "time one file may take to be read and chunked; slower files are skipped"),
     "n_batch": (int, "tokens llama.cpp evaluates per step of prompt eval (at most n_ctx)"),
-    "embed_batch_size": (int, "texts the embedder encodes per batch"),
+    "embed_batch_size": (int, "texts per forward pass of the embedder (each of its threads runs its own)"),
     "evidence_sentences": (int, "completion style: the best sentences shown to the model (chosen by "
                                 "python -m bench context_budget, bench/RESULTS.md)"),
     "evidence_chunks": (int, "completion style: the top chunks those sentences are picked from"),
@@ -197,7 +197,7 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "summarize_background": False,
         "max_extract_seconds": 60.0,
         "n_batch": 512,
-        "embed_batch_size": 32,
+        "embed_batch_size": 16,
         "evidence_sentences": 4,
         "evidence_chunks": 3,
     }

@@ -34,7 +34,6 @@ KV_BYTES_PER_FILE_BYTE = 1 / 4000  # no readable metadata: SmolLM2-135M has 1/4,
 N_CTX_MIN = 512  # below this a cited answer does not fit: the lowest context the governor picks
 N_CTX_STEP = 256
 N_BATCH = 512  # llama.cpp's default; 128 saves only 13 MB (measured) and slows prompt eval
-EMBED_BATCH = 32  # texts per forward pass, of equal length in tokens (embed.py): 16 and 32 measured alike
 
 
 @dataclass(frozen=True)
@@ -396,7 +395,7 @@ def plan_resources(*, settings: Settings, machine: Machine, model: ModelFacts | 
     else:
         n_batch = Planned(settings.n_batch, "default (llama.cpp's; 128 saves 13 MB and slows prompt eval)")
     user = _user_set(settings, "embed_batch_size")
-    embed_batch = Planned(settings.embed_batch_size, user or "default (bench/indexing.py's batch)")
+    embed_batch = Planned(settings.embed_batch_size, user or "default: one batch per embedding thread, 16 measured best on 2 cores")
     user = _user_set(settings, "embed_precision")
     from .embed import resolve_precision
 

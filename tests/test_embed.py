@@ -56,3 +56,51 @@ def test_the_daemons_background_embedding_keeps_the_order_given():
     shared = SharedEmbedder(BagOfWordsEmbedder(), priority=Priority(), background_batch=4)
     np.testing.assert_array_equal(shared.embed_background(texts), BagOfWordsEmbedder().embed(texts))
     assert shared.embed_background([]).shape[0] == 0
+
+
+def _model_folder_with(tmp_path, **sentence_transformers_config):
+    """The bundled model's files, linked, with its own config_sentence_transformers.json."""
+    import json
+
+    from edgellama.embed import bundled_embedder_path
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for item in bundled_embedder_path().iterdir():
+        if item.name != "config_sentence_transformers.json":
+            (folder / item.name).symlink_to(item)
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(sentence_transformers_config))
+    return folder
+
+
+@pytest.mark.parametrize("settings", [{}, {"prompts": {"passage": "passage: "}, "default_prompt_name": "passage"}],
+                         ids=["plain", "default prompt"])
+def test_each_thread_computes_what_sentence_transformers_encode_does(tmp_path, settings):
+    """The embedder runs the model's forward pass itself (one batch per thread): its vectors are the
+    ones ``encode`` gives, with the model's default prompt when it has one."""
+    texts = [f"Check valve {n} before the pump starts; " + "the coolant loop holds pressure. " * n
+             for n in (1, 9, 3, 20, 5, 2, 14)]
+    embedder = load_embedder(_model_folder_with(tmp_path, **settings), threads=2, precision="float32",
+                             batch_size=2)
+    ours = embedder.embed(texts)
+    theirs = embedder._load().encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    assert (ours * theirs).sum(axis=1).min() > 0.99999
+    if settings:
+        plain = load_embedder(None, threads=2, precision="float32").embed(texts)
+        assert (ours * plain).sum(axis=1).max() < 0.9999  # the prompt was used
+
+
+def test_threads_started_after_embedding_keep_the_thread_setting():
+    """Each embedding thread runs torch on one thread; torch stores that process-wide for threads
+    started later (the daemon's request threads), so the embedder puts the setting back."""
+    import threading
+
+    import torch
+
+    embedder = load_embedder(None, threads=2, batch_size=2)
+    embedder.embed(["first text", "second text is longer than the first", "third", "fourth one here"])
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert seen == [torch.get_num_threads()] and seen[0] > 1

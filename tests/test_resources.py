@@ -32,7 +32,7 @@ def plan(env: dict | None = None, flags: dict | None = None, model: ModelFacts |
 def test_a_roomy_two_core_machine_keeps_the_defaults():
     p = plan()
     assert (p.threads.value, p.embed_threads.value, p.n_ctx.value, p.n_batch.value, p.embed_batch_size.value) == \
-        (2, 2, 4096, 512, 32)
+        (2, 2, 4096, 512, 16)
     assert p.threads.reason == "2 physical cores"
     assert p.requantize.value is True and p.warnings == ()
     assert "fit in" in p.n_ctx.reason
