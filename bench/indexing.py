@@ -3,8 +3,8 @@
 process with the model loaded and warm. Target: >= 1.0x.
 
 Two baselines: raw encode in float32 (what ``encode`` does by default: the issue's baseline), and
-raw encode at the precision the indexer runs at (bfloat16 autocast on a CPU with native bf16), which
-isolates how well extraction and SQLite writes hide behind the encoder. Data: corpus/, and the
+raw encode under bfloat16 autocast on a CPU with native bf16 (the fastest a plain ``encode`` call
+gets there; the indexer itself runs bfloat16 weights, one torch thread per embedding thread). Data: corpus/, and the
 first 1,500 SciFact abstracts when ../shared/data/scifact is on this machine (the whole SciFact
 index is timed by bench/scifact.py)."""
 

@@ -69,8 +69,8 @@ def native_bf16() -> bool:
 
 def resolve_precision(precision: str, *, native: bool | None = None) -> str:
     """``auto`` -> ``bfloat16`` on a CPU with native bfloat16 (``native``, else this CPU's flags),
-    else ``float32``. Measured on all-MiniLM-L6-v2 (AMD EPYC, 2 threads): 1.7x the chunks/s,
-    cosine to float32 >= 0.99997."""
+    else ``float32``. Measured on all-MiniLM-L6-v2 (AMD EPYC, 2 threads): 1.7x float32's chunks/s
+    under autocast, 1.03x more with bfloat16 weights (what it runs now), cosine to float32 >= 0.9999."""
     if precision == "auto":
         return "bfloat16" if (native_bf16() if native is None else native) else "float32"
     return precision
@@ -97,8 +97,8 @@ class SentenceTransformerEmbedder:
         self.name = name or path.name
         self.batch_size = batch_size
         self.threads = threads
-        # float32 weights either way; bfloat16 runs the matrix products under autocast, so stored
-        # vectors stay comparable whichever precision wrote them.
+        # bfloat16 casts the weights (half the memory): on SciFact's chunks its vectors are within
+        # cosine 0.9999 of float32's, so stored vectors stay comparable whichever precision wrote them.
         self.precision = resolve_precision(precision)
         self._model = None
         self._tokenizer = None
@@ -142,6 +142,9 @@ class SentenceTransformerEmbedder:
             except Exception as err:  # the library raises many types for a bad folder
                 raise ModelError(f"cannot load embedding model {self.path}: {err}") from None
             self._model.eval()
+            if self.precision == "bfloat16":
+                # 1.03x autocast's chunks/s here (no casts in every batch), cosine to float32 >= 0.9999
+                self._model.to(torch.bfloat16)
         return self._model
 
     def _load_tokenizer(self):
@@ -221,8 +224,7 @@ class SentenceTransformerEmbedder:
                 features = model.preprocess(texts, prompt=prompt)
             else:
                 features = model.tokenize([prompt + text for text in texts] if prompt else texts)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
-                                                    enabled=self.precision == "bfloat16"):
+        with torch.inference_mode():
             out = model(features)["sentence_embedding"]
             if model.truncate_dim:
                 out = out[:, :model.truncate_dim]
