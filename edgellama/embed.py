@@ -97,7 +97,7 @@ class SentenceTransformerEmbedder:
         self.name = name or path.name
         self.batch_size = batch_size
         self.threads = threads
-        # bfloat16 casts the weights (half the memory): on SciFact's chunks its vectors are within
+        # bfloat16 casts the weights: on SciFact's chunks its vectors are within
         # cosine 0.9999 of float32's, so stored vectors stay comparable whichever precision wrote them.
         self.precision = resolve_precision(precision)
         self._model = None
