@@ -98,8 +98,7 @@ class SharedEmbedder:
     def embed_background(self, texts: Sequence[str]):
         import numpy as np
 
-        # Slices of texts of about the same length in tokens, so a slice pads little (a slice is
-        # one batch of the inner embedder, which then tokenizes nothing more to order it).
+        # Slices of texts of about the same length in tokens, so a slice pads little.
         order = sorted(range(len(texts)), key=lambda i: self.inner.count_tokens(texts[i]))
         vectors = None
         for start in range(0, len(texts), self.background_batch):

@@ -19,6 +19,7 @@ __all__ = ["Embedder", "SentenceTransformerEmbedder", "bundled_embedder_path", "
            "native_bf16", "resolve_precision"]
 
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
+PADDING = 1.25  # a batch's padded tokens, at most this times its texts' own (ask's sentences: 1.25 and 1.5 alike, 2 slower)
 
 # Hugging Face libraries look for updates and send telemetry unless told not to: never here.
 OFFLINE_ENV = {
@@ -103,6 +104,7 @@ class SentenceTransformerEmbedder:
         self._model = None
         self._tokenizer = None
         self._tokenizer_lock = threading.Lock()
+        self._team = None  # the embedding threads, when there is more than one
         self._dim: int | None = None
 
     @property
@@ -145,6 +147,9 @@ class SentenceTransformerEmbedder:
             if self.precision == "bfloat16":
                 # 1.03x autocast's chunks/s here (no casts in every batch), cosine to float32 >= 0.9999
                 self._model.to(torch.bfloat16)
+            threads = self.threads or torch.get_num_threads()
+            if threads > 1:
+                self._team = _start_team(threads)
         return self._model
 
     def _load_tokenizer(self):
@@ -174,43 +179,37 @@ class SentenceTransformerEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = self._load()
-        # Batches of texts of equal length in tokens: sentence-transformers sorts by characters,
-        # and on SciFact's chunks it computed 1.29x the texts' own tokens (padding); 1.04x now.
-        # One batch (a question, the daemon's slices) needs no order, nor the tokenizing for it.
-        if len(texts) > self.batch_size:
-            order = np.argsort([-self.count_tokens(text) for text in texts], kind="stable")
-        else:
-            order = np.arange(len(texts))
-        batches = [order[start:start + self.batch_size] for start in range(0, len(texts), self.batch_size)]
         vectors = np.empty((len(texts), self.dim), dtype=np.float32)
-        workers = min(self._workers(), len(batches))
-        if workers <= 1:
+        batches = self._batches(texts)
+        if self._team is None or len(batches) == 1:
             for rows in batches:
                 vectors[rows] = self._forward(model, [texts[i] for i in rows])
-            return vectors
-        # One torch thread in each of ``workers`` threads, each with its own batch, beats one batch
-        # at a time on all the threads: 1.15-1.20x on 2 cores (bench/RESULTS.md); what one thread
-        # does alone (tokenizing, pooling, Python) no longer leaves the other core idle.
-        import torch
-        from concurrent.futures import ThreadPoolExecutor
-
-        threads = torch.get_num_threads()
-        try:
-            with ThreadPoolExecutor(workers, thread_name_prefix="embed", initializer=torch.set_num_threads,
-                                    initargs=(1,)) as pool:
-                parts = pool.map(lambda rows: self._forward(model, [texts[i] for i in rows]), batches)
-                for rows, part in zip(batches, parts):
-                    vectors[rows] = part
-        finally:
-            torch.set_num_threads(threads)  # the setting is process-wide for threads started later
+        else:
+            parts = self._team.map(lambda rows: self._forward(model, [texts[i] for i in rows]), batches)
+            for rows, part in zip(batches, parts):
+                vectors[rows] = part
         return vectors
 
-    def _workers(self) -> int:
-        if self.threads:
-            return self.threads
-        import torch
-
-        return torch.get_num_threads()
+    def _batches(self, texts: Sequence[str]) -> list[list[int]]:
+        """Runs of the texts, longest first, of at most ``batch_size`` texts, each padded to its
+        longest text at most PADDING times the texts' own tokens. sentence-transformers sorts by
+        characters: on SciFact's chunks the model computed 1.29x their own tokens (1.01x now), and
+        one 126-token line among 24 short sentences (``ask``) padded them all to 128 (4.2x)."""
+        if len(texts) == 1:
+            return [[0]]
+        cap = self.max_input_tokens
+        lengths = [min(self.count_tokens(text) + 2, cap) for text in texts]  # + [CLS] and [SEP]
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        own = 0
+        for i in sorted(range(len(texts)), key=lambda i: -lengths[i]):
+            if batch and (len(batch) == self.batch_size
+                          or (len(batch) + 1) * lengths[batch[0]] > PADDING * (own + lengths[i])):
+                batches.append(batch)
+                batch, own = [], 0
+            batch.append(i)
+            own += lengths[i]
+        return batches + [batch]
 
     def _forward(self, model, texts: list[str]) -> "np.ndarray":
         """What ``SentenceTransformer.encode`` does for one batch (the model's default prompt, its
@@ -229,6 +228,26 @@ class SentenceTransformerEmbedder:
             if model.truncate_dim:
                 out = out[:, :model.truncate_dim]
             return torch.nn.functional.normalize(out.float(), p=2, dim=1).numpy()
+
+
+def _start_team(size: int):
+    """``size`` threads that each run torch on one thread, with a batch of their own: 1.15-1.20x the
+    chunks/s of one batch at a time on all threads (2 cores, bench/RESULTS.md), as what a thread
+    does alone (tokenizing, pooling, Python) no longer leaves a core idle. torch stores its thread
+    count process-wide for threads started later (a daemon's request threads), so the threads are
+    all started here, once, and the count is set back before anything else runs."""
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = torch.get_num_threads()
+    team = ThreadPoolExecutor(size, thread_name_prefix="edgellama-embed", initializer=torch.set_num_threads,
+                              initargs=(1,))
+    started = threading.Barrier(size + 1)
+    for _ in range(size):
+        team.submit(started.wait)  # each waits here, so the next task needs a new thread
+    started.wait()
+    torch.set_num_threads(threads)
+    return team
 
 
 def load_embedder(path: Path | None, *, threads: int | None = None, precision: str = "auto",

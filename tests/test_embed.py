@@ -104,3 +104,22 @@ def test_threads_started_after_embedding_keep_the_thread_setting():
     thread.start()
     thread.join()
     assert seen == [torch.get_num_threads()] and seen[0] > 1
+
+
+def test_a_long_text_does_not_pad_the_short_ones():
+    """``ask`` embeds a chunk's sentences: one 126-token table row among short sentences padded all
+    of them to 128 tokens. Batches now pad to at most PADDING times their texts' own tokens."""
+    from edgellama.embed import PADDING
+
+    texts = ["| " + " | ".join(f"valve {n} open" for n in range(40)) + " |"]
+    texts += [f"Check valve {n} before the pump starts." for n in range(20)]
+    texts += ["The coolant loop holds pressure " + "and the gauge reads two bar " * n for n in (3, 4, 8)]
+    embedder = load_embedder(None, threads=2, batch_size=16)
+    lengths = [embedder.count_tokens(text) + 2 for text in texts]
+    batches = embedder._batches(texts)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(texts)))
+    for batch in batches:
+        assert len(batch) <= 16
+        assert len(batch) * max(lengths[i] for i in batch) <= PADDING * sum(lengths[i] for i in batch)
+    padded = sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
+    assert padded < 1.25 * sum(lengths) < len(texts) * max(lengths) / 2
