@@ -148,21 +148,12 @@ class IndexerWorker:
         """The unique embedding inputs the indexer makes of these files (what it encodes)."""
         from pathlib import Path
 
-        from edgellama.indexer import _walk, chunks_for_document, context_room, embedding_input
+        from edgellama.indexer import _walk
         from edgellama.sources import extract, format_for
 
-        texts: dict[str, str] = {}
-        for root in paths:
-            for entry in _walk(Path(root)):
-                path = entry.path
-                if entry.error is not None or format_for(path) is None:
-                    continue
-                extracted = extract(path, path.read_bytes())
-                for chunk in chunks_for_document(extracted, count_tokens=self.embedder.count_tokens,
-                                                 chunk_tokens=200, chunk_overlap=30,
-                                                 context_tokens=context_room(self.embedder, 200)):
-                    texts.setdefault(chunk.text_hash, embedding_input(chunk))
-        return {"texts": list(texts.values())}
+        files = (entry.path for root in paths for entry in _walk(Path(root))
+                 if entry.error is None and format_for(entry.path) is not None)
+        return {"texts": self._embedding_inputs(extract(path, path.read_bytes()) for path in files)}
 
     def op_index_beir(self, *, data: str, limit: int, db: str) -> dict:
         """The first ``limit`` documents of a BEIR folder, through ``evaluate.index_beir``."""
@@ -177,17 +168,24 @@ class IndexerWorker:
         return {"seconds": stats.seconds, "chunks_embedded": stats.chunks_embedded}
 
     def op_beir_texts(self, *, data: str, limit: int) -> dict:
-        from edgellama.indexer import ExtractedText, chunks_for_document, context_room, embedding_input
+        from edgellama.indexer import ExtractedText
+
+        return {"texts": self._embedding_inputs(
+            ExtractedText(text=body, format="record", title=title or None,
+                          lines=tuple(range(1, body.count("\n") + 2)))
+            for title, body in _beir_head(data, limit).corpus.values())}
+
+    def _embedding_inputs(self, documents) -> list:
+        """The unique texts the indexer embeds for these extracted documents, in its chunking."""
+        from edgellama.indexer import chunks_for_document, context_room, embedding_input
 
         texts: dict[str, str] = {}
-        for title, body in _beir_head(data, limit).corpus.values():
-            extracted = ExtractedText(text=body, format="record", title=title or None,
-                                      lines=tuple(range(1, body.count("\n") + 2)))
+        for extracted in documents:
             for chunk in chunks_for_document(extracted, count_tokens=self.embedder.count_tokens,
                                              chunk_tokens=200, chunk_overlap=30,
                                              context_tokens=context_room(self.embedder, 200)):
                 texts.setdefault(chunk.text_hash, embedding_input(chunk))
-        return {"texts": list(texts.values())}
+        return list(texts.values())
 
 
 def _beir_head(data: str, limit: int):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
 
@@ -115,9 +116,10 @@ class SentenceTransformerEmbedder:
             self._dim = int(get_dim())
         return self._dim
 
-    @property
+    @cached_property
     def max_input_tokens(self) -> int:
-        """Longer inputs are truncated by the model: the indexer keeps chunks under this."""
+        """Longer inputs are truncated by the model: the indexer keeps chunks under this. Read once:
+        every ``embed`` of more than one text caps its lengths with it."""
         import json
 
         try:
