@@ -16,7 +16,7 @@ from .errors import ModelError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Embedder", "SentenceTransformerEmbedder", "bundled_embedder_path", "ensure_offline", "load_embedder",
+__all__ = ["Embedder", "SentenceTransformerEmbedder", "bundled_embedder_path", "embedder_source", "ensure_offline", "load_embedder",
            "native_bf16", "resolve_precision"]
 
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
@@ -252,13 +252,19 @@ def _start_team(size: int):
     return team
 
 
-def load_embedder(path: Path | None, *, threads: int | None = None, precision: str = "auto",
-                  batch_size: int = 16) -> SentenceTransformerEmbedder:
-    """The configured embedder, or the bundled all-MiniLM-L6-v2 when ``path`` is None."""
+def embedder_source(path: Path | None) -> tuple[str, Path]:
+    """The name vectors are stored under and the folder the weights are read from, for the configured
+    ``embed_model`` (None: the bundled one). Nothing is loaded."""
     if path is None:
-        return SentenceTransformerEmbedder(bundled_embedder_path(), name=BUNDLED_EMBEDDER, threads=threads,
-                                           precision=precision, batch_size=batch_size)
+        return BUNDLED_EMBEDDER, bundled_embedder_path()
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"embedding model folder not found: {path}")
-    return SentenceTransformerEmbedder(path, threads=threads, precision=precision, batch_size=batch_size)
+    return path.name, path
+
+
+def load_embedder(path: Path | None, *, threads: int | None = None, precision: str = "auto",
+                  batch_size: int = 16) -> SentenceTransformerEmbedder:
+    """The configured embedder, or the bundled all-MiniLM-L6-v2 when ``path`` is None."""
+    name, folder = embedder_source(path)
+    return SentenceTransformerEmbedder(folder, name=name, threads=threads, precision=precision, batch_size=batch_size)
