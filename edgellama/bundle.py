@@ -22,6 +22,7 @@ from .errors import EdgeLlamaError
 from .store import SCHEMA_VERSION, Store, snapshot_database
 
 __all__ = ["ModelIdentity", "Chunking", "Manifest", "ExportReport", "ImportReport", "model_identity",
+           "configured_model", "configured_chunking",
            "export_bundle", "import_bundle", "read_manifest", "parse_root_map", "BundleError"]
 
 BUNDLE_FORMAT = "edgellama-bundle"
@@ -116,6 +117,18 @@ def model_identity(folder: Path, *, name: str) -> ModelIdentity:
                 digest.update(block)
         digest.update(b"\0")
     return ModelIdentity(name=name, sha256=digest.hexdigest())
+
+
+def configured_model(settings) -> ModelIdentity:
+    """The identity of the embedder ``settings`` configure (hashed from its files, not loaded)."""
+    from .embed import embedder_source
+
+    name, folder = embedder_source(settings.embed_model)
+    return model_identity(folder, name=name)
+
+
+def configured_chunking(settings) -> Chunking:
+    return Chunking(chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap)
 
 
 def _under(path: str, root: str) -> bool:

@@ -653,6 +653,122 @@ def eval_qa(
     typer.echo(f"results: {_show_path(str(path))}")
 
 
+# -- show, export / import, mcp (issue 20) ---------------------------------------------------------
+
+
+@app.command()
+def show(
+    location: Annotated[str, typer.Argument(
+        help="A citation: PATH, PATH:15-25, PATH:15, FILE.pdf:page 3 or FILE.pdf:page 3:4-9 (as search and ask print them).")],
+    context: Annotated[int, typer.Option("--context", "-C", min=0, max=1000, help="Lines of context before and after.")] = 0,
+    db: DbOption = None,
+    no_daemon: NoDaemonOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the lines a citation names, as they were indexed (PDF pages included)."""
+    from .show import parse_location, resolve_path
+
+    settings = _settings(db=db)
+    parsed = parse_location(location)
+    # Relative to here, as search prints paths; the line range kept as typed (a file named like
+    # "notes:12" is still found whole: the resolved text is the same).
+    cited = resolve_path(parsed.path) + location[len(parsed.path):]
+    client = _daemon(settings, no_daemon)
+    if client is not None:
+        from urllib.parse import urlencode
+
+        data = client.request("GET", "/show?" + urlencode({"path": cited, "context": context}))
+    else:
+        from .show import excerpt_to_dict, show_lines
+
+        with _open_store(settings) as store:
+            target = parse_location(cited, known=[cited] if store.document(cited) else [])
+            data = excerpt_to_dict(show_lines(store=store, location=target, context=context))
+    if as_json:
+        _print_json(data)
+        return
+    for line in show_lines_text(data):
+        typer.echo(line)
+
+
+def show_lines_text(data: dict) -> list[str]:
+    span = "" if data["line_end"] == 0 else (
+        f":{data['line_start']}" if data["line_start"] == data["line_end"] else f":{data['line_start']}-{data['line_end']}")
+    page = f" (page {data['page']})" if data["page"] else ""
+    out = [f"{_show_path(data['path'])}{span}{page}" + (f"  {data['title']}" if data["title"] else "")]
+    width = len(str(max((line["line"] for line in data["lines"]), default=1)))
+    last_page = data["page"]
+    for line in data["lines"]:
+        if line["page"] != last_page:
+            out.append(f"-- page {line['page']}")
+            last_page = line["page"]
+        out.append(f"{line['line']:>{width}}{':' if line['cited'] else '-'} {line['text']}".rstrip())
+    return out
+
+
+@app.command("export")
+def export_index(
+    bundle: Annotated[Path, typer.Argument(help="The bundle folder to write (must not exist).")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the index as a bundle: a consistent snapshot (safe while a daemon writes) and a manifest."""
+    from .bundle import configured_chunking, configured_model, export_bundle
+
+    settings = _settings(db=db)
+    report = export_bundle(db=settings.db, bundle=bundle, model=configured_model(settings),
+                           chunking=configured_chunking(settings), folders=[str(f) for f in settings.folders])
+    m = report.manifest
+    if as_json:
+        _print_json({"bundle": str(report.bundle), "seconds": report.seconds, "manifest": m.as_dict()})
+        return
+    c = m.counts
+    typer.echo(f"Exported {c['documents']} documents ({c['chunks']} chunks, {c['embeddings']} vectors, "
+               f"{c['skipped']} skipped) to {_show_path(str(report.bundle))} in {report.seconds:.1f} s: "
+               f"{m.database['bytes'] / 1e6:.1f} MB, sha256 {m.database['sha256'][:16]}…")
+    typer.echo(f"roots: {', '.join(m.roots) or '(none)'}; model {m.embedding_model.name}; "
+               f"chunks of {m.chunking.chunk_tokens} tokens, overlap {m.chunking.chunk_overlap}")
+
+
+@app.command("import")
+def import_index(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by 'edgellama export'.")],
+    roots: Annotated[Optional[list[str]], typer.Option("--root", help="OLD=NEW: move the paths under OLD to NEW (repeatable).")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replace the index with a bundle: verified first (integrity, SHA-256, embedding model, chunking),
+    roots moved, swapped in at once; a running daemon serves it from its next request."""
+    from .bundle import configured_chunking, configured_model, import_bundle, parse_root_map
+
+    settings = _settings(db=db)
+    report = import_bundle(bundle=bundle, db=settings.db, model=configured_model(settings),
+                           chunking=configured_chunking(settings), root_map=parse_root_map(roots or []))
+    if as_json:
+        _print_json({"db": str(report.db), "seconds": report.seconds, "roots": list(report.roots),
+                     "moved": [{"from": a, "to": b, "documents": n} for a, b, n in report.moved],
+                     "replaced_documents": report.replaced_documents, "manifest": report.manifest.as_dict()})
+        return
+    c = report.manifest.counts
+    typer.echo(f"Imported {c['documents']} documents ({c['chunks']} chunks, {c['embeddings']} vectors) into "
+               f"{_show_path(str(report.db))} in {report.seconds:.1f} s, replacing {report.replaced_documents} documents.")
+    for old, new, count in report.moved:
+        typer.echo(f"  moved {old} -> {new} ({count} paths)")
+    typer.echo(f"roots: {', '.join(report.roots) or '(none)'}; unchanged files there are not embedded again "
+               "by 'edgellama index'")
+
+
+@app.command()
+def mcp(db: DbOption = None) -> None:
+    """Serve the Model Context Protocol on stdin/stdout for agents and editors: tools search, ask, show,
+    summarize and status (through the daemon when one serves this database)."""
+    try:
+        from .mcp_server import run_stdio
+    except ImportError as err:
+        raise EdgeLlamaError(f"the MCP server needs the mcp package: pip install 'mcp==2.3.0' ({err})") from None
+    raise typer.Exit(run_stdio(_settings(db=db)))
+
+
 def main() -> None:
     """Entry point: the one place where library errors become a message and an exit code."""
     try:

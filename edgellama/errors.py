@@ -15,6 +15,7 @@ __all__ = [
     "BusyError",
     "ServiceError",
     "NotIndexedError",
+    "OutOfRangeError",
     "DatasetError",
 ]
 
@@ -71,6 +72,12 @@ class ServiceError(EdgeLlamaError):
 
 class NotIndexedError(EdgeLlamaError):
     """A path asked about (e.g. to summarize) is not in the index."""
+
+    http_status = 404
+
+
+class OutOfRangeError(EdgeLlamaError):
+    """Lines or a page a document does not have (``show``)."""
 
     http_status = 404
 

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -138,6 +138,16 @@ def _bool(body: dict, key: str, default: bool) -> bool:
     return value
 
 
+def _query(query: str) -> dict:
+    """A GET's query string as a body: each parameter's last value."""
+    from urllib.parse import parse_qs
+
+    try:
+        return {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True, errors="strict").items()}
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RequestError(f"malformed query string: {err}") from None
+
+
 def _error_body(err: EdgeLlamaError) -> dict:
     return {"error": {"message": str(err), "type": type(err).__name__, "code": err.http_status}}
 
@@ -176,6 +186,23 @@ def search(engine: "Engine", body: dict) -> Reply:
         raise RequestError("'mode' must be hybrid, bm25 or dense")
     found = engine.search(query=query, k=k, mode=mode)
     return Reply(200, {"results": [scored_chunk_to_dict(f) for f in found]})
+
+
+def show(engine: "Engine", body: dict) -> Reply:
+    """GET /show?path=CITATION&context=N: the lines a citation names, as indexed. Confined like
+    /summarize (an absolute path inside the served folders or indexed); it reads only the index."""
+    from .show import MAX_CONTEXT, excerpt_to_dict, parse_location, show_lines
+
+    raw = _text(body, "path")
+    context = body.get("context", "0")
+    if not (isinstance(context, str) and context.isascii() and context.isdigit()) or int(context) > MAX_CONTEXT:
+        raise RequestError(f"'context' must be a whole number of lines, at most {MAX_CONTEXT}")
+    with engine.reader() as store:
+        location = parse_location(raw, known=[raw] if store.document(raw) else [])
+    location = replace(location, path=engine.summary_path(location.path))
+    with engine.reader() as store:
+        excerpt = show_lines(store=store, location=location, context=int(context))
+    return Reply(200, excerpt_to_dict(excerpt))
 
 
 def _ask_options(engine: "Engine", body: dict) -> dict:
@@ -366,6 +393,8 @@ ROUTES: dict[str, tuple[str, Callable, bool, str]] = {
     "/openapi.json": ("GET", openapi, False, "this document"),
     "/search": ("POST", search, True, "the chunks that best match a query, with file and lines"),
     "/ask": ("POST", ask, True, "a cited answer from the indexed documents; stream=true for events"),
+    "/show": ("GET", show, True, "the lines a citation names ('path' such as /abs/file.md:15-25 or "
+                                 "/abs/file.pdf:page 3), as indexed; 'context' lines around them"),
     "/summarize": ("POST", summarize, True,
                    "a cited summary of an indexed file or folder ('path'), of everything ('all') or of a "
                    "'topic'; stream=true sends progress, section and document events, then the summary"),
@@ -408,6 +437,18 @@ _REQUEST_SCHEMAS: dict[str, dict] = {
 }
 
 
+# GET endpoints that take query parameters (the rest take none).
+_QUERY_PARAMETERS: dict[str, list[dict]] = {
+    "/show": [
+        {"name": "path", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1,
+                                                                      "maxLength": MAX_QUESTION_CHARS},
+         "description": "absolute path of an indexed file, optionally with :LINES, :page N or :page N:LINES"},
+        {"name": "context", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 0, "maximum": 1000}},
+    ],
+}
+
+
 def openapi_document() -> dict:
     error = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     paths: dict[str, dict] = {}
@@ -419,6 +460,9 @@ def openapi_document() -> dict:
             responses["503"] = error
         op: dict[str, Any] = {"summary": summary, "operationId": path.strip("/").replace("/", "_").replace(".", "_"),
                               "responses": responses}
+        if path in _QUERY_PARAMETERS:
+            op["parameters"] = _QUERY_PARAMETERS[path]
+            responses.update({"400": error, "403": error, "404": error})
         if path in _REQUEST_SCHEMAS:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _REQUEST_SCHEMAS[path]}}}
         paths[path] = {method.lower(): op}
@@ -481,7 +525,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         engine = self.server.engine
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         route = ROUTES.get(path)
         label = path if route else "other"
         try:
@@ -498,7 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
             if route is None:
                 raise RequestError(f"no such endpoint: {path}", http_status=404)
             expected, handler, needs_models, _ = route
-            body = self._read_body(method)
+            body = self._read_body(method) if method != "GET" else _query(query)
             if method != expected:
                 raise RequestError(f"{path} takes {expected}, not {method}", http_status=405)
             if needs_models and not engine.ready:

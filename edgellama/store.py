@@ -17,7 +17,7 @@ import sqlite_utils
 from .errors import StoreError
 
 __all__ = ["Store", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SummaryRecord", "Consistency",
-           "SCHEMA_VERSION", "snapshot_database"]
+           "SCHEMA_VERSION", "snapshot_database", "ChunkSpan"]
 
 # Each migration is a list of statements run in one transaction, recorded in schema_migrations.
 # Never edit a released migration: add the next number.
@@ -155,6 +155,16 @@ class ChunkRecord:
         first = self.text.count("\n", 0, start)
         last = first + self.text.count("\n", start, max(start, end - 1))
         return lines[min(first, len(lines) - 1)], lines[min(last, len(lines) - 1)]
+
+
+@dataclass(frozen=True)
+class ChunkSpan:
+    """Where a chunk's text stands in its document's extracted text (show.py rebuilds lines from these)."""
+
+    text: str
+    char_start: int
+    page: int | None
+    line_map: str  # JSON list: the source line of each line of ``text``
 
 
 @dataclass(frozen=True)
@@ -468,6 +478,14 @@ class Store:
             (path,),
         )
         return [ChunkRecord(*row) for row in rows]
+
+    def document_spans(self, path: str) -> list[ChunkSpan]:
+        rows = self._conn.execute(
+            "SELECT c.text, c.char_start, c.page, c.line_map FROM chunks c JOIN documents d ON d.id = c.document_id"
+            " WHERE d.path = ? ORDER BY c.char_start, c.ordinal",
+            (path,),
+        )
+        return [ChunkSpan(*row) for row in rows]
 
     # -- summaries ------------------------------------------------------------------------------
 

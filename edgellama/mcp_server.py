@@ -1,0 +1,239 @@
+"""``edgellama mcp``: a Model Context Protocol server over stdio, built on the official ``mcp`` SDK
+(``MCPServer``: the SDK owns the protocol, schemas and transport), with the tools search, ask, show,
+summarize and status.
+
+Each call goes to the running daemon when one serves this database (then this process never imports
+torch or llama.cpp), else to the library in-process, models loaded once on first need. Errors reach
+the client as MCP tool errors carrying the one-line message. stdout belongs to the protocol: nothing
+here prints.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, Literal
+from urllib.parse import urlencode
+
+from .config import Settings
+from .errors import EdgeLlamaError
+
+__all__ = ["build_server", "run_stdio", "DaemonTools", "LocalTools"]
+
+SNIPPET_CHARS = 400
+
+INSTRUCTIONS = (
+    "EdgeLlama searches and answers from the user's own indexed documents, offline. Every passage and "
+    "answer cites file and lines (and page for a PDF); call show with such a citation "
+    "(e.g. 'docs/power.md:15-25' or 'manual.pdf:page 3') to read the exact lines."
+)
+
+
+def _passage(r: dict) -> dict:
+    lines = f"{r['line_start']}" if r["line_start"] == r["line_end"] else f"{r['line_start']}-{r['line_end']}"
+    citation = f"{r['path']}:page {r['page']}:{lines}" if r["page"] else f"{r['path']}:{lines}"
+    snippet = " ".join(r["text"].split())
+    return {"file": r["path"], "lines": lines, "line_start": r["line_start"], "line_end": r["line_end"],
+            "page": r["page"], "heading": r["heading"], "citation": citation, "score": round(r["score"], 4),
+            "snippet": snippet[:SNIPPET_CHARS] + ("…" if len(snippet) > SNIPPET_CHARS else "")}
+
+
+class DaemonTools:
+    """The tools answered by the running daemon over its socket (standard library client only)."""
+
+    backend = "daemon"
+
+    def __init__(self, client, settings: Settings):
+        self.client, self.settings = client, settings
+
+    def search(self, *, query: str, k: int, mode: str) -> list[dict]:
+        return self.client.request("POST", "/search", {"query": query, "k": k, "mode": mode})["results"]
+
+    def ask(self, *, question: str) -> dict:
+        s = self.settings
+        return self.client.request("POST", "/ask", {"question": question, "top_k": s.top_k, "max_tokens": s.max_tokens,
+                                                    "context_tokens": s.context_tokens})
+
+    def show(self, *, path: str, context: int) -> dict:
+        return self.client.request("GET", "/show?" + urlencode({"path": path, "context": context}))
+
+    def summarize(self, *, body: dict) -> dict:
+        return self.client.request("POST", "/summarize", body)
+
+    def status(self) -> dict:
+        return self.client.request("GET", "/status")
+
+
+class LocalTools:
+    """The tools run in this process on the library; the models load on first need, once, and one
+    call at a time uses them (the SDK runs each tool call in a worker thread)."""
+
+    backend = "in-process"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._embedder = None
+        self._generator = None
+
+    def _store(self):
+        from .store import Store
+
+        return Store.open(self.settings.db, create=False)
+
+    def _embed(self):
+        if self._embedder is None:
+            from .resources import current_plan, load_planned_embedder
+
+            self._embedder = load_planned_embedder(settings=self.settings, plan=current_plan(self.settings))
+        return self._embedder
+
+    def _generate(self):
+        if self._generator is None:
+            from .resources import current_plan, load_planned_generator
+
+            self._generator = load_planned_generator(settings=self.settings, plan=current_plan(self.settings))
+        return self._generator
+
+    def search(self, *, query: str, k: int, mode: str) -> list[dict]:
+        from .retrieve import scored_chunk_to_dict, search
+
+        with self._lock, self._store() as store:
+            return [scored_chunk_to_dict(r) for r in search(store=store, embedder=self._embed(), query=query, k=k,
+                                                             mode=mode)]
+
+    def ask(self, *, question: str) -> dict:
+        from .answer import answer_to_dict, ask
+
+        with self._lock, self._store() as store:
+            return answer_to_dict(ask(question=question, store=store, embedder=self._embed(), generator=self._generate,
+                                      **self.settings.ask_options))
+
+    def show(self, *, path: str, context: int) -> dict:
+        from .show import excerpt_to_dict, parse_location, show_lines
+
+        with self._store() as store:
+            location = parse_location(path, known=[path] if store.document(path) else [])
+            return excerpt_to_dict(show_lines(store=store, location=location, context=context))
+
+    def summarize(self, *, body: dict) -> dict:
+        from .summarize import final_summary, summarize_document, summarize_topic, summary_to_dict
+
+        options = {"method": body["method"], "length": body["length"], "generator": self._generate}
+        with self._lock, self._store() as store:
+            if "topic" in body:
+                pieces = summarize_topic(store=store, topic=body["topic"], embedder=self._embed(),
+                                         min_relevance=self.settings.min_relevance, **options)
+            else:
+                pieces = summarize_document(store=store, path=body["path"], **options)
+            return summary_to_dict(final_summary(pieces))
+
+    def status(self) -> dict:
+        from .status import status_report
+
+        with self._store() as store:
+            return status_report(settings=self.settings, store=store)
+
+
+def _tools_for(settings: Settings, local: LocalTools):
+    """The daemon when one is ready and serves our database; else the in-process tools. Asked on
+    every call: a daemon started or stopped while the client runs is followed."""
+    from .client import connect
+
+    client = connect(settings.socket)
+    if client is not None:
+        health = client.health()
+        if health.get("http_status") == 200 and health.get("db") == str(settings.db):
+            return DaemonTools(client, settings)
+    return local
+
+
+def build_server(settings: Settings, *, tools=None):
+    """The MCP server with EdgeLlama's five tools. ``tools``: a fixed backend (tests); default: the
+    daemon when it serves our database, else in-process."""
+    from mcp.server import MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from . import __version__
+    from .show import resolve_path
+
+    local = LocalTools(settings)
+    server = MCPServer("edgellama", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+
+    def backend():
+        return tools if tools is not None else _tools_for(settings, local)
+
+    def run(call):
+        try:
+            return call(backend())
+        except EdgeLlamaError as err:
+            raise ToolError(str(err)) from None
+
+    @server.tool()
+    def search(query: str, k: int = 5, mode: Literal["hybrid", "bm25", "dense"] = "hybrid") -> dict[str, Any]:
+        """Find the passages of the indexed documents that best match QUERY (hybrid BM25 + embeddings).
+        Each passage has its file, lines (and page), heading, a snippet and a citation for show."""
+        if not query.strip():
+            raise ToolError("query must not be empty")
+        if not 1 <= k <= 100:
+            raise ToolError("k must be between 1 and 100")
+        results = run(lambda t: t.search(query=query, k=k, mode=mode))
+        return {"passages": [_passage(r) for r in results]}
+
+    @server.tool()
+    def ask(question: str) -> dict[str, Any]:
+        """Answer QUESTION from the indexed documents with a small local model. kind is 'answer' (verified
+        against a passage), 'quote' (the closest passage, no supported answer) or 'abstain' (the documents
+        do not say); sources cite file and lines."""
+        if not question.strip():
+            raise ToolError("question must not be empty")
+        return run(lambda t: t.ask(question=question))
+
+    @server.tool()
+    def show(path: str, context: int = 0) -> dict[str, Any]:
+        """The lines a citation names, as indexed: 'docs/power.md:15-25', 'docs/power.md:15',
+        'manual.pdf:page 3' or 'manual.pdf:page 3:4-9'; a bare path gives the whole document. context adds
+        lines before and after. Relative paths are taken from the directory the server was started in."""
+        from .show import parse_location
+
+        try:
+            location = parse_location(path)
+        except EdgeLlamaError as err:
+            raise ToolError(str(err)) from None
+        absolute = resolve_path(location.path)
+        rest = path[len(location.path):]
+        return run(lambda t: t.show(path=absolute + rest, context=context))
+
+    @server.tool()
+    def summarize(path: str | None = None, topic: str | None = None,
+                  length: Literal["short", "medium", "long"] = "short") -> dict[str, Any]:
+        """A cited summary of one indexed document (path) or of what the documents say about a topic.
+        Give exactly one of path and topic. Every point cites file and lines."""
+        if (path is None) == (topic is None):
+            raise ToolError("give exactly one of path and topic")
+        body: dict[str, Any] = {"length": length, "method": "extract"}
+        if path is not None:
+            body["path"] = resolve_path(path)
+        else:
+            body["topic"] = topic
+        return run(lambda t: t.summarize(body=body))
+
+    @server.tool()
+    def status() -> dict[str, Any]:
+        """The index (documents, chunks, skipped files with reasons), the models, the daemon if one runs,
+        and which backend this MCP server used: the daemon or in-process."""
+
+        def call(t):
+            report = t.status()
+            report["mcp"] = {"backend": t.backend, "models_in_process": "torch" in sys.modules}
+            return report
+
+        return run(call)
+
+    return server
+
+
+def run_stdio(settings: Settings) -> int:
+    """Serve MCP on stdin/stdout until the client closes them."""
+    build_server(settings).run("stdio")
+    return 0
