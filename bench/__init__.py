@@ -16,4 +16,5 @@ BENCHMARKS = (
     "vectors",  # top-10 over 10k/100k/1M vectors vs numpy brute force
     "rss",  # daemon memory vs each model alone
     "context_budget",  # answer quality and prompt eval against context tokens vs the largest setting
+    "bundle",  # export, import and the first index on an edge box vs indexing from scratch
 )

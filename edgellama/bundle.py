@@ -137,7 +137,9 @@ def _under(path: str, root: str) -> bool:
 
 def bundle_roots(paths: Sequence[str], *, folders: Sequence[str] = ()) -> tuple[str, ...]:
     """The folders the stored paths lie under: each watched folder that holds some, then the common
-    folder of the rest (the folder a file was indexed from, at least)."""
+    folder of the rest (the folder a file was indexed from, at least). Keys that are not paths (an
+    evaluation's records, ``beir:ID``) have no root."""
+    paths = [p for p in paths if os.path.isabs(p)]
     roots = [f for f in (os.path.abspath(f) for f in folders) if any(_under(p, f) for p in paths)]
     rest = [p for p in paths if not any(_under(p, r) for r in roots)]
     if rest:

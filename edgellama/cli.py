@@ -25,7 +25,6 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 
 DbOption = Annotated[Optional[Path], typer.Option("--db", help="SQLite database file [env EDGELLAMA_DB]")]
@@ -772,7 +771,8 @@ def mcp(db: DbOption = None) -> None:
 def main() -> None:
     """Entry point: the one place where library errors become a message and an exit code."""
     try:
-        app()
+        # The name completion is keyed on (_EDGELLAMA_COMPLETE, the shell function), however started.
+        app(prog_name="edgellama")
     except EdgeLlamaError as err:
         typer.echo(f"edgellama: error: {err}", err=True)
         sys.exit(err.exit_code)

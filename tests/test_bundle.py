@@ -237,3 +237,81 @@ def test_export_under_a_writer_and_import_under_readers(tmp_path, box):
             r.join()
     assert errors == []
     assert seen <= {old, count + 1} and count + 1 in seen  # + the skipped blob.pdf
+
+
+# -- end to end: the real command, a writing daemon, the real models ----------------------------------
+
+
+@pytest.mark.models
+def test_export_under_a_writing_daemon_then_import_ask_and_index_on_a_fresh_box(tmp_path, shared_data):
+    import signal
+
+    from conftest import run_cli
+    from daemon_harness import Daemon, call, eventually
+
+    daemon = Daemon(tmp_path / "build", shared_data)
+    try:
+        daemon.wait_ready()
+        assert eventually(lambda: call(daemon.socket, "GET", "/status")[1]["documents"] == 3, timeout=120)
+        stop, writes = threading.Event(), []
+
+        def writer():  # the daemon keeps indexing these while the export reads its database
+            n = 0
+            while not stop.is_set():
+                n += 1
+                (daemon.docs / f"note-{n % 4}.md").write_text(f"# Note {n}\n\nPump {n} moves {n * 3} litres.\n")
+                writes.append(n)
+                time.sleep(0.3)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            assert eventually(lambda: call(daemon.socket, "GET", "/status")[1]["documents"] >= 5, timeout=60)
+            exported = daemon.cli("export", str(tmp_path / "fleet.bundle"), "--json")
+        finally:
+            stop.set()
+            thread.join()
+        assert exported.returncode == 0, exported.stderr
+        manifest = json.loads(exported.stdout)["manifest"]
+        assert manifest["roots"] == [str(daemon.docs)] and manifest["embedding_model"]["name"] == "all-MiniLM-L6-v2"
+        assert manifest["counts"]["documents"] >= 5
+
+        # The same bundle back into the daemon's own database while questions keep coming: none fails.
+        codes, stop = [], threading.Event()
+
+        def searcher():
+            while not stop.is_set():
+                codes.append(call(daemon.socket, "POST", "/search", {"query": "battery bank", "k": 2})[0])
+
+        searching = threading.Thread(target=searcher)
+        searching.start()
+        try:
+            time.sleep(0.5)
+            back = daemon.cli("import", str(tmp_path / "fleet.bundle"))
+            daemon.process.send_signal(signal.SIGHUP)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            searching.join()
+        assert back.returncode == 0, back.stderr
+        assert codes and set(codes) == {200}, codes
+        assert daemon.process.poll() is None
+    finally:
+        daemon.stop()
+
+    # A fresh edge box: its own data dir and database, the three manuals under another root.
+    edge = tmp_path / "edge" / "srv" / "manuals"
+    edge.mkdir(parents=True)
+    for name in ("power.md", "water-supply.md", "04-configuration.rst"):
+        shutil.copy(daemon.docs / name, edge / name)
+    env = {"XDG_DATA_HOME": str(shared_data), "XDG_CONFIG_HOME": str(tmp_path / "edge" / "config"),
+           "EDGELLAMA_DB": str(tmp_path / "edge" / "data" / "edgellama.db")}
+    imported = run_cli("import", str(tmp_path / "fleet.bundle"), "--root", f"{daemon.docs}={edge}", env=env)
+    assert imported.returncode == 0, imported.stderr
+    assert f"moved {daemon.docs} -> {edge}" in imported.stdout
+    answer = json.loads(run_cli("ask", "How much energy can the battery bank store?", "--json", env=env).stdout)
+    assert answer["kind"] == "answer" and "210" in answer["answer"]
+    assert answer["sources"][0]["path"] == str(edge / "power.md")
+    again = json.loads(run_cli("index", str(edge), "--json", env=env).stdout)
+    assert (again["added"], again["changed"], again["unchanged"], again["chunks_embedded"]) == (0, 0, 3, 0)
+    assert again["removed"] >= 2  # the notes the build box had and this one has not
