@@ -117,13 +117,17 @@ class LocalTools:
             return excerpt_to_dict(show_lines(store=store, location=location, context=context))
 
     def summarize(self, *, body: dict) -> dict:
-        from .summarize import final_summary, summarize_document, summarize_topic, summary_to_dict
+        import os
+
+        from .summarize import final_summary, summarize_document, summarize_folder, summarize_topic, summary_to_dict
 
         options = {"method": body["method"], "length": body["length"], "generator": self._generate}
         with self._lock, self._store() as store:
             if "topic" in body:
                 pieces = summarize_topic(store=store, topic=body["topic"], embedder=self._embed(),
                                          min_relevance=self.settings.min_relevance, **options)
+            elif os.path.isdir(body["path"]):
+                pieces = summarize_folder(store=store, folder=body["path"], **options)
             else:
                 pieces = summarize_document(store=store, path=body["path"], **options)
             return summary_to_dict(final_summary(pieces))
@@ -207,8 +211,8 @@ def build_server(settings: Settings, *, tools=None):
     @server.tool()
     def summarize(path: str | None = None, topic: str | None = None,
                   length: Literal["short", "medium", "long"] = "short") -> dict[str, Any]:
-        """A cited summary of one indexed document (path) or of what the documents say about a topic.
-        Give exactly one of path and topic. Every point cites file and lines."""
+        """A cited summary of an indexed document or folder (path), or of what the documents say about a
+        topic. Give exactly one of path and topic. Every point cites file and lines."""
         if (path is None) == (topic is None):
             raise ToolError("give exactly one of path and topic")
         body: dict[str, Any] = {"length": length, "method": "extract"}

@@ -239,6 +239,24 @@ def test_export_under_a_writer_and_import_under_readers(tmp_path, box):
     assert seen <= {old, count + 1} and count + 1 in seen  # + the skipped blob.pdf
 
 
+def test_the_commands_refuse_in_one_line(tmp_path, exported):
+    """The real commands: a bundle made with another embedder, a damaged manifest, a bad --root."""
+    from conftest import run_cli
+
+    docs, bundle, target, before = exported
+    env = {"EDGELLAMA_DB": str(target)}
+    other = run_cli("import", str(bundle), env=env)
+    assert other.returncode == 1 and other.stderr.count("\n") == 1
+    assert "embedded with fake-bow" in other.stderr and "this box uses all-MiniLM-L6-v2" in other.stderr
+    missing = run_cli("import", str(tmp_path / "nope"), env=env)
+    assert missing.returncode == 1 and "is not a bundle folder" in missing.stderr
+    usage = run_cli("import", str(bundle), "--root", "no-equals-sign", env=env)
+    assert usage.returncode == 2 and "--root expects OLD=NEW" in usage.stderr
+    taken = run_cli("export", str(bundle), env=env)
+    assert taken.returncode == 1 and "already exists" in taken.stderr
+    _unchanged(target, before)
+
+
 # -- end to end: the real command, a writing daemon, the real models ----------------------------------
 
 
