@@ -134,7 +134,8 @@ def show_lines(*, store: Store, location: Location, context: int = 0) -> Excerpt
     start, end = location.line_start, location.line_end or location.line_start
     if end > last_line:
         where = f" on page {page}" if page is not None else ""
-        raise OutOfRangeError(f"lines {start}-{end} are out of range: {path} has lines 1-{last_line}{where}")
+        asked = f"lines {start}-{end} are" if end != start else f"line {start} is"
+        raise OutOfRangeError(f"{asked} out of range: {path} has lines 1-{last_line}{where}")
     low, high = max(1, start - context), min(last_line, end + context)
     # Lines no chunk holds (blank lines, rule lines under headings) are shown empty: as indexed.
     shown = [ShownLine(page, n, lines.get((page, n), ""), start <= n <= end) for n in range(low, high + 1)]

@@ -91,8 +91,10 @@ def _check(out: dict, docs: Path) -> None:
     assert out["show_pdf"]["page"] == 2 and out["show_pdf"]["lines"][0]["text"] == "Service intervals and procedures"
     for message in (out["bad_path"], out["bad_lines"], out["bad_summary"]):
         assert "\n" not in message and "Traceback" not in message
-    assert out["bad_path"] == f"{docs}/nothere.md is not in the index (see 'edgellama status'; paths as search prints them)"
-    assert out["bad_lines"].startswith("lines 500-510 are out of range")
+    # The SDK names the tool before the message; the message is the CLI's one line.
+    assert out["bad_path"] == (f"Error executing tool show: {docs}/nothere.md is not in the index "
+                               "(see 'edgellama status'; paths as search prints them)")
+    assert out["bad_lines"].startswith("Error executing tool show: lines 500-510 are out of range")
     assert "not indexed" in out["bad_summary"] or "outside" in out["bad_summary"]
     points = out["summary"]["overview"]
     assert points and all(c["path"] == str(docs / "power.md") for p in points for c in p["citations"])
