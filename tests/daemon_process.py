@@ -67,16 +67,18 @@ def call(sock: Path, method: str, path: str, body=None, raw: bytes | None = None
 
 
 class DaemonProcess:
-    """``python -m edgellama serve`` (this checkout's code) with ``env`` as its whole environment;
-    its socket is the default one under env's XDG_RUNTIME_DIR, which ``stop`` removes."""
+    """``python -m edgellama serve`` (this checkout's code) with ``env`` as its whole environment,
+    behind ``prefix`` (``unshare -n``, say); its socket is the default one under env's
+    XDG_RUNTIME_DIR, which ``stop`` removes."""
 
-    def __init__(self, *, env: Mapping[str, str], log: Path, folders: Sequence[Path] = ()):
+    def __init__(self, *, env: Mapping[str, str], log: Path, folders: Sequence[Path] = (),
+                 prefix: Sequence[str] = ()):
         self.env = dict(env)
         self.runtime = Path(self.env["XDG_RUNTIME_DIR"])
         self.socket = self.runtime / "edgellama" / "edgellama.sock"
         self.log = open(log, "w+")
         self.health_seen: list[int] = []  # every /health status while starting (503 while loading)
-        args = [sys.executable, "-m", "edgellama", "serve"]
+        args = [*prefix, sys.executable, "-m", "edgellama", "serve"]
         for folder in folders:
             args += ["--folder", str(folder)]
         self._started = time.perf_counter()
