@@ -12,7 +12,7 @@ from typing import Sequence
 
 from .text import STOPWORDS, content_words
 
-__all__ = ["Pick", "salient_sentences"]
+__all__ = ["salient_sentences"]
 
 SPECIFIC_WEIGHT = 1.0  # weight of the particulars a sentence states, against its centrality (0..1)
 REDUNDANCY_WEIGHT = 0.7  # penalty for similarity to a sentence already picked

@@ -11,8 +11,7 @@ from typing import Callable, Sequence
 
 __all__ = [
     "STOPWORDS", "content_words", "normalize_answer", "truncate_to_tokens", "line_sentence_spans",
-    "sentence_spans_within_lines", "sentence_spans_within_paragraphs", "Heading", "heading_at", "is_underline",
-    "without_bullet",
+    "sentence_spans_within_lines", "sentence_spans_within_paragraphs", "heading_at", "is_underline", "without_bullet",
 ]
 
 # Words that carry no topic; dropping them keeps BM25 (and word overlaps) on the words that matter.
