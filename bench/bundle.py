@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ._common import PY, ROOT, info, isolated_env, report, temp_home
+from ._common import PY, QUICK_FILES, ROOT, copy_corpus, info, isolated_env, report, temp_home
 
 SCIFACT = Path(os.environ.get("EDGELLAMA_SCIFACT", ROOT.parent / "shared" / "data" / "scifact"))
 
@@ -55,13 +55,8 @@ def _round_trip(home: Path, name: str, build_db: Path, *, index_seconds: float, 
 
 def run(*, quick: bool) -> None:
     with temp_home() as home:
-        docs = home / "build" / "docs"
-        if quick:
-            docs.mkdir(parents=True)
-            for name in ("station/power.md", "station/water-supply.md", "manual/04-configuration.rst"):
-                shutil.copy(ROOT / "corpus" / name, docs / Path(name).name)
-        else:
-            shutil.copytree(ROOT / "corpus", docs)
+        (home / "build").mkdir()
+        docs = copy_corpus(home / "build" / "docs", QUICK_FILES if quick else None)
         edge_docs = home / "edge" / "srv" / "docs"
         shutil.copytree(docs, edge_docs, copy_function=shutil.copy)  # new mtimes, as a plain copy makes them
         build_db = home / "build" / "corpus.db"

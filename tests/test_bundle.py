@@ -267,6 +267,7 @@ def test_export_under_a_writing_daemon_then_import_ask_and_index_on_a_fresh_box(
     from conftest import run_cli
     from daemon_harness import Daemon, call, eventually
 
+    (tmp_path / "build").mkdir()
     daemon = Daemon(tmp_path / "build", shared_data)
     try:
         daemon.wait_ready()

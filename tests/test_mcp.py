@@ -110,30 +110,15 @@ def test_mcp_in_process(indexed):
 
 def test_mcp_through_the_daemon_loads_no_model(indexed, tmp_path):
     """With a daemon serving the same database, the MCP process never imports torch."""
-    import signal
-    import subprocess
-    import time
+    from daemon_process import DaemonProcess
 
     env, docs = indexed
-    log = open(tmp_path / "daemon.log", "w+")
-    daemon = subprocess.Popen([sys.executable, "-m", "edgellama", "serve", "--folder", str(docs)], env=env,
-                              stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    daemon = DaemonProcess(env=env, log=tmp_path / "daemon.log", folders=(docs,))
     try:
-        socket = Path(env["XDG_RUNTIME_DIR"]) / "edgellama" / "edgellama.sock"
-        deadline = time.monotonic() + 180
-        while True:
-            assert daemon.poll() is None, log.read()
-            if socket.exists() and run_cli("status", "--json", env=env).returncode == 0:
-                status = json.loads(run_cli("status", "--json", env=env).stdout)
-                if status["daemon"] and status["daemon"]["ready"]:
-                    break
-            assert time.monotonic() < deadline, "daemon not ready"
-            time.sleep(0.5)
+        daemon.wait_ready()
         out = session(env, lambda client: _every_tool(client, docs))
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=60)
-        log.close()
+        daemon.stop()
     _check(out, docs)
     assert out["status"]["mcp"] == {"backend": "daemon", "models_in_process": False}
-    assert out["status"]["daemon"]["pid"] == daemon.pid
+    assert out["status"]["daemon"]["pid"] == daemon.process.pid
