@@ -1,6 +1,7 @@
 """The exceptions a user can see, each carrying a one-line message and an exit code.
 
-Raised deep in the library; turned into a message and exit code in exactly one place in the CLI.
+Raised deep in the library; turned into a message and exit code in exactly one place:
+``error_exit``, which both the fast path (entry.py) and the typer CLI (cli.py) call.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ __all__ = [
     "ServiceError",
     "NotIndexedError",
     "DatasetError",
+    "DaemonError",
+    "error_exit",
 ]
 
 
@@ -79,3 +82,19 @@ class DatasetError(EdgeLlamaError):
     """An evaluation dataset (BEIR folder, QA file) is missing or malformed."""
 
     exit_code = 2
+
+
+class DaemonError(EdgeLlamaError):
+    """The daemon answered with an error; its message is shown as is."""
+
+
+def error_exit(err: BaseException) -> tuple[str | None, int] | None:
+    """What the ``edgellama`` command does with an error that reached it: (the line it prints on
+    stderr, or None for none; the exit code). None: not one of ours, let it propagate."""
+    if isinstance(err, EdgeLlamaError):
+        return f"edgellama: error: {err}", err.exit_code
+    if isinstance(err, KeyboardInterrupt):
+        return "edgellama: interrupted", 130
+    if isinstance(err, BrokenPipeError):
+        return None, 1
+    return None

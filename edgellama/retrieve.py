@@ -10,6 +10,7 @@ import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from .config import SearchMode
 from .embed import Embedder
 from .store import ChunkRecord, Store
 
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "fts_query", "content_words", "normalize_answer", "SearchMode"]
 
-SearchMode = Literal["hybrid", "bm25", "dense"]
 
 # Words that carry no topic; dropping them keeps BM25 on the words that matter.
 STOPWORDS = frozenset(

@@ -22,36 +22,21 @@ from bisect import bisect_right
 from typing import Callable, Iterator, Sequence
 
 from .chunking import approx_tokens
+from .config import DEFAULT_METHOD, LENGTHS, METHODS, LengthPlan
 from .errors import EdgeLlamaError, NotIndexedError, RequestError
 from .prompt import _truncate_to
+from .render import cite
 from .retrieve import STOPWORDS, content_words
 from .store import ChunkRecord, Store, SummaryRecord
 
 __all__ = [
     "Citation", "Point", "SectionSummary", "DocumentSummary", "SummaryStats", "Summary", "Progress",
     "SectionDone", "DocumentDone", "Piece", "summarize_document", "summarize_folder", "summarize_topic",
-    "summary_to_dict", "final_summary", "METHODS", "LENGTHS", "DEFAULT_METHOD", "PROMPT_VERSION",
+    "summary_to_dict", "final_summary", "PROMPT_VERSION",
 ]
 
-METHODS = ("extract", "model")
-# Measured on tests/longdoc.py (bench/summarize.py): extract keeps as many key facts as the 135M
-# model in a thousandth of the time, so it is the default; the model method is there for bigger models.
-DEFAULT_METHOD = "extract"
 PROMPT_VERSION = "sum-2"  # change it whenever a prompt or a reducer changes: old cache entries then miss
 
-
-@dataclass(frozen=True)
-class LengthPlan:
-    overview_points: int  # points in a document (or folder, or topic) overview
-    section_points: int  # points shown per section (0: sections are not shown)
-    overview_tokens: int  # the model's budget for the overview
-
-
-LENGTHS: dict[str, LengthPlan] = {
-    "short": LengthPlan(3, 0, 80),
-    "medium": LengthPlan(5, 2, 140),
-    "long": LengthPlan(8, 4, 220),
-}
 LEAF_POINTS = 3  # points kept per leaf batch (both methods; length-independent so the cache is shared)
 SECTION_POINTS = 4  # points kept per section; `long` shows all, `medium` the first two
 LEAF_TOKENS = 48  # the model's output budget for a leaf
@@ -74,8 +59,7 @@ class Citation:
 
     @property
     def location(self) -> str:
-        lines = f"{self.line_start}" if self.line_start == self.line_end else f"{self.line_start}-{self.line_end}"
-        return f"{self.path}:{lines}" + (f" page {self.page}" if self.page else "")
+        return cite(self.line_start, self.line_end, self.page, path=self.path)
 
 
 @dataclass(frozen=True)
