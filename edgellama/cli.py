@@ -21,6 +21,8 @@ from . import render
 from .config import DEFAULT_METHOD, LENGTHS, METHODS, SEARCH_MODES, SETTING_HELP, Settings, one_of, resolve_settings
 from .errors import DaemonError, EdgeLlamaError, error_exit
 
+__all__ = ["app", "main"]
+
 app = typer.Typer(
     name="edgellama",
     help="Ask your own documents, offline: index files into SQLite, search them, get cited answers.",

@@ -28,7 +28,8 @@ from .sources import ExtractedText, extract, format_for
 from .store import NewChunk, Store
 
 __all__ = ["index_paths", "index_records", "TextRecord", "IndexStats", "IndexProgress", "SkippedFile",
-           "chunks_for_document", "context_room", "EMBED_BATCH", "DEFAULT_MAX_EXTRACT_SECONDS", "IndexOptions"]
+           "chunks_for_document", "context_room", "EMBED_BATCH", "DEFAULT_MAX_EXTRACT_SECONDS", "IndexOptions",
+           "embedding_input"]
 
 EMBED_BATCH = 1024  # chunks gathered across documents before one call to the embedder, which batches them by
 # length: from more texts it finds closer lengths (SciFact, 912 chunks: 1.28x the chunks/s of 128 sorted by

@@ -25,7 +25,8 @@ from typing import Any, BinaryIO
 from .config import Settings, physical_cores
 
 __all__ = ["Machine", "ModelFacts", "Planned", "ResourcePlan", "read_machine", "read_model_facts",
-           "plan_resources", "current_plan", "load_planned_generator", "load_planned_embedder", "Models"]
+           "plan_resources", "current_plan", "load_planned_generator", "load_planned_embedder", "Models",
+           "MB", "EMBEDDER_BYTES", "N_CTX_MIN"]
 
 MB = 1_000_000
 EMBEDDER_BYTES = 560 * MB  # torch + sentence-transformers + all-MiniLM-L6-v2, measured 556 MB RSS alone

@@ -32,7 +32,7 @@ from .store import ChunkRecord, Store, SummaryRecord
 __all__ = [
     "Citation", "Point", "SectionSummary", "DocumentSummary", "SummaryStats", "Summary", "Progress",
     "SectionDone", "DocumentDone", "Piece", "summarize_document", "summarize_folder", "summarize_topic",
-    "summary_to_dict", "final_summary", "PROMPT_VERSION",
+    "summary_to_dict", "final_summary", "piece_to_event", "PROMPT_VERSION",
 ]
 
 PROMPT_VERSION = "sum-2"  # change it whenever a prompt or a reducer changes: old cache entries then miss
@@ -170,7 +170,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass
-class _Run:
+class _SummaryRun:
     store: Store
     method: str
     generator: object | None
@@ -553,7 +553,7 @@ def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callabl
     return out
 
 
-def _begin(store: Store, method: str, length: str, generator, input_tokens: int) -> _Run:
+def _begin(store: Store, method: str, length: str, generator, input_tokens: int) -> _SummaryRun:
     if method not in METHODS:
         raise RequestError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if length not in LENGTHS:
@@ -577,7 +577,7 @@ def _memoized(count: Callable[[str], int]) -> Callable[[str], int]:
     return counted
 
 
-def _start(store: Store, method: str, generator, input_tokens: int) -> _Run:
+def _start(store: Store, method: str, generator, input_tokens: int) -> _SummaryRun:
     if callable(generator) and not hasattr(generator, "stream"):
         generator = generator()  # a factory: only the model method loads the model
     count = _memoized(generator.count_tokens if generator is not None else approx_tokens)
@@ -587,11 +587,11 @@ def _start(store: Store, method: str, generator, input_tokens: int) -> _Run:
         room = generator.n_ctx - count(_prompt([], instruction="x" * 40, points=8)) - max(
             SECTION_TOKENS, *(p.overview_tokens for p in LENGTHS.values())) - 16
         input_tokens = min(input_tokens, room)
-    return _Run(store=store, method=method, generator=generator, count_tokens=count, input_tokens=input_tokens,
+    return _SummaryRun(store=store, method=method, generator=generator, count_tokens=count, input_tokens=input_tokens,
                 model_name=name)
 
 
-def _document_tree(run: _Run, path: str, plan: LengthPlan) -> Iterator[Piece]:
+def _document_tree(run: _SummaryRun, path: str, plan: LengthPlan) -> Iterator[Piece]:
     document = run.store.document(path)
     if document is None:
         raise NotIndexedError(f"{path} is not indexed: run 'edgellama index {path}' first")
