@@ -8,7 +8,7 @@ import os
 import re
 import string
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from .config import SearchMode
 from .embed import Embedder
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from .vectors import VectorMatrix
 
-__all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "fts_query", "content_words", "normalize_answer", "SearchMode"]
+__all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "fts_query", "content_words", "normalize_answer", "STOPWORDS"]
 
 
 # Words that carry no topic; dropping them keeps BM25 on the words that matter.
