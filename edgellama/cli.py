@@ -19,7 +19,7 @@ import typer
 
 from . import render
 from .config import DEFAULT_METHOD, LENGTHS, METHODS, SEARCH_MODES, SETTING_HELP, Settings, one_of, resolve_settings
-from .errors import DaemonError, EdgeLlamaError, error_exit
+from .errors import DaemonError, EdgeLlamaError, run_or_exit
 
 __all__ = ["app", "main"]
 
@@ -48,6 +48,12 @@ def _print_json(data: Any) -> None:
 def _echo(lines: list[str], *, err: bool = False) -> None:
     for line in lines:
         typer.echo(line, err=err)
+
+
+def _echo_split(lines: tuple[list[str], list[str]]) -> None:
+    """(stdout lines, stderr lines), as render's answer and summary tails give them."""
+    _echo(lines[0])
+    _echo(lines[1], err=True)
 
 
 def _models(settings: Settings):
@@ -179,9 +185,7 @@ def ask(
     if as_json:
         _print_json(answer)
         return
-    out, err = render.answer_tail(answer)
-    _echo(out)
-    _echo(err, err=True)
+    _echo_split(render.answer_tail(answer))
 
 
 @app.command()
@@ -358,9 +362,7 @@ def summarize(
     if as_json:
         _print_json(result)
         return
-    out, err = render.summary_end(result)
-    _echo(out)
-    _echo(err, err=True)
+    _echo_split(render.summary_end(result))
 
 
 def _summarize_in_process(settings: Settings, body: dict):
@@ -487,17 +489,8 @@ def eval_qa(
 
 
 def main() -> None:
-    """Run the typer CLI; a library error becomes its message and exit code (``errors.error_exit``)."""
-    try:
-        app()
-    except (Exception, KeyboardInterrupt) as err:
-        handled = error_exit(err)
-        if handled is None:
-            raise
-        message, code = handled
-        if message:
-            typer.echo(message, err=True)
-        sys.exit(code)
+    """Run the typer CLI; a library error becomes its message and exit code (``errors.run_or_exit``)."""
+    run_or_exit(app)
 
 
 if __name__ == "__main__":

@@ -72,19 +72,10 @@ def run_fast(argv: list[str]) -> int | None:
 
 def main() -> None:
     """The fast path when it applies, else the typer CLI; errors become the same one-line message and
-    exit code in both (``errors.error_exit``)."""
-    from .errors import error_exit
+    exit code in both (``errors.run_or_exit``)."""
+    from .errors import run_or_exit
 
-    try:
-        code = run_fast(sys.argv[1:])
-    except (Exception, KeyboardInterrupt) as err:
-        handled = error_exit(err)
-        if handled is None:
-            raise
-        message, code = handled
-        if message:
-            print(message, file=sys.stderr)
-        sys.exit(code)
+    code = run_or_exit(lambda: run_fast(sys.argv[1:]))
     if code is not None:
         sys.exit(code)
     from .cli import main as cli_main

@@ -1,10 +1,16 @@
 """The exceptions a user can see, each carrying a one-line message and an exit code.
 
 Raised deep in the library; turned into a message and exit code in exactly one place:
-``error_exit``, which both the fast path (entry.py) and the typer CLI (cli.py) call.
+``error_exit`` (``run_or_exit`` applies it), which both the fast path (entry.py) and the typer CLI
+(cli.py) use.
 """
 
 from __future__ import annotations
+
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "EdgeLlamaError",
@@ -19,6 +25,7 @@ __all__ = [
     "DatasetError",
     "DaemonError",
     "error_exit",
+    "run_or_exit",
 ]
 
 
@@ -98,3 +105,17 @@ def error_exit(err: BaseException) -> tuple[str | None, int] | None:
     if isinstance(err, BrokenPipeError):
         return None, 1
     return None
+
+
+def run_or_exit(run: Callable[[], T]) -> T:
+    """``run()``; an error ``error_exit`` knows ends the process with its line on stderr and its exit code."""
+    try:
+        return run()
+    except (Exception, KeyboardInterrupt) as err:
+        handled = error_exit(err)
+        if handled is None:
+            raise
+        message, code = handled
+        if message:
+            print(message, file=sys.stderr, flush=True)
+        sys.exit(code)
