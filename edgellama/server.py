@@ -391,8 +391,8 @@ _REQUEST_SCHEMAS: dict[str, dict] = {
                  "description": "absolute path of an indexed file or folder inside the daemon's folders"},
         "all": {"type": "boolean"},
         "topic": {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS},
-        "length": {"type": "string", "enum": ["short", "medium", "long"]},
-        "method": {"type": "string", "enum": ["extract", "model"]},
+        "length": {"type": "string", "enum": list(LENGTHS)},
+        "method": {"type": "string", "enum": list(METHODS)},
         "stream": {"type": "boolean"}}},
     "/v1/chat/completions": {"type": "object", "required": ["messages"], "properties": {
         "model": {"type": "string"},
