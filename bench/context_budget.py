@@ -25,11 +25,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ._common import CORPUS, ROOT, Worker, info, isolated_env, report, temp_home
+from ._common import CORPUS, QUICK_FILES, ROOT, Worker, info, isolated_env, report, temp_home
 
 QA_FILE = ROOT / "tests" / "data" / "corpus_qa.jsonl"
-# quick: three files and the questions about them (and a few the corpus does not answer)
-QUICK_FILES = ("station/power.md", "station/water-supply.md", "manual/04-configuration.rst")
 BLOCK = 6  # questions per turn of each setting
 # Issue 5's thresholds (tests/test_eval.py): a default must keep them.
 MIN_HIT, MIN_ABSTENTION, MIN_CITATION_PRECISION = 0.95, 0.90, 0.90
@@ -142,6 +140,7 @@ class QaWorker:
         models = Models(s)  # the resource plan the daemon loads with
         plan = models.plan
         raw = models.embedder()
+        # quick: three files and the questions about them (and a few the corpus does not answer)
         paths = [CORPUS / f for f in QUICK_FILES] if quick else [CORPUS]
         self.store = models.open_store(create=True, db=Path(db))
         stats = index_paths(store=self.store, embedder=raw, paths=paths, **IndexOptions.from_settings(s).kwargs())

@@ -1,9 +1,7 @@
-"""Retrieval and answer quality as numbers: IR metrics over a BEIR-format folder, and exact match,
-token F1, citation precision and abstention over a QA file. Never prints: progress goes to a callback.
-
-The metric functions are pure; the runners go through the same indexer, search and ask as users do.
+"""Retrieval and answer quality as numbers (BEIR IR metrics; QA exact match, F1, citations, abstention),
+through the same indexer, search and ask as users; pure metrics; never prints (progress: a callback).
 ``run_retrieval_eval`` and ``run_qa_eval`` do a whole ``edgellama eval`` job (a temporary database,
-the models, indexing, evaluating) and ``write_results`` saves its JSON.
+the models, indexing, evaluating); ``write_results`` saves its JSON.
 """
 
 from __future__ import annotations
@@ -23,19 +21,19 @@ from .errors import DatasetError
 from .indexer import IndexProgress, IndexStats, TextRecord, index_records
 from .config import SearchMode
 from .errors import EdgeLlamaError
-from .retrieve import normalize_answer, search
+from .retrieve import search
 from .store import Store
+from .text import normalize_answer
 
 if TYPE_CHECKING:
     from .answer import Answer
     from .config import Settings
 
 __all__ = [
-    "ndcg_at_k", "recall_at_k", "mrr_at_k", "normalize_answer", "exact_match", "token_f1",
-    "BeirSet", "load_beir", "index_beir", "restrict", "BEIR_PREFIX", "RetrievalSettings", "ModeScores",
-    "RetrievalReport", "evaluate_retrieval", "QaItem", "load_qa", "QaResult", "QaReport", "evaluate_qa",
-    "summarize_qa", "EvalProgress", "MODES", "run_retrieval_eval", "run_qa_eval", "write_results",
-    "contains_answer", "rank_documents", "resolve_gold",
+    "ndcg_at_k", "recall_at_k", "mrr_at_k", "exact_match", "token_f1", "contains_answer", "load_beir", "index_beir",
+    "restrict", "BEIR_PREFIX", "RetrievalSettings", "evaluate_retrieval", "QaItem", "load_qa", "resolve_gold",
+    "QaResult", "evaluate_qa", "summarize_qa", "MODES", "run_retrieval_eval", "run_qa_eval",
+    "write_results",
 ]
 
 MODES: tuple[SearchMode, ...] = ("bm25", "dense", "hybrid")
