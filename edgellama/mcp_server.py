@@ -30,11 +30,13 @@ INSTRUCTIONS = (
 
 
 def _passage(r: dict) -> dict:
-    lines = f"{r['line_start']}" if r["line_start"] == r["line_end"] else f"{r['line_start']}-{r['line_end']}"
-    citation = f"{r['path']}:page {r['page']}:{lines}" if r["page"] else f"{r['path']}:{lines}"
+    from .render import cite
+
     snippet = " ".join(r["text"].split())
-    return {"file": r["path"], "lines": lines, "line_start": r["line_start"], "line_end": r["line_end"],
-            "page": r["page"], "heading": r["heading"], "citation": citation, "score": round(r["score"], 4),
+    return {"file": r["path"], "lines": cite(r["line_start"], r["line_end"], None), "line_start": r["line_start"],
+            "line_end": r["line_end"], "page": r["page"], "heading": r["heading"],
+            "citation": cite(r["line_start"], r["line_end"], r["page"], path=r["path"]),  # what show takes
+            "score": round(r["score"], 4),
             "snippet": snippet[:SNIPPET_CHARS] + ("…" if len(snippet) > SNIPPET_CHARS else "")}
 
 
@@ -71,28 +73,25 @@ class LocalTools:
     backend = "in-process"
 
     def __init__(self, settings: Settings):
+        from .resources import Models
+
         self.settings = settings
+        self._models = Models(settings)
         self._lock = threading.Lock()
         self._embedder = None
         self._generator = None
 
     def _store(self):
-        from .store import Store
-
-        return Store.open(self.settings.db, create=False)
+        return self._models.open_store()
 
     def _embed(self):
         if self._embedder is None:
-            from .resources import current_plan, load_planned_embedder
-
-            self._embedder = load_planned_embedder(settings=self.settings, plan=current_plan(self.settings))
+            self._embedder = self._models.embedder()
         return self._embedder
 
     def _generate(self):
         if self._generator is None:
-            from .resources import current_plan, load_planned_generator
-
-            self._generator = load_planned_generator(settings=self.settings, plan=current_plan(self.settings))
+            self._generator = self._models.generator()
         return self._generator
 
     def search(self, *, query: str, k: int, mode: str) -> list[dict]:
@@ -110,27 +109,19 @@ class LocalTools:
                                       **self.settings.ask_options))
 
     def show(self, *, path: str, context: int) -> dict:
-        from .show import excerpt_to_dict, parse_location, show_lines
+        from .show import excerpt_to_dict, show_citation
 
         with self._store() as store:
-            location = parse_location(path, known=[path] if store.document(path) else [])
-            return excerpt_to_dict(show_lines(store=store, location=location, context=context))
+            return excerpt_to_dict(show_citation(store=store, cited=path, context=context))
 
     def summarize(self, *, body: dict) -> dict:
-        import os
+        from .summarize import final_summary, summarize_target, summary_to_dict
 
-        from .summarize import final_summary, summarize_document, summarize_folder, summarize_topic, summary_to_dict
-
-        options = {"method": body["method"], "length": body["length"], "generator": self._generate}
         with self._lock, self._store() as store:
-            if "topic" in body:
-                pieces = summarize_topic(store=store, topic=body["topic"], embedder=self._embed(),
-                                         min_relevance=self.settings.min_relevance, **options)
-            elif os.path.isdir(body["path"]):
-                pieces = summarize_folder(store=store, folder=body["path"], **options)
-            else:
-                pieces = summarize_document(store=store, path=body["path"], **options)
-            return summary_to_dict(final_summary(pieces))
+            return summary_to_dict(final_summary(summarize_target(
+                store=store, method=body["method"], length=body["length"], generator=self._generate,
+                path=body.get("path"), topic=body.get("topic"), load_embedder=self._embed,
+                min_relevance=self.settings.min_relevance)))
 
     def status(self) -> dict:
         from .status import status_report
@@ -159,7 +150,7 @@ def build_server(settings: Settings, *, tools=None):
     from mcp.server.mcpserver.exceptions import ToolError
 
     from . import __version__
-    from .show import resolve_path
+    from .show import cited_path, resolve_path
 
     local = LocalTools(settings)
     server = MCPServer("edgellama", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
@@ -198,15 +189,11 @@ def build_server(settings: Settings, *, tools=None):
         """The lines a citation names, as indexed: 'docs/power.md:15-25', 'docs/power.md:15',
         'manual.pdf:page 3' or 'manual.pdf:page 3:4-9'; a bare path gives the whole document. context adds
         lines before and after. Relative paths are taken from the directory the server was started in."""
-        from .show import parse_location
-
         try:
-            location = parse_location(path)
+            cited = cited_path(path)
         except EdgeLlamaError as err:
             raise ToolError(str(err)) from None
-        absolute = resolve_path(location.path)
-        rest = path[len(location.path):]
-        return run(lambda t: t.show(path=absolute + rest, context=context))
+        return run(lambda t: t.show(path=cited, context=context))
 
     @server.tool()
     def summarize(path: str | None = None, topic: str | None = None,

@@ -16,7 +16,8 @@ from typing import Sequence
 from .errors import EdgeLlamaError, NotIndexedError, OutOfRangeError, RequestError
 from .store import Store
 
-__all__ = ["Location", "ShownLine", "Excerpt", "parse_location", "resolve_path", "show_lines", "excerpt_to_dict"]
+__all__ = ["Location", "ShownLine", "Excerpt", "parse_location", "resolve_path", "cited_path", "locate", "show_lines",
+           "show_citation", "excerpt_to_dict"]
 
 MAX_CONTEXT = 1000
 
@@ -140,6 +141,23 @@ def show_lines(*, store: Store, location: Location, context: int = 0) -> Excerpt
     # Lines no chunk holds (blank lines, rule lines under headings) are shown empty: as indexed.
     shown = [ShownLine(page, n, lines.get((page, n), ""), start <= n <= end) for n in range(low, high + 1)]
     return Excerpt(path, document.title, page, start, end, tuple(shown))
+
+
+def cited_path(text: str) -> str:
+    """A citation as the user typed it, its path made absolute (relative to here, as search prints
+    paths) and its line range kept as typed. A file named like ``notes:12`` resolves the same."""
+    location = parse_location(text)
+    return resolve_path(location.path) + text[len(location.path):]
+
+
+def locate(store: Store, cited: str) -> Location:
+    """``cited`` parsed, or taken whole when that is an indexed path."""
+    return parse_location(cited, known=[cited] if store.document(cited) else [])
+
+
+def show_citation(*, store: Store, cited: str, context: int = 0) -> Excerpt:
+    """``show_lines`` of an absolute citation (``cited_path``)."""
+    return show_lines(store=store, location=locate(store, cited), context=context)
 
 
 def resolve_path(text: str) -> str:

@@ -94,7 +94,7 @@ def test_the_command(db):
     assert as_json["path"] == str(POWER) and as_json["lines"] == [
         {"page": None, "line": 17, "text": POWER.read_text().split("\n")[16], "cited": True}]
     pdf = run_cli("show", "corpus/station/generator-log.pdf:page 2", env=env)
-    assert pdf.returncode == 0 and pdf.stdout.splitlines()[1] == " 1: Service intervals and procedures"
+    assert pdf.returncode == 0 and pdf.stdout.splitlines()[1] == "1: Service intervals and procedures"
     for args, code, message in (
         (("corpus/station/nothere.md",), 1, "is not in the index"),
         (("corpus/station/power.md:300-310",), 1, "are out of range"),
