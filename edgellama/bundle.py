@@ -93,11 +93,15 @@ class ImportReport:
     seconds: float
 
 
-def _sha256_file(path: Path, digest=None) -> str:
-    digest = digest or hashlib.sha256()
+def _feed(digest, path: Path) -> None:
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):
             digest.update(block)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    _feed(digest, path)
     return digest.hexdigest()
 
 
@@ -112,9 +116,7 @@ def model_identity(folder: Path, *, name: str) -> ModelIdentity:
         raise BundleError(f"embedding model folder {folder} holds no files")
     for path in files:
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
+        _feed(digest, path)
         digest.update(b"\0")
     return ModelIdentity(name=name, sha256=digest.hexdigest())
 

@@ -131,16 +131,12 @@ class LocalTools:
 
 
 def _tools_for(settings: Settings, local: LocalTools):
-    """The daemon when one is ready and serves our database; else the in-process tools. Asked on
-    every call: a daemon started or stopped while the client runs is followed."""
-    from .client import connect
+    """The daemon when one is ready and serves our database; else (none, or one still loading) the
+    in-process tools. Asked on every call: a daemon started or stopped meanwhile is followed."""
+    from .client import find_daemon
 
-    client = connect(settings.socket)
-    if client is not None:
-        health = client.health()
-        if health.get("http_status") == 200 and health.get("db") == str(settings.db):
-            return DaemonTools(client, settings)
-    return local
+    client = find_daemon(settings, ready=True, wait=False)
+    return DaemonTools(client, settings) if client is not None else local
 
 
 def build_server(settings: Settings, *, tools=None):
