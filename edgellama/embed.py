@@ -381,8 +381,14 @@ class TieredEmbedder:
     def count_tokens(self, text: str) -> int:
         return self.small.count_tokens(text)
 
+    def wants_bulk(self, count: int) -> bool:
+        return self.bulk is not None and count >= self.bulk_texts
+
+    def embed_bulk(self, texts: Sequence[str]) -> "np.ndarray":
+        return self.bulk.embed(texts)
+
     def embed(self, texts: Sequence[str]) -> "np.ndarray":
-        if self.bulk is not None and len(texts) >= self.bulk_texts:
+        if self.wants_bulk(len(texts)):
             return self.bulk.embed(texts)
         return self.small.embed(texts)
 
