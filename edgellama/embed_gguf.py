@@ -212,8 +212,8 @@ class LlamaCppEmbedder:
                 raise ModelError(f"llama-cpp-python is not installed: {err}") from None
             window = self.max_input_tokens
             try:
-                self._llama = Llama(model_path=str(self.gguf_path()), embedding=True, n_ctx=4 * window,
-                                    n_batch=4 * window, n_ubatch=4 * window, n_seq_max=64,
+                self._llama = Llama(model_path=str(self.gguf_path()), embedding=True, n_ctx=2 * window,
+                                    n_batch=window, n_ubatch=window, n_seq_max=16,
                                     n_threads=self.threads or 1, n_threads_batch=self.threads or 1,
                                     flash_attn=True, verbose=False)
             except (ValueError, RuntimeError) as err:
@@ -260,7 +260,7 @@ class LlamaCppEmbedder:
             while start < len(rows):
                 llama._batch.reset()
                 end, used = start, 0
-                while end < len(rows) and end - start < 64 and used + len(rows[end]) <= budget:
+                while end < len(rows) and end - start < 16 and used + len(rows[end]) <= budget:
                     llama._batch.add_sequence(rows[end], end - start, True)
                     used += len(rows[end])
                     end += 1
