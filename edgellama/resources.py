@@ -31,6 +31,7 @@ __all__ = ["Machine", "ModelFacts", "Planned", "ResourcePlan", "read_machine", "
 MB = 1_000_000
 EMBEDDER_BYTES = 560 * MB  # torch + sentence-transformers + all-MiniLM-L6-v2, measured 556 MB RSS alone
 LLAMA_EMBEDDER_BYTES = 80 * MB  # the same model as an F16 GGUF on llama.cpp (45 MB of weights, buffers, tokenizer)
+BUNDLED_N_CTX = 2048  # the bundled SmolLM2's default context: its prompts are ~1,300 tokens at most
 BULK_TEXTS = 64  # a call of this many texts goes to the torch worker process (auto backend): bench/embed_backends.py
 LLAMA_OVERHEAD_BYTES = 100 * MB  # llama.cpp beyond weights and KV: measured 83 MB (SmolLM2-135M, n_batch 512)
 KV_BYTES_PER_FILE_BYTE = 1 / 4000  # no readable metadata: SmolLM2-135M has 1/4,000, Llama-3-8B 1/36,000
@@ -372,7 +373,14 @@ def _n_ctx(settings: Settings, machine: Machine, model: ModelFacts | None, warni
                             "was trained on: answers degrade past them")
         return Planned(configured, user)
     target, why = configured, f"default; {fits} fit in {room}"
-    if model.n_ctx_train and model.n_ctx_train < configured:
+    if settings.model is None and configured > BUNDLED_N_CTX:
+        # The bundled model only ever sees a cited-answer prompt (context_tokens + examples + answer) or
+        # a summary batch: 2048 holds either with room, and its KV cache is 47 MB smaller than at 4096.
+        target = BUNDLED_N_CTX
+        why = (f"default for the bundled model: its prompts (context_tokens {settings.context_tokens} + examples + "
+               f"max_tokens {settings.max_tokens}) fit in {BUNDLED_N_CTX}; KV cache "
+               f"{model.kv_bytes_per_token * BUNDLED_N_CTX / MB:.0f} MB, model {model.fixed_bytes / MB:.0f} MB, in {room}")
+    if model.n_ctx_train and model.n_ctx_train < target:
         target, why = model.n_ctx_train, f"the model was trained on {model.n_ctx_train} tokens"
     if model.bytes_at(target) <= budget:
         return Planned(target, why)

@@ -32,10 +32,12 @@ def plan(env: dict | None = None, flags: dict | None = None, model: ModelFacts |
 def test_a_roomy_two_core_machine_keeps_the_defaults():
     p = plan()
     assert (p.threads.value, p.embed_threads.value, p.n_ctx.value, p.n_batch.value, p.embed_batch_size.value) == \
-        (2, 2, 4096, 512, 16)
+        (2, 2, 2048, 512, 16)
     assert p.threads.reason == "2 physical cores"
     assert p.requantize.value is True and p.warnings == ()
-    assert "fit in" in p.n_ctx.reason
+    assert p.n_ctx.reason.startswith("default for the bundled model")
+    own = plan(env={"EDGELLAMA_MODEL": "/models/llama-3.2-1b.gguf"})
+    assert own.n_ctx.value == 4096 and "fit in" in own.n_ctx.reason
 
 
 def test_one_core():
@@ -52,7 +54,9 @@ def test_the_cgroup_cpu_quota_caps_threads(quota, threads):
         assert f"cgroup quota {quota:g} CPUs" in p.threads.reason
 
 
-TORCH = {"EDGELLAMA_EMBED_BACKEND": "torch"}  # the embedder in process: 560 MB, as before llama.cpp embedded
+# The embedder in process (560 MB, as before llama.cpp embedded) and a model file of the user's own (the
+# bundled model's default context is 2048): the memory rules below are about any model's 4096 default.
+TORCH = {"EDGELLAMA_EMBED_BACKEND": "torch", "EDGELLAMA_MODEL": "/models/SmolLM2-135M-Instruct.Q4_0.gguf"}
 
 
 def test_one_gib_of_ram_still_holds_the_small_model_at_4096():
@@ -104,8 +108,8 @@ def test_the_embedder_runs_on_llama_cpp_with_a_torch_worker_for_bulk_when_memory
     small = plan(memory_limit_bytes=512 * MB, memory_used_bytes=0)
     assert small.embed_backend.value == "llama"
     assert "cannot hold a torch worker" in small.embed_backend.reason
-    assert small.n_ctx.value == 4096 and small.warnings == ()
-    assert SMOLLM.bytes_at(4096) + LLAMA_EMBEDDER_BYTES <= 512 * MB
+    assert small.n_ctx.value == 2048 and small.warnings == ()
+    assert SMOLLM.bytes_at(2048) + LLAMA_EMBEDDER_BYTES <= 512 * MB
     chosen = plan(env=TORCH).embed_backend
     assert (chosen.value, chosen.reason) == ("torch", "set in env EDGELLAMA_EMBED_BACKEND")
     assert plan(env=TORCH).embedder_bytes == EMBEDDER_BYTES
