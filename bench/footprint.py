@@ -34,12 +34,23 @@ def _daemon_rss(*, quick: bool) -> None:
                                                    "stream": True}))
                 time.sleep(1)  # a bulk worker, if one ran, has exited
                 found[label] = rss_mb(daemon.process.pid)
+                idle = _cpu_seconds(daemon.process.pid)
+                time.sleep(10)
+                idle_pct = 100 * (_cpu_seconds(daemon.process.pid) - idle) / 10
+                info(f"{label}: idle CPU over 10 s {idle_pct:.2f}% of one core")
                 backend = daemon.client.request("GET", "/status").get("resources", {}).get("values", {}) \
                     .get("embed_backend", {}).get("value")
                 info(f"{label}: daemon RSS {found[label][0]:.0f} MB (peak {found[label][1]:.0f}), backend {backend}")
     new, old = found["llama.cpp"][0], found["torch"][0]
     report("daemon RSS, both models, index of corpus/", value=new, unit="MB", baseline_name="embedder in process (torch)",
            baseline=old, ratio=new / old, target="<= 400 MB", met=new <= 400, reps=1)
+
+
+def _cpu_seconds(pid: int) -> float:
+    import os
+
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cold_ask(questions: list[str]) -> None:
