@@ -229,7 +229,9 @@ class HTTPServer:
     def make_room(self, connections, newcomer) -> bool:
         """Called as a connection is accepted with the table full: close the connection idle the
         longest (nginx does the same with keep-alive ones). False when none is idle."""
-        idle = [c for c in connections if c is not newcomer and c.idle_since is not None]
+        # A closed one stays in the table until its connection_lost runs, after this accept.
+        idle = [c for c in connections
+                if c is not newcomer and c.idle_since is not None and not c.transport.is_closing()]
         now = time.monotonic()
         if now - self._full_logged > 60:
             self._full_logged = now
@@ -256,7 +258,8 @@ def _protocol_class(server: HTTPServer):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self.idle_since = time.monotonic()
-            if len(self.connections) > server.max_connections and not server.make_room(self.connections, self):
+            open_now = sum(not c.transport.is_closing() for c in self.connections)
+            if open_now > server.max_connections and not server.make_room(self.connections, self):
                 self.drop()
                 return
             sock = transport.get_extra_info("socket")

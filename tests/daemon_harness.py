@@ -75,7 +75,7 @@ class Notifications:
 
 
 class Daemon:
-    def __init__(self, root: Path, shared_data: Path, *, extra_env: dict | None = None,
+    def __init__(self, root: Path, shared_data: Path, *, extra_env: dict | None = None, env_without: tuple[str, ...] = (),
                  files: tuple[str, ...] = ("station/power.md", "station/water-supply.md", "manual/04-configuration.rst")):
         self.root = root
         self.docs = root / "docs"
@@ -105,6 +105,8 @@ class Daemon:
             "EDGELLAMA_TOKEN_FILE": str(token_file),
             **(extra_env or {}),
         }
+        for key in env_without:  # e.g. to let the config file decide what the environment would
+            self.env.pop(key, None)
         self.log = open(root / "daemon.log", "w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "edgellama", "serve", "--folder", str(self.docs)],
