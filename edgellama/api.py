@@ -459,12 +459,18 @@ async def _run(request, deadline: "Deadline", work: Callable[[], Any]) -> Any:
             pass
         deadline.client_gone = True
 
+    outcome: dict[str, Any] = {}
     async with anyio.create_task_group() as group:
         group.start_soon(watch)
         try:
-            return await anyio.to_thread.run_sync(work)
+            outcome["value"] = await anyio.to_thread.run_sync(work)
+        except Exception as err:  # raised outside the group, which would wrap it in an ExceptionGroup
+            outcome["error"] = err
         finally:
             group.cancel_scope.cancel()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _event_stream(engine: "Engine", stream: Stream, deadline: "Deadline", state: dict):

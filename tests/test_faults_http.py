@@ -245,6 +245,38 @@ def test_a_long_attack_on_both_listeners(daemon):
     assert all(t is not None and t <= RECEIVE_SECONDS + 5 for t in report["slow_closed_after"]), report
 
 
+# -- schemathesis against the new server ---------------------------------------------------------------
+
+
+def _fuzz_schema():
+    schemathesis = pytest.importorskip("schemathesis")
+    from edgellama.api import openapi_document
+
+    schema = schemathesis.openapi.from_dict(openapi_document())
+    # Valid and invalid bodies alike (wrong types, missing fields, out-of-range numbers). The
+    # endpoints that generate for minutes are fuzzed in test_daemon.py with a few examples.
+    schema.config.generation.update(modes=list(schemathesis.GenerationMode), max_examples=40)
+    return schema.exclude(path=["/summarize", "/v1/chat/completions"])
+
+
+try:
+    from hypothesis import HealthCheck, settings as hypothesis_settings
+
+    FUZZ = _fuzz_schema()
+except (ImportError, pytest.skip.Exception):  # schemathesis is a test extra
+    FUZZ = None
+
+
+if FUZZ is not None:
+    @FUZZ.parametrize()
+    @hypothesis_settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def test_schemathesis_finds_no_server_error(case, daemon):
+        response = case.call(base_url=f"http://127.0.0.1:{daemon.port}",
+                             headers={"Authorization": f"Bearer {daemon.token}"}, timeout=120)
+        assert response.status_code < 500 or (response.status_code == 503 and response.headers.get("Retry-After")), (
+            response.status_code, response.text[:300])
+
+
 # -- finding 8: deadlines and hang-ups ----------------------------------------------------------------
 
 
