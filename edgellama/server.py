@@ -17,6 +17,7 @@ import stat
 import struct
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,6 +166,10 @@ class HTTPServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tcp = None  # the asyncio Server of the TCP listener
+        # The connection table: how many are open, and the idle ones, longest idle first. The
+        # event loop's thread alone touches them.
+        self._open = 0
+        self._idle: "OrderedDict[asyncio.Protocol, None]" = OrderedDict()
         self._full_logged = 0.0
 
     def start(self, unix: socket.socket, *, timeout: float = 30.0) -> None:
@@ -226,22 +231,36 @@ class HTTPServer:
                 self._server.force_exit = True
                 self._thread.join(timeout=2)
 
-    def make_room(self, connections, newcomer) -> bool:
-        """Called as a connection is accepted with the table full: close the connection idle the
-        longest (nginx does the same with keep-alive ones). False when none is idle."""
-        # A closed one stays in the table until its connection_lost runs, after this accept.
-        idle = [c for c in connections
-                if c is not newcomer and c.idle_since is not None and not c.transport.is_closing()]
+    def opened(self, conn) -> bool:
+        """Count a new connection in. With the table full, close the connection idle the longest
+        (nginx does the same with keep-alive ones); False when none is idle (refuse this one)."""
+        self._open += 1
+        if self._open <= self.max_connections:
+            return True
         now = time.monotonic()
         if now - self._full_logged > 60:
             self._full_logged = now
             log.warning("%d connections open (max_connections %d): closing the longest idle ones",
-                        len(connections), self.max_connections)
+                        self._open, self.max_connections)
         self.engine.metrics.dropped_connections += 1
-        if not idle:
+        if not self._idle:
             return False
-        min(idle, key=lambda c: c.idle_since).drop()
+        oldest, _ = self._idle.popitem(last=False)
+        oldest.drop()
         return True
+
+    def idle(self, conn) -> None:
+        """``conn`` waits for a request (and just heard from its client)."""
+        self._idle[conn] = None
+        self._idle.move_to_end(conn)
+
+    def busy(self, conn) -> None:
+        """``conn`` has a request running: never closed to make room."""
+        self._idle.pop(conn, None)
+
+    def closed(self, conn) -> None:
+        self._open -= 1
+        self._idle.pop(conn, None)
 
 
 def _protocol_class(server: HTTPServer):
@@ -252,14 +271,13 @@ def _protocol_class(server: HTTPServer):
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class DaemonProtocol(H11Protocol):
-        idle_since: float | None = None
         _receiving: asyncio.TimerHandle | None = None
+        _counted = False  # in the server's table
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self.idle_since = time.monotonic()
-            open_now = sum(not c.transport.is_closing() for c in self.connections)
-            if open_now > server.max_connections and not server.make_room(self.connections, self):
+            self._counted = True
+            if not server.opened(self):
                 self.drop()
                 return
             sock = transport.get_extra_info("socket")
@@ -285,6 +303,7 @@ def _protocol_class(server: HTTPServer):
 
         def connection_lost(self, exc) -> None:
             self._disarm()
+            self._uncount()
             super().connection_lost(exc)
 
         def _watch_receipt(self) -> None:
@@ -294,10 +313,10 @@ def _protocol_class(server: HTTPServer):
                 return self._disarm()
             cycle = self.cycle
             waiting = cycle is None or cycle.response_complete
-            if waiting and self.idle_since is None:
-                self.idle_since = time.monotonic()
-            elif not waiting:
-                self.idle_since = None
+            if waiting:
+                server.idle(self)  # the most recently active last: the longest silent is closed first
+            else:
+                server.busy(self)
             if waiting or cycle.more_body:
                 if self._receiving is None:
                     self._receiving = self.loop.call_later(RECEIVE_SECONDS, self._too_slow)
@@ -318,6 +337,12 @@ def _protocol_class(server: HTTPServer):
 
         def drop(self) -> None:
             self._disarm()
+            self._uncount()
             self.transport.close()  # connection_lost follows, and tells a running request
+
+        def _uncount(self) -> None:
+            if self._counted:
+                self._counted = False
+                server.closed(self)
 
     return DaemonProtocol
