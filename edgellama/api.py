@@ -537,6 +537,7 @@ def build_app(engine: "Engine", *, token: Callable[[], bytes] | None = None):
     """The ASGI app over ``engine``. With ``token`` (the TCP listener), every request must carry
     ``Authorization: Bearer <token()>``; ``token`` is read per request, so SIGHUP can change it."""
     from starlette.applications import Starlette
+    from starlette.requests import ClientDisconnect
     from starlette.routing import Route
 
     async def endpoint(request):
@@ -555,7 +556,7 @@ def build_app(engine: "Engine", *, token: Callable[[], bytes] | None = None):
             if isinstance(result, Stream):
                 return _event_stream(engine, result, deadline, request.scope["edgellama"])
             return _reply_response(result)
-        except ClientGoneError:
+        except (ClientGoneError, ClientDisconnect):  # hung up, or cut off while sending its body
             request.scope["edgellama"]["gone"] = True
             return _reply_response(Reply(499, {}))  # nobody reads it; uvicorn drops it
         except _Oversized as err:
