@@ -133,8 +133,8 @@ def test_json_nested_past_the_recursion_limit_is_a_400(daemon):
 
 def _attack(daemon: Daemon, *, idle: int, slow: int, slow_seconds: float, tcp_share: float = 0.0) -> dict:
     """Open ``idle`` connections that send nothing (a share of them on the TCP listener, before
-    any token) and ``slow`` ones that trickle a header a byte every 0.5 s; meanwhile legitimate
-    clients ask /health. Returns what happened, for the assertions and the figures."""
+    any token) and ``slow`` ones that trickle a header (or a body) a byte every 0.5 s; meanwhile
+    legitimate clients ask /health. Returns what happened, for the assertions and the figures."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = idle + slow + 256
     if soft < wanted:
@@ -170,11 +170,12 @@ def _attack(daemon: Daemon, *, idle: int, slow: int, slow_seconds: float, tcp_sh
     tcp_status = _tcp_get(daemon.port, "/health", daemon.token)
 
     trickling = []
-    for _ in range(slow):
+    for i in range(slow):  # half trickle a header, half a body after complete headers
         s = socket.socket(socket.AF_UNIX)
         s.settimeout(5)
         s.connect(str(daemon.socket))
-        s.sendall(b"GET /health HTTP/1.1\r\n")
+        s.sendall(b"GET /health HTTP/1.1\r\n" if i % 2 else
+                  b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
         s.setblocking(False)
         trickling.append([s, None])
     slow_started = time.monotonic()
@@ -216,7 +217,7 @@ def _attack(daemon: Daemon, *, idle: int, slow: int, slow_seconds: float, tcp_sh
 
 def test_a_thousand_idle_connections_and_slow_headers_do_not_starve_a_client(daemon):
     """1,100 idle connections (a tenth of them on the TCP listener, before any token), then 20
-    clients sending their header a byte every half second: a legitimate /health still answers
+    clients sending their header (or body) a byte every half second: a legitimate /health still answers
     within a second every time, the daemon's open files stay bounded by max_connections, and
     each slow client is cut off once its RECEIVE_SECONDS are up."""
     report = _attack(daemon, idle=1100, slow=20, slow_seconds=RECEIVE_SECONDS + 5, tcp_share=0.1)
