@@ -36,7 +36,7 @@ log = logging.getLogger("edgellama.server")
 
 RECEIVE_SECONDS = 10.0  # from connect (or the end of the last answer) to the whole next request
 KEEP_ALIVE_SECONDS = 5.0  # an idle keep-alive connection is closed after this (uvicorn's timer)
-BACKLOG = 1024  # connections the kernel queues for accept(); a full one makes connect() fail
+BACKLOG = 4096  # connections the kernel queues for accept() (capped at somaxconn); full, connect() fails
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int] | None:
