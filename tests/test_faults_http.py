@@ -26,17 +26,12 @@ import pytest
 
 from conftest import run_cli
 from daemon_harness import Daemon, UnixHTTP, call, eventually
+from daemon_process import free_port
 
 pytestmark = pytest.mark.models
 
 RECEIVE_SECONDS = 10  # edgellama.server.RECEIVE_SECONDS: the time a client has to send its request
 MAX_CONNECTIONS = 256  # the default max_connections
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _write_config(daemon: Daemon, **values) -> None:
@@ -53,7 +48,7 @@ def daemon(tmp_path_factory, shared_data):
     token = "first-token-" + os.urandom(8).hex()
     token_file.write_text(token)
     token_file.chmod(0o600)
-    port = _free_port()
+    port = free_port()
     config = root / "config" / "edgellama" / "config.toml"
     config.parent.mkdir(parents=True)
     d = Daemon(root, shared_data, env_without=("EDGELLAMA_TCP_LISTEN", "EDGELLAMA_TOKEN_FILE"))
@@ -356,7 +351,7 @@ def test_a_request_past_request_seconds_is_stopped_with_504(daemon):
 
 def test_sighup_applies_a_new_token_and_a_moved_tcp_listener(daemon):
     old_token, old_port = daemon.token, daemon.port
-    new_token, new_port = "second-token-" + os.urandom(8).hex(), _free_port()
+    new_token, new_port = "second-token-" + os.urandom(8).hex(), free_port()
     daemon.token_file.write_text(new_token)
     daemon.process.send_signal(signal.SIGHUP)
     assert eventually(lambda: _tcp_get(old_port, "/health", new_token) == 200, timeout=10)
@@ -459,11 +454,23 @@ def test_health_fails_while_the_database_is_gone_or_corrupt(daemon):
 # -- start-up: who may connect, and what is never deleted --------------------------------------------------
 
 
+def test_without_xdg_runtime_dir_the_socket_is_in_the_data_folder_for_its_user_only(tmp_path):
+    from edgellama.config import resolve_settings
+
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    settings = resolve_settings(env=env)
+    assert settings.socket == tmp_path / "data" / "edgellama" / "edgellama.sock"
+    assert settings.socket_access == "user"
+    assert resolve_settings(env={**env, "XDG_RUNTIME_DIR": "/run/user/1000"}).socket_access == "group"
+    assert resolve_settings(env={**env, "EDGELLAMA_SOCKET_ACCESS": "group"}).socket_access == "group"
+
+
 def test_a_daemon_outside_xdg_runtime_dir_admits_only_its_own_user(tmp_path, shared_data):
-    """No XDG_RUNTIME_DIR: the socket goes into the data folder, here an existing 0755 one. The
-    socket is born 0600 and the peer check admits root and the daemon's user only, not its
-    group; a member of the group is refused at connect(), and with the socket opened up by hand,
-    by the peer check (403). Runs while the models load: the check comes before any of that."""
+    """The socket outside XDG_RUNTIME_DIR, in an existing 0755 data folder (where it goes when
+    XDG_RUNTIME_DIR is unset, as the test above shows): it is born 0600 and the peer check admits
+    root and the daemon's user only, not its group; a member of the group is refused at connect(),
+    and with the socket opened up by hand, by the peer check (403). Runs while the models load:
+    the check comes before any of that."""
     if os.geteuid() != 0:
         pytest.skip("needs root to connect as another user")
     python = "/usr/bin/python3"
@@ -474,7 +481,7 @@ def test_a_daemon_outside_xdg_runtime_dir_admits_only_its_own_user(tmp_path, sha
         data.chmod(0o755)
         (data / "edgellama").mkdir(mode=0o755)
         sock = data / "edgellama" / "edgellama.sock"
-        d = Daemon(tmp_path, shared_data, env_without=("XDG_RUNTIME_DIR", "EDGELLAMA_TCP_LISTEN"),
+        d = Daemon(tmp_path, shared_data, env_without=("EDGELLAMA_TCP_LISTEN",),
                    extra_env={"EDGELLAMA_SOCKET": str(sock)})
         try:
             assert eventually(sock.exists, timeout=60), d.read_log()
