@@ -43,6 +43,7 @@ def sd_notify(message: str) -> bool:
 
 def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0) -> int:
     """Run the daemon until SIGTERM/SIGINT. Returns the exit code (0 after a clean stop)."""
+    from .indexer import IndexOptions
     from .watch import IndexWorker
 
     settings = resolve_settings(flags=flags)
@@ -70,9 +71,8 @@ def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0)
         engine.load(on_stage=lambda name: (log.info("%s", name), sd_notify(f"STATUS={name}")))
         worker = IndexWorker(
             open_store=engine.open_store, embedder=engine.embedder.background(), folders=settings.folders,
-            chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
-            max_file_bytes=int(settings.max_file_mb * 1e6), settle_seconds=settings.settle_seconds,
-            reconcile_seconds=settings.reconcile_seconds, max_extract_seconds=settings.max_extract_seconds,
+            **IndexOptions.from_settings(settings).kwargs(), settle_seconds=settings.settle_seconds,
+            reconcile_seconds=settings.reconcile_seconds,
             pause=engine.priority.wait_idle,
         )
         engine.worker = worker

@@ -237,7 +237,7 @@ class Engine:
     # -- loading --------------------------------------------------------------------------------
 
     def load(self, *, on_stage: Callable[[str], None]) -> None:
-        from .resources import current_plan, load_planned_embedder, load_planned_generator
+        from .resources import Models
 
         s = self.settings
 
@@ -245,7 +245,8 @@ class Engine:
             self.stage = name
             on_stage(name)
 
-        self.plan = plan = current_plan(s)
+        models = Models(s)
+        self.plan = plan = models.plan
         log.info("resources: %s", ", ".join(f"{name} {getattr(plan, name).value} ({getattr(plan, name).reason})"
                                             for name in plan.VALUES))
         for warning in plan.warnings:
@@ -256,11 +257,11 @@ class Engine:
 
         self.vectors = VectorCache(s.db)
         stage("loading the embedding model")
-        embedder = load_planned_embedder(settings=s, plan=plan)
+        embedder = models.embedder()
         embedder.embed(["warm up"])
         self.embedder = SharedEmbedder(embedder, priority=self.priority)
         stage("loading the language model")
-        generator = load_planned_generator(settings=s, plan=plan)
+        generator = models.generator()
         generator.llama  # noqa: B018 - load the weights now, not on the first question
         if s.prompt_style == "completion":
             from .prompt import COMPLETION_PREFIX
@@ -354,7 +355,8 @@ class Engine:
                   deadline: Deadline | None = None):
         """The pieces of a summary, computed while the pieces are read (so a stream shows them).
         The deadline is checked between pieces and at every model call and token."""
-        from .summarize import DEFAULT_METHOD, summarize_document, summarize_folder, summarize_topic
+        from .config import DEFAULT_METHOD
+        from .summarize import summarize_document, summarize_folder, summarize_topic
 
         deadline = deadline or self.deadline()
         options = {"length": length, "method": method or DEFAULT_METHOD,

@@ -16,8 +16,8 @@ import sqlite_utils
 
 from .errors import StoreError
 
-__all__ = ["Store", "probe", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SummaryRecord", "Consistency",
-           "SCHEMA_VERSION"]
+__all__ = ["Store", "probe", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SummaryRecord",
+           "Consistency", "SCHEMA_VERSION", "MIGRATIONS"]
 
 # Each migration is a list of statements run in one transaction, recorded in schema_migrations.
 # Never edit a released migration: add the next number.
