@@ -15,11 +15,12 @@ import threading
 from typing import Any, Mapping
 
 from .config import Settings, resolve_settings
-from .engine import Engine, Priority, SharedEmbedder  # noqa: F401 - Priority, SharedEmbedder: imported from here too
+from .engine import Engine, Priority, SharedEmbedder
 from .errors import EdgeLlamaError
 from .server import HTTPServer, bind_unix, read_token
 
-__all__ = ["sd_notify", "serve"]
+# Engine, Priority and SharedEmbedder live in engine.py; they stay importable from here.
+__all__ = ["sd_notify", "serve", "Engine", "Priority", "SharedEmbedder"]
 
 log = logging.getLogger("edgellama.daemon")
 
