@@ -396,8 +396,16 @@ def _reply_response(reply: Reply):
         data = json.dumps(reply.body, ensure_ascii=False).encode()
     else:
         data = str(reply.body).encode()
-    # The content type exactly as given (Starlette would add a charset to text/ types).
-    return Response(data, status_code=reply.status, headers={"content-type": reply.content_type, **dict(reply.headers)})
+    response = Response(data, status_code=reply.status)
+    response.raw_headers = _raw_headers(("Content-Type", reply.content_type), ("Content-Length", str(len(data))),
+                                        *reply.headers)
+    return response
+
+
+def _raw_headers(*headers: tuple[str, str]) -> list[tuple[bytes, bytes]]:
+    """Headers as given: names in their usual case (Starlette would lower them, which HTTP allows
+    but a client matching names exactly would miss) and the content type without an added charset."""
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
 def _error_response(err: EdgeLlamaError, *, close: bool = False):
@@ -517,7 +525,8 @@ def _event_stream(engine: "Engine", stream: Stream, deadline: "Deadline", state:
             yield frame
         finished = True
 
-    response = StreamingResponse(frames(), headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+    response = StreamingResponse(frames())
+    response.raw_headers = _raw_headers(("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"))
 
     async def respond(scope, receive, send) -> None:
         try:
