@@ -25,6 +25,7 @@ from .chunking import approx_tokens
 from .errors import EdgeLlamaError, NotIndexedError, RequestError
 from .prompt import _truncate_to
 from .retrieve import STOPWORDS, content_words
+from .salient import ACKNOWLEDGEMENTS, Unit, is_record_document, pick, record_prefix, salience
 from .store import ChunkRecord, Store, SummaryRecord
 
 __all__ = [
@@ -56,8 +57,11 @@ LEAF_POINTS = 3  # points kept per leaf batch (both methods; length-independent 
 SECTION_POINTS = 4  # points kept per section; `long` shows all, `medium` the first two
 LEAF_TOKENS = 48  # the model's output budget for a leaf
 SECTION_TOKENS = 80  # ... and for a section
-SPECIFIC_WEIGHT = 1.0  # extract: weight of the particulars a sentence states, against its centrality (0..1)
 REDUNDANCY_WEIGHT = 0.7  # extract: penalty for similarity to a sentence already picked
+FLAT_PARTS = 8  # a document without headings is cut into about this many parts by position
+EXCHANGE_LEAD = 2  # a log or transcript point: up to this many short entries before the picked one
+EXCHANGE_WORDS = 12  # ... each of at most this many words
+MOMENT_GAP = 8  # extract: lines around a pick that wait until nothing else is left (one moment, one point)
 MIN_SUPPORT = 0.6  # share of a model sentence's content words that its cited inputs must contain
 
 
@@ -82,6 +86,7 @@ class Citation:
 class Point:
     text: str
     citations: tuple[Citation, ...]
+    salience: float = field(default=0.0, compare=False)  # the extractive score it was picked by (not shown)
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,7 @@ def final_summary(pieces: Iterator[Piece]) -> Summary:
 class _Input:
     text: str
     citations: tuple[Citation, ...]
+    salience: float = 0.0  # computed once per document (salient.py); the extractive picks go by it
 
 
 def _merge(citations: Sequence[Citation]) -> tuple[Citation, ...]:
@@ -201,6 +207,7 @@ class _Run:
     fallbacks: int = 0
     tokens: int = 0
     notes: list[str] = field(default_factory=list)
+    scorer: Callable[..., list[float]] = salience
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -216,7 +223,8 @@ class _Run:
         self.nodes += 1
         key = hashlib.sha256(json.dumps(
             [PROMPT_VERSION, self.method, self.model_name if self.method == "model" else "", level, points,
-             max_tokens if self.method == "model" else 0, instruction, [i.text for i in inputs]],
+             max_tokens if self.method == "model" else 0, instruction, [i.text for i in inputs],
+             [round(i.salience, 3) for i in inputs] if self.method != "model" else []],
             ensure_ascii=False).encode()).hexdigest()
         record = self.store.summary(key)
         if record is not None:
@@ -233,7 +241,8 @@ class _Run:
                 made = _by_extract(inputs, points=points, query=instruction)
             self.store.put_summary(SummaryRecord(key, level, self.method, self.model_name if self.method == "model" else "",
                                                  path, json.dumps(made, ensure_ascii=False), self.model_calls - calls))
-        return tuple(Point(p["text"], _merge([c for i in p["sources"] for c in inputs[i].citations])) for p in made)
+        return tuple(Point(p["text"], _merge([c for i in p["sources"] for c in inputs[i].citations]),
+                           max((inputs[i].salience for i in p["sources"]), default=0.0)) for p in made)
 
     def _by_model(self, inputs: Sequence[_Input], *, points: int, max_tokens: int, instruction: str) -> list[dict]:
         gen = self.generator
@@ -263,7 +272,7 @@ class _Run:
             merged: list[_Input] = []
             part = max(LEAF_POINTS, -(-points // len(batches)))  # enough for the level above to choose from
             for batch in batches:
-                merged += [_Input(p.text, p.citations) for p in self.node(
+                merged += [_Input(p.text, p.citations, p.salience) for p in self.node(
                     level=f"{level}-part", path=path, inputs=batch, points=part,
                     max_tokens=LEAF_TOKENS * part // LEAF_POINTS, instruction=instruction)]
             if len(merged) >= len(inputs):  # cannot shrink further: keep what fits one batch
@@ -285,7 +294,7 @@ class _Run:
                 cut = _truncate_to(item.text, self.input_tokens - 1, self.count_tokens)
                 self.note(f"a {cost}-token passage at {item.citations[0].location if item.citations else '?'} "
                           f"was cut to its first {len(cut.split())} words to fit the {self.input_tokens}-token budget")
-                item = _Input(cut, item.citations)
+                item = _Input(cut, item.citations, item.salience)
                 cost = self.count_tokens(item.text) + 1
             if current and used + cost > self.input_tokens:
                 out.append(current)
@@ -351,59 +360,27 @@ _MARKUP = re.compile(r"\*\*|__|`")
 _WORD = re.compile(r"\w(?:[\w,.:/-]*\w)?")
 
 
-def _specifics(text: str) -> int:
-    """Words that state a particular: numbers, codes (T-7), names (capitalized inside a sentence)."""
-    words = _WORD.findall(text)
-    return sum(1 for k, w in enumerate(words) if any(ch.isdigit() for ch in w) or (k and w[0].isupper()))
-
-
 def _by_extract(inputs: Sequence[_Input], *, points: int, query: str = "") -> list[dict]:
-    """Central, specific, not redundant: each input is scored by its TF-IDF cosine to the centroid
-    of all inputs (what the text is about) plus a bonus for the particulars it states (numbers,
-    codes, names: what a reader needs kept), with a query the share of its words; then picked
-    greedily, each pick penalized by its similarity to those already picked (maximal marginal
-    relevance). Picks keep their original order; a sentence repeated word for word counts once
-    and cites every place it stands."""
+    """The most salient inputs (their ``salience``, computed once per document by salient.py),
+    with a query plus the share of its words each states; picked greedily, each pick penalized
+    by its similarity to those already picked and kept apart from their lines (salient.pick).
+    Picks keep their original order; a sentence repeated word for word counts once and cites
+    every place it stands."""
     if not inputs:
         return []
-    bags = [Counter(w for w in _WORD.findall(i.text.lower()) if w not in STOPWORDS) for i in inputs]
-    df = Counter(w for bag in bags for w in bag)
-    n = len(bags)
-    idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
-    vectors = []
-    for bag in bags:
-        vec = {w: (1 + math.log(c)) * idf[w] for w, c in bag.items()}
-        norm = math.sqrt(sum(v * v for v in vec.values())) or 1.0
-        vectors.append({w: v / norm for w, v in vec.items()})
-    centroid: Counter = Counter()
-    for vec in vectors:
-        centroid.update(vec)
-    central = [sum(v * centroid[w] for w, v in vec.items()) for vec in vectors]
-    top = max(central) or 1.0
     query_words = content_words(query)
-    scores = []
-    for i, item in enumerate(inputs):
-        score = central[i] / top + SPECIFIC_WEIGHT * min(1.0, _specifics(item.text) / 2)
-        if query_words:
-            score += len(query_words & content_words(item.text)) / len(query_words)
-        scores.append(score)
-
-    def similarity(a: int, b: int) -> float:
-        small, big = sorted((vectors[a], vectors[b]), key=len)
-        return sum(v * big.get(w, 0.0) for w, v in small.items())
-
     same: dict[str, list[int]] = {}
     for i, item in enumerate(inputs):
         same.setdefault(" ".join(item.text.lower().split()), []).append(i)
-    candidates = [ids[0] for ids in same.values()]
-    picked: list[int] = []
-    while candidates and len(picked) < points:
-        best = max(candidates, key=lambda i: scores[i] - REDUNDANCY_WEIGHT * max(
-            (similarity(i, j) for j in picked), default=0.0))
-        picked.append(best)
-        candidates.remove(best)
-    return [{"text": inputs[i].text, "sources": same[" ".join(inputs[i].text.lower().split())]}
-            for i in sorted(picked)]
+    firsts = [ids[0] for ids in same.values()]
+    scores = [inputs[i].salience + (len(query_words & content_words(inputs[i].text)) / len(query_words)
+                                    if query_words else 0.0) for i in firsts]
+    places = [(inputs[i].citations[0].path, inputs[i].citations[0].line_start) if inputs[i].citations else ("", i)
+              for i in firsts]
+    chosen = pick([inputs[i].text for i in firsts], scores, points=points, places=places,
+                  redundancy=REDUNDANCY_WEIGHT, gap=MOMENT_GAP)
+    return [{"text": inputs[firsts[k]].text, "sources": same[" ".join(inputs[firsts[k]].text.lower().split())]}
+            for k in chosen]
 
 
 # -- documents ------------------------------------------------------------------------------------
@@ -499,15 +476,20 @@ def _headings(lines: Sequence[_Line]) -> dict[int, tuple[int, str]]:
 
 
 def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callable[[str], int],
-              group_tokens: int) -> list[tuple[str, list[_Input]]]:
-    """(section heading, its sentences with exact citations) in document order. A section starts
-    at each heading of the highest level below the title; a document without headings is cut
-    into parts of about ``group_tokens`` at paragraph or page breaks, named by their lines or pages."""
+              group_tokens: int, parts: int = FLAT_PARTS,
+              scorer: Callable[..., list[float]] = salience) -> list[tuple[str, list[_Input]]]:
+    """(section heading, its sentences with exact citations and salience) in document order. A
+    section starts at each heading of the highest level below the title; a document without
+    headings is cut into about ``parts`` parts (at least ``group_tokens`` each) at paragraph or
+    page breaks, or at any entry of a log or transcript, named by their lines or pages. In a log
+    or transcript (salient.is_record_document) each entry is one unit, not its sentences.
+    ``scorer`` scores all units of the document at once (salient.SCORERS)."""
     lines = _document_lines(chunks)
     if not lines:
         return []
     path = chunks[0].path
-    heads = _headings(lines)
+    records = is_record_document([line.text for line in lines])
+    heads = {} if records else _headings(lines)
     levels = Counter(level for level, _ in heads.values())
     top = min(levels) if levels else None
     if top is not None and levels[top] == 1 and len(levels) > 1:
@@ -519,7 +501,10 @@ def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callabl
         fence = line.text.lstrip().startswith(("```", "~~~"))
         code.append(fenced or fence)
         fenced = fenced != fence
-    parts: list[tuple[str, list[int]]] = [(name, [])]
+    if top is None:  # flat: parts by position, at least ``group_tokens`` each, about ``parts`` of them
+        total = sum(count_tokens(line.text) for line in lines if line.text.strip())
+        group_tokens = max(group_tokens, total // parts)
+    cut: list[tuple[str, list[int]]] = [(name, [])]
     trail: dict[int, str] = {}
     context: list[str] = []
     used = 0
@@ -529,17 +514,21 @@ def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callabl
             trail = {lvl: t for lvl, t in trail.items() if lvl < head[0]}
             trail[head[0]] = head[1]
         if top is not None and head and head[0] == top:
-            parts.append((head[1], []))
-        elif top is None and used >= group_tokens and (not line.text.strip() or (
+            cut.append((head[1], []))
+        elif top is None and used >= group_tokens and (records or not line.text.strip() or (
                 i and line.page != lines[i - 1].page)):
-            parts.append(("", []))
+            cut.append(("", []))
             used = 0
         if top is None:
             used += count_tokens(line.text) if line.text.strip() else 0
-        parts[-1][1].append(i)
+        cut[-1][1].append(i)
         context.append(" > ".join(trail[lvl] for lvl in sorted(trail)))
-    out: list[tuple[str, list[_Input]]] = []
-    for heading, indexes in parts:
+    # Every unit of the document in order (also those too short to be a point: they are the
+    # context an event is recognized by), with the section it belongs to if it can be a point.
+    units: list[Unit] = []
+    shown: list[tuple[str, int]] = []  # each unit as written, with its line
+    found: list[tuple[int, _Input, int]] = []  # (part, the point it can be, its unit)
+    for number, (heading, indexes) in enumerate(cut):
         if not indexes:
             continue
         # Code blocks are blanked (same length, so offsets hold): commands are not sentences.
@@ -549,16 +538,30 @@ def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callabl
             starts.append(starts[-1] + len(lines[i].text if not code[i] else "") + 1)
         items: list[_Input] = []
         loose: list[_Input] = []  # without final punctuation (lists, menus): used only if nothing else
-        for start, end in sentence_spans(block):
+        kept: list[tuple[_Input, int]] = []
+        spans = ([(starts[k], starts[k] + len(lines[i].text)) for k, i in enumerate(indexes) if lines[i].text.strip()]
+                 if records else sentence_spans(block))
+        for start, end in spans:
             text = _MARKUP.sub("", _BULLET.sub("", " ".join(block[start:end].split())))
-            if len(text.split()) < 3 or len(content_words(text)) < 2 or text.count("|") >= 2:
+            prefix = record_prefix(text) if records else None
+            said = text[prefix[0]:] if prefix else text
+            units.append(Unit(said, prefix[1] if prefix else ""))
+            shown.append((text, lines[indexes[bisect_right(starts, start) - 1]].source))
+            if len(said.split()) < 3 or len(content_words(said)) < 2 or text.count("|") >= 2:
                 continue  # fragments and table rows make no point
             first = indexes[bisect_right(starts, start) - 1]
             last = indexes[bisect_right(starts, max(start, end - 1)) - 1]
             item = _Input(text, (Citation(path, lines[first].source, lines[last].source, lines[first].page,
                                           context[first]),))
-            (items if _FINISHED.search(text) else loose).append(item)
-        items = items or loose
+            (items if records or _FINISHED.search(text) else loose).append(item)
+            kept.append((item, len(units) - 1))
+        chosen = {id(i) for i in (items or loose)}
+        found += [(number, item, u) for item, u in kept if id(item) in chosen]
+    scores = scorer(units) if units else []
+    out: list[tuple[str, list[_Input]]] = []
+    for number, (heading, indexes) in enumerate(cut):
+        items = [_Input(*(_exchange(item, u, units, shown) if records else (item.text, item.citations)), scores[u])
+                 for n, item, u in found if n == number]
         if not items:
             continue
         if not heading:  # a part of a document without headings: named by where it stands
@@ -569,7 +572,27 @@ def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callabl
     return out
 
 
-def _begin(store: Store, method: str, length: str, generator, input_tokens: int) -> _Run:
+def _exchange(item: _Input, at: int, units: Sequence[Unit], shown: Sequence[tuple[str, int]]
+              ) -> tuple[str, tuple[Citation, ...]]:
+    """A log or transcript entry with the short entries just before it that lead up to it (a
+    call, a question, a one-line report: "Houston, Tranquility Base here." before "Roger,
+    Tranquility. We copy you on the ground."): one entry alone is often a reply to nothing
+    shown. Pure acknowledgements are left out; the citation covers the lines."""
+    lead: list[int] = []
+    for j in range(at - 1, max(-1, at - 1 - EXCHANGE_LEAD), -1):
+        words = units[j].text.split()
+        if len(words) > EXCHANGE_WORDS or not shown[j][0]:
+            break
+        if content_words(units[j].text) - ACKNOWLEDGEMENTS:
+            lead.insert(0, j)
+    if not lead:
+        return item.text, item.citations
+    c = item.citations[0]
+    text = " ".join([*(shown[j][0] for j in lead), item.text])
+    return text, (Citation(c.path, shown[lead[0]][1], c.line_end, c.page, c.heading),)
+
+
+def _begin(store: Store, method: str, length: str, generator, input_tokens: int, scorer=None) -> _Run:
     if method not in METHODS:
         raise RequestError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if length not in LENGTHS:
@@ -578,7 +601,10 @@ def _begin(store: Store, method: str, length: str, generator, input_tokens: int)
         raise EdgeLlamaError("the model method needs a language model")
     if method == "extract" and not hasattr(generator, "count_tokens"):
         generator = None  # a factory is not called: the extractive method only borrows a loaded tokenizer
-    return _start(store, method, generator, input_tokens)
+    run = _start(store, method, generator, input_tokens)
+    if scorer is not None:
+        run.scorer = scorer
+    return run
 
 
 def _memoized(count: Callable[[str], int]) -> Callable[[str], int]:
@@ -615,13 +641,16 @@ def _document_tree(run: _Run, path: str, plan: LengthPlan) -> Iterator[Piece]:
         raise EdgeLlamaError(f"{path} was skipped when indexing: {document.error}")
     chunks = run.store.document_chunks(path)
     sections = _sections(chunks, name=document.title or os.path.basename(path), count_tokens=run.count_tokens,
-                         group_tokens=4 * run.input_tokens)
+                         group_tokens=4 * run.input_tokens, scorer=run.scorer)
+    # Enough section points for the longest overview to choose from, whatever the structure
+    # (one length-independent figure, so every length shares the cached section nodes).
+    per_section = max(SECTION_POINTS, -(-max(p.overview_points for p in LENGTHS.values()) // max(1, len(sections))))
     total = sum(len(run.batches(items)) for _, items in sections) + len(sections) + 1
     done = 0
     summaries: list[SectionSummary] = []
     for name, items in sections:
         yield Progress(done, total, f"{name}")
-        points = run.reduce(level="section", path=path, inputs=items, points=SECTION_POINTS,
+        points = run.reduce(level="section", path=path, inputs=items, points=per_section,
                             max_tokens=SECTION_TOKENS)
         done += len(run.batches(items)) + 1
         lines = [c for i in items for c in i.citations]
@@ -631,7 +660,7 @@ def _document_tree(run: _Run, path: str, plan: LengthPlan) -> Iterator[Piece]:
             yield SectionDone(path, SectionSummary(section.heading, section.line_start, section.line_end,
                                                    points[: plan.section_points]))
     yield Progress(done, total, "overview")
-    tops = [_Input(p.text, p.citations) for s in summaries for p in s.points]
+    tops = [_Input(p.text, p.citations, p.salience) for s in summaries for p in s.points]
     overview = run.reduce(level="document", path=path, inputs=tops, points=plan.overview_points,
                           max_tokens=plan.overview_tokens) if tops else ()
     tokens = sum(run.count_tokens(c.text) for c in chunks) if run.method == "model" else sum(c.token_count for c in chunks)
@@ -641,11 +670,12 @@ def _document_tree(run: _Run, path: str, plan: LengthPlan) -> Iterator[Piece]:
 
 
 def summarize_document(*, store: Store, path: str, method: str = DEFAULT_METHOD, length: str = "medium",
-                       generator=None, input_tokens: int = 1024) -> Iterator[Piece]:
+                       generator=None, input_tokens: int = 1024, scorer=None) -> Iterator[Piece]:
     """Summarize one indexed document: section summaries as they finish, then the overview.
-    ``generator``: a Generator, a factory of one, or None (extract only). The last piece is the
-    ``Summary``."""
-    run = _begin(store, method, length, generator, input_tokens)
+    ``generator``: a Generator, a factory of one, or None (extract only). ``scorer``: the
+    extractive score of a document's units (default salient.salience; the benchmark passes
+    others to compare). The last piece is the ``Summary``."""
+    run = _begin(store, method, length, generator, input_tokens, scorer)
     document = None
     for piece in _document_tree(run, path, LENGTHS[length]):
         if isinstance(piece, DocumentDone):
@@ -655,10 +685,10 @@ def summarize_document(*, store: Store, path: str, method: str = DEFAULT_METHOD,
 
 
 def summarize_folder(*, store: Store, folder: str | None, method: str = DEFAULT_METHOD, length: str = "medium",
-                     generator=None, input_tokens: int = 1024) -> Iterator[Piece]:
+                     generator=None, input_tokens: int = 1024, scorer=None) -> Iterator[Piece]:
     """Summarize every indexed document under ``folder`` (None: all of them): one line per
     document as each finishes, then an overview of the folder."""
-    run = _begin(store, method, length, generator, input_tokens)
+    run = _begin(store, method, length, generator, input_tokens, scorer)
     root = None if folder is None else folder.rstrip(os.sep) + os.sep
     documents = store.documents()
     paths = sorted(p for p, d in documents.items() if root is None or p.startswith(root) or p == folder)
@@ -678,7 +708,7 @@ def summarize_folder(*, store: Store, folder: str | None, method: str = DEFAULT_
                 results.append(piece.document)
                 yield piece
     yield Progress(len(indexed), len(indexed) + 1, "overview")
-    lines = [_Input(d.overview[0].text, d.overview[0].citations) for d in results if d.overview]
+    lines = [_Input(d.overview[0].text, d.overview[0].citations, d.overview[0].salience) for d in results if d.overview]
     plan = LENGTHS[length]
     overview = run.reduce(level="folder", path=folder, inputs=lines, points=plan.overview_points,
                           max_tokens=plan.overview_tokens)
@@ -688,14 +718,14 @@ def summarize_folder(*, store: Store, folder: str | None, method: str = DEFAULT_
 
 def summarize_topic(*, store: Store, topic: str, embedder, method: str = DEFAULT_METHOD, length: str = "medium",
                     generator=None, top_k: int = 12, min_relevance: float = 0.3, vectors=None,
-                    input_tokens: int = 1024) -> Iterator[Piece]:
+                    input_tokens: int = 1024, scorer=None) -> Iterator[Piece]:
     """Retrieve the chunks about ``topic`` across all documents and summarize them with citations.
     Only sentences that score at least ``min_relevance`` against the topic are used."""
     from .retrieve import best_sentences, search
 
     if not topic.strip():
         raise RequestError("the topic is empty")
-    run = _begin(store, method, length, generator, input_tokens)
+    run = _begin(store, method, length, generator, input_tokens, scorer)
     yield Progress(0, 2, "retrieving")
     found = search(store=store, embedder=embedder, query=topic, k=top_k, vectors=vectors)
     picked = best_sentences(query=topic, chunks=found, embedder=embedder, limit=60) if found else []

@@ -1,0 +1,212 @@
+"""Salience: how much each unit of a document (a sentence, or one entry of a log or transcript)
+tells the reader that the rest of the document does not, and the greedy pick of points by it.
+
+Pure functions over the document's units in order; no I/O, no models. Scores are computed once
+per document (they need the whole document: its word statistics are the background, and an
+event is recognized by what happens around it), then the summary tree picks by them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+from .retrieve import STOPWORDS
+
+__all__ = ["Unit", "record_prefix", "is_record_document", "salience", "centrality", "pick", "SCORERS"]
+
+# A log or transcript entry starts with a time stamp (2026-03-02 06:00, 04:04:18:01, [12:01:33]),
+# a speaker label ending in a colon (CDR (EAGLE):, K.Berg:, Duty manager:), or both.
+_STAMP = r"\[?\d{1,4}(?:[-/:.]\d{1,2}){1,4}(?:[ T]\d{1,2}(?::\d{2}){1,2}(?:\.\d+)?)?\]?"
+_LABEL = r"[A-Z][\w.'&/-]*(?: [\w.'&/-]+){0,3}(?: \([^)\n]{1,24}\))?"
+_RECORD = re.compile(rf"^\s*(?:(?P<stamp>{_STAMP})\s+)?(?:(?P<label>{_LABEL})\s*:\s+)?")
+_WORD = re.compile(r"[^\W\d_][\w'-]*|\d[\w.-]*\w|\d")
+# Words that acknowledge, confirm or hail rather than tell: what a radio loop or a log's
+# replies are mostly made of ("Roger.", "Copy, thanks.", "Noted."). They count for nothing.
+ACKNOWLEDGEMENTS = frozenset("""ack acknowledged affirm affirmative ahead all alright also copied copy copying
+    done fine go good great hello hey hi yes yeah no negative noted ok okay out over read reading received
+    right roger see sir stand standby standing sure thank thanks understand understood very well will
+    wilco yep loud clear say again checked""".split())
+# Words a writer uses to flag what matters (Edmundson's bonus words): a small, generic bonus.
+CUES = frozenset("""important importantly must never warning caution note critical essential always
+    failed failure fault alarm error emergency problem incident unexpected lost broke broken injured
+    decided decision concluded conclusion found result results significant first""".split())
+
+MOMENT_WINDOW = 4  # units either side of an event that share its bonus (a question, its answer, a reaction)
+ONSET_HORIZON = 300  # units: a word unused this long before is new when it comes up
+UPTAKE_WINDOW = 40  # units after a new word in which others must take it up for it to count
+ROUTINE_WEIGHT = 0.6  # per log-count of units shaped the same (numbers aside)
+CUE_WEIGHT = 0.15
+
+
+@dataclass(frozen=True)
+class Unit:
+    text: str  # what it says (a record's time stamp and speaker label removed)
+    speaker: str  # a record's speaker label, "" for prose
+
+
+def record_prefix(line: str) -> tuple[int, str] | None:
+    """(length of the stamp-and-label prefix, the speaker label) of a log or transcript entry,
+    None when the line does not start like one."""
+    m = _RECORD.match(line)
+    if not m or not (m.group("stamp") or m.group("label")) or m.end() >= len(line.rstrip()):
+        return None
+    return m.end(), (m.group("label") or "").strip()
+
+
+def is_record_document(lines: Sequence[str]) -> bool:
+    """A log or transcript: most non-blank lines are entries (stamped or labelled) and few are blank."""
+    filled = [line for line in lines if line.strip()]
+    if len(filled) < 20:
+        return False
+    records = sum(1 for line in filled if record_prefix(line))
+    return records >= 0.6 * len(filled) and len(filled) >= 0.8 * len(lines)
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def _content(text: str) -> list[str]:
+    return [w for w in _words(text) if w not in STOPWORDS and w not in ACKNOWLEDGEMENTS and len(w) > 1]
+
+
+def _shape(words: Sequence[str]) -> frozenset[str]:
+    return frozenset("#" if w[0].isdigit() else w for w in words)
+
+
+def _percentiles(values: Sequence[float]) -> list[float]:
+    """Each positive value's rank among all, in 0..1 (0 for values <= 0): features on one scale."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    out = [0.0] * len(values)
+    top = max(1, len(values) - 1)
+    for rank, i in enumerate(order):
+        if values[i] > 0:
+            out[i] = rank / top
+    return out
+
+
+def salience(units: Sequence[Unit], *, background: dict[str, float] | None = None) -> list[float]:
+    """Per unit: what it tells, minus how routine it is, plus the bonus of an event near it.
+
+    - told: the summed rarity (IDF over the document's units, or ``background`` when given) of
+      its content words, acknowledgements not counted, scaled down by its share of bare numbers
+      (a read-back or a table of readings states many figures and no event);
+    - routine: how many units have the same words once numbers are set aside ("Reservoir
+      levels: R1 4.21 m ..." every hour): many near-duplicates are routine, not central;
+    - events: an entry by a speaker label never heard before (someone new speaks, a call sign
+      changes), a word nobody used for a long while that others then take up (a new subject
+      the rest refers back to), an exclamation in reply. The bonus goes to the units around
+      it, so the clearest unit of the moment (the one that tells most) is the one picked.
+    """
+    n = len(units)
+    if not n:
+        return []
+    tokens = [_content(u.text) for u in units]
+    sets = [set(t) for t in tokens]
+    df = Counter(w for s in sets for w in s)
+    idf = background if background is not None else {w: math.log(n / c) for w, c in df.items()}
+    shapes = Counter(_shape(t) for t in tokens)
+    told: list[float] = []
+    for t, s in zip(tokens, sets):
+        numbers = sum(1 for w in t if w[0].isdigit()) / max(1, len(t))
+        value = sum(idf.get(w, 0.0) for w in s) / (1 + math.sqrt(len(s))) * (1 - numbers) if len(s) >= 2 else 0.0
+        told.append(value)
+    where: dict[str, list[int]] = defaultdict(list)
+    for i, s in enumerate(sets):
+        for w in s:
+            where[w].append(i)
+    heard: set[str] = set()
+    voiced = any(u.speaker for u in units)
+    label, onset, reaction = [0.0] * n, [0.0] * n, [0.0] * n
+    for i, unit in enumerate(units):
+        if voiced and unit.speaker and unit.speaker not in heard and i > 0.02 * n:
+            label[i] = 1.0
+        heard.add(unit.speaker)
+        if voiced:
+            for w in sets[i]:
+                places = where[w]
+                k = bisect.bisect_left(places, i)
+                if k - bisect.bisect_left(places, i - ONSET_HORIZON):
+                    continue  # used lately: not new
+                later = places[k + 1: bisect.bisect_right(places, i + UPTAKE_WINDOW)]
+                if len(later) >= (3 if w[0].isdigit() else 2) and len({units[j].speaker for j in later} - {unit.speaker}):
+                    onset[i] += idf.get(w, 0.0) * math.log1p(len(later)) * min(1.0, i / ONSET_HORIZON)
+            reaction[i] = float(any(units[j].speaker != unit.speaker and "!" in units[j].text
+                                    for j in range(i + 1, min(n, i + 4))))
+    told_p, onset_p = _percentiles(told), _percentiles(onset)
+    event = [label[i] + 0.5 * onset_p[i] + 0.3 * reaction[i] for i in range(n)]
+    scores = []
+    for i in range(n):
+        near = max(event[max(0, i - MOMENT_WINDOW): i + MOMENT_WINDOW + 1])
+        cue = CUE_WEIGHT if sets[i] & CUES else 0.0
+        scores.append(told_p[i] - ROUTINE_WEIGHT * math.log(shapes[_shape(tokens[i])]) + near + cue)
+    return scores
+
+
+def centrality(units: Sequence[Unit], *, background: dict[str, float] | None = None) -> list[float]:
+    """The former extractive score, for comparison: TF-IDF cosine to the document's centroid plus
+    a bonus for particulars (numbers, names). What is most typical wins: in a log, routine."""
+    n = len(units)
+    bags = [Counter(w for w in _words(u.text) if w not in STOPWORDS) for u in units]
+    df = Counter(w for bag in bags for w in bag)
+    idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
+    vectors = []
+    for bag in bags:
+        vec = {w: (1 + math.log(c)) * idf[w] for w, c in bag.items()}
+        norm = math.sqrt(sum(v * v for v in vec.values())) or 1.0
+        vectors.append({w: v / norm for w, v in vec.items()})
+    centroid: Counter = Counter()
+    for vec in vectors:
+        centroid.update(vec)
+    central = [sum(v * centroid[w] for w, v in vec.items()) for vec in vectors]
+    top = max(central, default=0.0) or 1.0
+    out = []
+    for unit, c in zip(units, central):
+        words = re.findall(r"\w(?:[\w,.:/-]*\w)?", unit.text)
+        specific = sum(1 for k, w in enumerate(words) if any(ch.isdigit() for ch in w) or (k and w[0].isupper()))
+        out.append(c / top + min(1.0, specific / 2))
+    return out
+
+
+SCORERS = {"salience": salience, "centrality": centrality}
+
+
+def _vector(text: str) -> dict[str, float]:
+    bag = Counter(_content(text))
+    norm = math.sqrt(sum(v * v for v in bag.values())) or 1.0
+    return {w: v / norm for w, v in bag.items()}
+
+
+def pick(texts: Sequence[str], scores: Sequence[float], *, points: int,
+         places: Sequence[tuple[str, int]] | None = None, redundancy: float = 0.7, gap: int = 0) -> list[int]:
+    """Indexes of up to ``points`` texts, best score first, each pick penalized by its word
+    similarity to those already picked (maximal marginal relevance). With ``places`` ((path,
+    line) of each text) and ``gap``, texts within ``gap`` lines of a pick in the same file wait
+    until nothing else is left (one moment, one point). Returned in document order."""
+    vectors = [_vector(t) for t in texts]
+
+    def similarity(a: int, b: int) -> float:
+        small, big = sorted((vectors[a], vectors[b]), key=len)
+        return sum(v * big.get(w, 0.0) for w, v in small.items())
+
+    candidates = list(range(len(texts)))
+    near: list[int] = []
+    picked: list[int] = []
+    while (candidates or near) and len(picked) < points:
+        if not candidates:
+            candidates, near = near, []
+        best = max(candidates, key=lambda i: scores[i] - redundancy * max(
+            (similarity(i, j) for j in picked), default=0.0))
+        picked.append(best)
+        candidates.remove(best)
+        if places is not None and gap:
+            path, line = places[best]
+            close = [i for i in candidates if places[i][0] == path and abs(places[i][1] - line) <= gap]
+            candidates = [i for i in candidates if i not in set(close)]
+            near += close
+    return sorted(picked)
