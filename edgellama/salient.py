@@ -38,9 +38,12 @@ CUES = frozenset("""important importantly must never warning caution note critic
 
 MOMENT_WINDOW = 4  # units either side of an event that share its bonus (a question, its answer, a reaction)
 ONSET_HORIZON = 300  # units: a word unused this long before is new when it comes up
-UPTAKE_WINDOW = 40  # units after a new word in which others must take it up for it to count
+UPTAKE_WINDOW = 60  # units after a new word in which other speakers must take it up for it to count
 ROUTINE_WEIGHT = 0.6  # per log-count of units shaped the same (numbers aside)
 CUE_WEIGHT = 0.15
+SPECIFIC_WEIGHT = 0.3  # for the particulars a unit states: numbers, codes, names (up to two)
+ONSET_WEIGHT = 1.0  # for a new word other speakers take up (its percentile, to the 4th power: only the top few)
+REACTION_WEIGHT = 0.3  # for an exclamation by another speaker within three units
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,12 @@ def _content(text: str) -> list[str]:
 
 def _shape(words: Sequence[str]) -> frozenset[str]:
     return frozenset("#" if w[0].isdigit() else w for w in words)
+
+
+def _specifics(text: str) -> int:
+    """Words that state a particular: numbers, codes (T-7), names (capitalized inside a sentence)."""
+    words = re.findall(r"\w(?:[\w,.:/-]*\w)?", text)
+    return sum(1 for k, w in enumerate(words) if any(ch.isdigit() for ch in w) or (k and w[0].isupper()))
 
 
 def _percentiles(values: Sequence[float]) -> list[float]:
@@ -133,17 +142,18 @@ def salience(units: Sequence[Unit], *, background: dict[str, float] | None = Non
                 k = bisect.bisect_left(places, i)
                 if k - bisect.bisect_left(places, i - ONSET_HORIZON):
                     continue  # used lately: not new
-                later = places[k + 1: bisect.bisect_right(places, i + UPTAKE_WINDOW)]
-                if len(later) >= (3 if w[0].isdigit() else 2) and len({units[j].speaker for j in later} - {unit.speaker}):
-                    onset[i] += idf.get(w, 0.0) * math.log1p(len(later)) * min(1.0, i / ONSET_HORIZON)
+                others = sum(1 for j in places[k + 1: bisect.bisect_right(places, i + UPTAKE_WINDOW)]
+                             if units[j].speaker != unit.speaker)
+                if others >= (2 if w[0].isdigit() else 1):  # a read-back repeats a number once
+                    onset[i] = max(onset[i], idf.get(w, 0.0) * math.log1p(others) * min(1.0, i / ONSET_HORIZON))
             reaction[i] = float(any(units[j].speaker != unit.speaker and "!" in units[j].text
-                                    for j in range(i + 1, min(n, i + 4))))
+                                    for j in range(max(0, i - 3), min(n, i + 4))))
     told_p, onset_p = _percentiles(told), _percentiles(onset)
-    event = [label[i] + 0.5 * onset_p[i] + 0.3 * reaction[i] for i in range(n)]
+    event = [label[i] + ONSET_WEIGHT * onset_p[i] ** 4 + REACTION_WEIGHT * reaction[i] for i in range(n)]
     scores = []
     for i in range(n):
         near = max(event[max(0, i - MOMENT_WINDOW): i + MOMENT_WINDOW + 1])
-        cue = CUE_WEIGHT if sets[i] & CUES else 0.0
+        cue = (CUE_WEIGHT if sets[i] & CUES else 0.0) + SPECIFIC_WEIGHT * min(1.0, _specifics(units[i].text) / 2)
         scores.append(told_p[i] - ROUTINE_WEIGHT * math.log(shapes[_shape(tokens[i])]) + near + cue)
     return scores
 
@@ -165,12 +175,7 @@ def centrality(units: Sequence[Unit], *, background: dict[str, float] | None = N
         centroid.update(vec)
     central = [sum(v * centroid[w] for w, v in vec.items()) for vec in vectors]
     top = max(central, default=0.0) or 1.0
-    out = []
-    for unit, c in zip(units, central):
-        words = re.findall(r"\w(?:[\w,.:/-]*\w)?", unit.text)
-        specific = sum(1 for k, w in enumerate(words) if any(ch.isdigit() for ch in w) or (k and w[0].isupper()))
-        out.append(c / top + min(1.0, specific / 2))
-    return out
+    return [c / top + min(1.0, _specifics(unit.text) / 2) for unit, c in zip(units, central)]
 
 
 SCORERS = {"salience": salience, "centrality": centrality}
