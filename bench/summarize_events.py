@@ -32,7 +32,7 @@ from fakes import BagOfWordsEmbedder  # noqa: E402
 from longdoc import make_document  # noqa: E402
 
 from edgellama.indexer import index_paths  # noqa: E402
-from edgellama.salient import SCORERS, Unit  # noqa: E402
+from edgellama.salience import SCORERS, Unit  # noqa: E402
 from edgellama.store import Store  # noqa: E402
 from edgellama.summarize import final_summary, summarize_document  # noqa: E402
 
@@ -63,7 +63,7 @@ def documents(tmp: Path) -> dict[str, tuple[Path, list[dict]]]:
 def _sumy(kind: str):
     from sumy.models.dom import ObjectDocumentModel, Paragraph, Sentence
 
-    from edgellama.salient import _content
+    from edgellama.salience import _content
 
     class Tokenizer:
         language = "english"

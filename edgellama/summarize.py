@@ -1,37 +1,28 @@
-"""Map-reduce summaries of indexed documents, folders and topics, cached by content hash.
-
-A document's chunks become sentences with their exact source lines; sentences are packed into
-batches within a token budget (leaves), leaves reduce to section summaries, sections to the
-document overview. Every node is cached in the store under the SHA-256 of its inputs' text plus
-the method, model and prompt version, so after an edit only the changed branch is computed again.
-Every point carries the citations of the sentences it came from; a model sentence that no input
-supports is dropped (and counted), never shown. Never prints: results come as a stream of pieces.
+"""Cited summaries of indexed documents, folders and topics: the result types, the map-reduce tree
+cached by content hash, the model's prompts and their verification. Never prints: results stream as pieces.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import time
-from collections import Counter
 from dataclasses import dataclass, field
-from bisect import bisect_right
 from typing import Callable, Iterator, Sequence
 
 from .chunking import approx_tokens
 from .errors import EdgeLlamaError, NotIndexedError, RequestError
-from .prompt import _truncate_to
-from .retrieve import STOPWORDS, content_words
-from .salient import ACKNOWLEDGEMENTS, Unit, is_record_document, pick, record_prefix, salience
+from .salience import Scorer, Unit, salience, salient_sentences
+from .sections import document_sections
 from .store import ChunkRecord, Store, SummaryRecord
+from .text import content_words, truncate_to_tokens
 
 __all__ = [
-    "Citation", "Point", "SectionSummary", "DocumentSummary", "SummaryStats", "Summary", "Progress",
-    "SectionDone", "DocumentDone", "Piece", "summarize_document", "summarize_folder", "summarize_topic",
-    "summary_to_dict", "final_summary", "METHODS", "LENGTHS", "DEFAULT_METHOD", "PROMPT_VERSION",
+    "Summary", "Progress", "SectionDone", "DocumentDone", "summarize_document", "summarize_folder",
+    "summarize_topic", "summary_to_dict", "piece_to_event", "final_summary", "METHODS", "LENGTHS",
+    "DEFAULT_METHOD",
 ]
 
 METHODS = ("extract", "model")
@@ -57,10 +48,6 @@ LEAF_POINTS = 3  # points kept per leaf batch (both methods; length-independent 
 SECTION_POINTS = 4  # points kept per section; `long` shows all, `medium` the first two
 LEAF_TOKENS = 48  # the model's output budget for a leaf
 SECTION_TOKENS = 80  # ... and for a section
-REDUNDANCY_WEIGHT = 0.7  # extract: penalty for similarity to a sentence already picked
-FLAT_PARTS = 8  # a document without headings is cut into about this many parts by position
-EXCHANGE_LEAD = 2  # a log or transcript point: up to this many short entries before the picked one
-EXCHANGE_WORDS = 12  # ... each of at most this many words
 MOMENT_GAP = 8  # extract: lines around a pick that wait until nothing else is left (one moment, one point)
 MIN_SUPPORT = 0.6  # share of a model sentence's content words that its cited inputs must contain
 
@@ -171,7 +158,7 @@ def final_summary(pieces: Iterator[Piece]) -> Summary:
 class _Input:
     text: str
     citations: tuple[Citation, ...]
-    salience: float = 0.0  # computed once per document (salient.py); the extractive picks go by it
+    salience: float = 0.0  # computed once per document (sections.py, salience.py); extract picks by it
 
 
 def _merge(citations: Sequence[Citation]) -> tuple[Citation, ...]:
@@ -191,6 +178,12 @@ _NUMBER = re.compile(r"\d[\d.,:/-]*\d|\d")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
+# A document's sections (sections.py) give sentences with their exact source lines; sentences are
+# packed into batches within a token budget (leaves), leaves reduce to section summaries, sections to
+# the document overview. Every node is cached in the store under the SHA-256 of its inputs' text plus
+# the method, model and prompt version, so after an edit only the changed branch is computed again.
+# Every point carries the citations of the sentences it came from; a model sentence that no input
+# supports is dropped (and counted), never shown.
 @dataclass
 class _Run:
     store: Store
@@ -207,7 +200,7 @@ class _Run:
     fallbacks: int = 0
     tokens: int = 0
     notes: list[str] = field(default_factory=list)
-    scorer: Callable[..., list[float]] = salience
+    scorer: Scorer = salience  # the extractive score of a document's units
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -291,7 +284,7 @@ class _Run:
         for item in inputs:
             cost = self.count_tokens(item.text) + 1
             if cost > self.input_tokens:
-                cut = _truncate_to(item.text, self.input_tokens - 1, self.count_tokens)
+                cut = truncate_to_tokens(item.text, self.input_tokens - 1, self.count_tokens)
                 self.note(f"a {cost}-token passage at {item.citations[0].location if item.citations else '?'} "
                           f"was cut to its first {len(cut.split())} words to fit the {self.input_tokens}-token budget")
                 item = _Input(cut, item.citations, item.salience)
@@ -355,244 +348,27 @@ def _verified(text: str, inputs: Sequence[_Input], *, limit: int) -> tuple[list[
     return made, dropped
 
 
-_FINISHED = re.compile(r"[.!?][\"')\]]*$")
-_MARKUP = re.compile(r"\*\*|__|`")
-_WORD = re.compile(r"\w(?:[\w,.:/-]*\w)?")
-
-
 def _by_extract(inputs: Sequence[_Input], *, points: int, query: str = "") -> list[dict]:
-    """The most salient inputs (their ``salience``, computed once per document by salient.py),
-    with a query plus the share of its words each states; picked greedily, each pick penalized
-    by its similarity to those already picked and kept apart from their lines (salient.pick).
-    Picks keep their original order; a sentence repeated word for word counts once and cites
-    every place it stands."""
-    if not inputs:
-        return []
-    query_words = content_words(query)
-    same: dict[str, list[int]] = {}
-    for i, item in enumerate(inputs):
-        same.setdefault(" ".join(item.text.lower().split()), []).append(i)
-    firsts = [ids[0] for ids in same.values()]
-    scores = [inputs[i].salience + (len(query_words & content_words(inputs[i].text)) / len(query_words)
-                                    if query_words else 0.0) for i in firsts]
-    places = [(inputs[i].citations[0].path, inputs[i].citations[0].line_start) if inputs[i].citations else ("", i)
-              for i in firsts]
-    chosen = pick([inputs[i].text for i in firsts], scores, points=points, places=places,
-                  redundancy=REDUNDANCY_WEIGHT, gap=MOMENT_GAP)
-    return [{"text": inputs[firsts[k]].text, "sources": same[" ".join(inputs[firsts[k]].text.lower().split())]}
-            for k in chosen]
-
-
-# -- documents ------------------------------------------------------------------------------------
-
-
-_HEADING_LINE = re.compile(r"^\s*(#{1,6}\s|([=\-~^\"'`#*+])\2{2,}\s*$)")
-_BULLET = re.compile(r"^\s*([-*+•]|\d{1,3}[.)])\s+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence of ``text``, across line breaks within a paragraph; headings
-    (markdown ``#`` lines, rst titles and their underlines) and blank lines end a paragraph."""
-    lines = text.split("\n")
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line) + 1)
-    blocks: list[tuple[int, int]] = []
-    begin = None
-    for i, line in enumerate(lines):
-        heading = (_HEADING_LINE.match(line) is not None
-                   or (i + 1 < len(lines) and line.strip() and _HEADING_LINE.match(lines[i + 1] or "") is not None
-                       and not lines[i + 1].lstrip().startswith("#")))
-        if not line.strip() or heading or _BULLET.match(line):
-            if begin is not None:
-                blocks.append((begin, starts[i] - 1))
-                begin = None
-        if line.strip() and not heading and begin is None:
-            begin = starts[i]
-    if begin is not None:
-        blocks.append((begin, len(text)))
-    spans = []
-    for a, b in blocks:
-        block = text[a:b].replace("\n", " ")  # same length: offsets still point into ``text``
-        pos = 0
-        for match in _SENTENCE_END.finditer(block):
-            spans.append((a + pos, a + match.start()))
-            pos = match.end()
-        spans.append((a + pos, a + len(block.rstrip())))
-    return [(a + (len(text[a:b]) - len(text[a:b].lstrip())), b) for a, b in spans if text[a:b].strip()]
-
-
-@dataclass(frozen=True)
-class _Line:
-    text: str
-    source: int  # the line number in the file
-    page: int | None
-
-
-def _document_lines(chunks: Sequence[ChunkRecord]) -> list[_Line]:
-    """The document's text again, line by line with source line and page, from its chunks:
-    the overlap between neighbouring chunks is taken once (a chunk may start or end mid-line)."""
-    out: list[_Line] = []
-    where: dict[tuple[int, int | None], int] = {}
-    for chunk in chunks:
-        sources = json.loads(chunk.line_map) or [chunk.line_start]
-        for k, text in enumerate(chunk.text.split("\n")):
-            key = (sources[min(k, len(sources) - 1)], chunk.page)
-            at = where.get(key)
-            if at is not None:
-                old = out[at].text
-                if text in old:
-                    continue
-                if old in text:
-                    out[at] = _Line(text, *key)
-                    continue
-                joint = next((n for n in range(min(len(old), len(text)), 9, -1) if old.endswith(text[:n])), 0)
-                if joint:
-                    out[at] = _Line(old + text[joint:], *key)
-                    continue
-            where[key] = len(out)
-            out.append(_Line(text, *key))
-    return out
-
-
-_MD_HEADING = re.compile(r"^\s*(#{1,6})\s+(.+?)\s*#*\s*$")
-_UNDERLINE = re.compile(r"^\s*([=\-~^\"'`#*+])\1{2,}\s*$")
-
-
-def _headings(lines: Sequence[_Line]) -> dict[int, tuple[int, str]]:
-    """Line index -> (level, title) of each markdown heading (HTML ones arrive as markdown) and
-    each underlined rst title."""
-    found = {}
-    for i, line in enumerate(lines):
-        md = _MD_HEADING.match(line.text)
-        if md:
-            found[i] = (len(md.group(1)), md.group(2).strip())
-        elif (i + 1 < len(lines) and line.text.strip() and len(line.text.strip()) < 100
-              and _UNDERLINE.match(lines[i + 1].text)
-              and len(lines[i + 1].text.strip()) >= len(line.text.strip()) * 0.6):
-            found[i] = ({"=": 1, "-": 2}.get(lines[i + 1].text.strip()[0], 3), line.text.strip())
-    return found
+    """The most salient inputs, not redundant and one a moment (salience.py), in the cached form:
+    text and the positions of the inputs each stands for."""
+    places = [(i.citations[0].path, i.citations[0].line_start) if i.citations else ("", k)
+              for k, i in enumerate(inputs)]
+    return [{"text": pick.text, "sources": list(pick.sources)}
+            for pick in salient_sentences([i.text for i in inputs], points=points, query=query,
+                                          scores=[i.salience for i in inputs], places=places, gap=MOMENT_GAP)]
 
 
 def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callable[[str], int],
-              group_tokens: int, parts: int = FLAT_PARTS,
-              scorer: Callable[..., list[float]] = salience) -> list[tuple[str, list[_Input]]]:
-    """(section heading, its sentences with exact citations and salience) in document order. A
-    section starts at each heading of the highest level below the title; a document without
-    headings is cut into about ``parts`` parts (at least ``group_tokens`` each) at paragraph or
-    page breaks, or at any entry of a log or transcript, named by their lines or pages. In a log
-    or transcript (salient.is_record_document) each entry is one unit, not its sentences.
-    ``scorer`` scores all units of the document at once (salient.SCORERS)."""
-    lines = _document_lines(chunks)
-    if not lines:
-        return []
-    path = chunks[0].path
-    records = is_record_document([line.text for line in lines])
-    heads = {} if records else _headings(lines)
-    levels = Counter(level for level, _ in heads.values())
-    top = min(levels) if levels else None
-    if top is not None and levels[top] == 1 and len(levels) > 1:
-        top = min(level for level in levels if level > top)  # the one top heading is the title
-    elif top is not None and levels[top] == 1:
-        top = None  # a title and nothing else: no sections
-    code, fenced = [], False
-    for line in lines:
-        fence = line.text.lstrip().startswith(("```", "~~~"))
-        code.append(fenced or fence)
-        fenced = fenced != fence
-    if top is None:  # flat: parts by position, at least ``group_tokens`` each, about ``parts`` of them
-        total = sum(count_tokens(line.text) for line in lines if line.text.strip())
-        group_tokens = max(group_tokens, total // parts)
-    cut: list[tuple[str, list[int]]] = [(name, [])]
-    trail: dict[int, str] = {}
-    context: list[str] = []
-    used = 0
-    for i, line in enumerate(lines):
-        head = heads.get(i)
-        if head:
-            trail = {lvl: t for lvl, t in trail.items() if lvl < head[0]}
-            trail[head[0]] = head[1]
-        if top is not None and head and head[0] == top:
-            cut.append((head[1], []))
-        elif top is None and used >= group_tokens and (records or not line.text.strip() or (
-                i and line.page != lines[i - 1].page)):
-            cut.append(("", []))
-            used = 0
-        if top is None:
-            used += count_tokens(line.text) if line.text.strip() else 0
-        cut[-1][1].append(i)
-        context.append(" > ".join(trail[lvl] for lvl in sorted(trail)))
-    # Every unit of the document in order (also those too short to be a point: they are the
-    # context an event is recognized by), with the section it belongs to if it can be a point.
-    units: list[Unit] = []
-    shown: list[tuple[str, int]] = []  # each unit as written, with its line
-    found: list[tuple[int, _Input, int]] = []  # (part, the point it can be, its unit)
-    for number, (heading, indexes) in enumerate(cut):
-        if not indexes:
-            continue
-        # Code blocks are blanked (same length, so offsets hold): commands are not sentences.
-        block = "\n".join("" if code[i] else lines[i].text for i in indexes)
-        starts = [0]
-        for i in indexes:
-            starts.append(starts[-1] + len(lines[i].text if not code[i] else "") + 1)
-        items: list[_Input] = []
-        loose: list[_Input] = []  # without final punctuation (lists, menus): used only if nothing else
-        kept: list[tuple[_Input, int]] = []
-        spans = ([(starts[k], starts[k] + len(lines[i].text)) for k, i in enumerate(indexes) if lines[i].text.strip()]
-                 if records else sentence_spans(block))
-        for start, end in spans:
-            text = _MARKUP.sub("", _BULLET.sub("", " ".join(block[start:end].split())))
-            prefix = record_prefix(text) if records else None
-            said = text[prefix[0]:] if prefix else text
-            units.append(Unit(said, prefix[1] if prefix else ""))
-            shown.append((text, lines[indexes[bisect_right(starts, start) - 1]].source))
-            if len(said.split()) < 3 or len(content_words(said)) < 2 or text.count("|") >= 2:
-                continue  # fragments and table rows make no point
-            first = indexes[bisect_right(starts, start) - 1]
-            last = indexes[bisect_right(starts, max(start, end - 1)) - 1]
-            item = _Input(text, (Citation(path, lines[first].source, lines[last].source, lines[first].page,
-                                          context[first]),))
-            (items if records or _FINISHED.search(text) else loose).append(item)
-            kept.append((item, len(units) - 1))
-        chosen = {id(i) for i in (items or loose)}
-        found += [(number, item, u) for item, u in kept if id(item) in chosen]
-    scores = scorer(units) if units else []
-    out: list[tuple[str, list[_Input]]] = []
-    for number, (heading, indexes) in enumerate(cut):
-        items = [_Input(*(_exchange(item, u, units, shown) if records else (item.text, item.citations)), scores[u])
-                 for n, item, u in found if n == number]
-        if not items:
-            continue
-        if not heading:  # a part of a document without headings: named by where it stands
-            first, last = items[0].citations[0], items[-1].citations[0]
-            heading = (f"pages {first.page}-{last.page}" if first.page and first.page != last.page
-                       else f"page {first.page}" if first.page else f"lines {first.line_start}-{last.line_end}")
-        out.append((heading, items))
-    return out
+              group_tokens: int, scorer: Scorer) -> list[tuple[str, list[_Input]]]:
+    """(section heading, its sentences as inputs citing their exact lines, with their salience)."""
+    path = chunks[0].path if chunks else ""
+    return [(section.heading, [_Input(s.text, (Citation(path, s.line_start, s.line_end, s.page, s.heading),), s.salience)
+                               for s in section.sentences])
+            for section in document_sections(chunks, name=name, count_tokens=count_tokens,
+                                             group_tokens=group_tokens, scorer=scorer)]
 
 
-def _exchange(item: _Input, at: int, units: Sequence[Unit], shown: Sequence[tuple[str, int]]
-              ) -> tuple[str, tuple[Citation, ...]]:
-    """A log or transcript entry with the short entries just before it that lead up to it (a
-    call, a question, a one-line report: "Houston, Tranquility Base here." before "Roger,
-    Tranquility. We copy you on the ground."): one entry alone is often a reply to nothing
-    shown. Pure acknowledgements are left out; the citation covers the lines."""
-    lead: list[int] = []
-    for j in range(at - 1, max(-1, at - 1 - EXCHANGE_LEAD), -1):
-        words = units[j].text.split()
-        if len(words) > EXCHANGE_WORDS or not shown[j][0]:
-            break
-        if content_words(units[j].text) - ACKNOWLEDGEMENTS:
-            lead.insert(0, j)
-    if not lead:
-        return item.text, item.citations
-    c = item.citations[0]
-    text = " ".join([*(shown[j][0] for j in lead), item.text])
-    return text, (Citation(c.path, shown[lead[0]][1], c.line_end, c.page, c.heading),)
-
-
-def _begin(store: Store, method: str, length: str, generator, input_tokens: int, scorer=None) -> _Run:
+def _begin(store: Store, method: str, length: str, generator, input_tokens: int, scorer: Scorer | None) -> _Run:
     if method not in METHODS:
         raise RequestError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if length not in LENGTHS:
@@ -602,8 +378,7 @@ def _begin(store: Store, method: str, length: str, generator, input_tokens: int,
     if method == "extract" and not hasattr(generator, "count_tokens"):
         generator = None  # a factory is not called: the extractive method only borrows a loaded tokenizer
     run = _start(store, method, generator, input_tokens)
-    if scorer is not None:
-        run.scorer = scorer
+    run.scorer = scorer or salience
     return run
 
 
@@ -670,11 +445,10 @@ def _document_tree(run: _Run, path: str, plan: LengthPlan) -> Iterator[Piece]:
 
 
 def summarize_document(*, store: Store, path: str, method: str = DEFAULT_METHOD, length: str = "medium",
-                       generator=None, input_tokens: int = 1024, scorer=None) -> Iterator[Piece]:
+                       generator=None, input_tokens: int = 1024, scorer: Scorer | None = None) -> Iterator[Piece]:
     """Summarize one indexed document: section summaries as they finish, then the overview.
-    ``generator``: a Generator, a factory of one, or None (extract only). ``scorer``: the
-    extractive score of a document's units (default salient.salience; the benchmark passes
-    others to compare). The last piece is the ``Summary``."""
+    ``generator``: a Generator, a factory of one, or None (extract only). The last piece is the
+    ``Summary``."""
     run = _begin(store, method, length, generator, input_tokens, scorer)
     document = None
     for piece in _document_tree(run, path, LENGTHS[length]):
@@ -685,7 +459,7 @@ def summarize_document(*, store: Store, path: str, method: str = DEFAULT_METHOD,
 
 
 def summarize_folder(*, store: Store, folder: str | None, method: str = DEFAULT_METHOD, length: str = "medium",
-                     generator=None, input_tokens: int = 1024, scorer=None) -> Iterator[Piece]:
+                     generator=None, input_tokens: int = 1024, scorer: Scorer | None = None) -> Iterator[Piece]:
     """Summarize every indexed document under ``folder`` (None: all of them): one line per
     document as each finishes, then an overview of the folder."""
     run = _begin(store, method, length, generator, input_tokens, scorer)
@@ -718,7 +492,7 @@ def summarize_folder(*, store: Store, folder: str | None, method: str = DEFAULT_
 
 def summarize_topic(*, store: Store, topic: str, embedder, method: str = DEFAULT_METHOD, length: str = "medium",
                     generator=None, top_k: int = 12, min_relevance: float = 0.3, vectors=None,
-                    input_tokens: int = 1024, scorer=None) -> Iterator[Piece]:
+                    input_tokens: int = 1024, scorer: Scorer | None = None) -> Iterator[Piece]:
     """Retrieve the chunks about ``topic`` across all documents and summarize them with citations.
     Only sentences that score at least ``min_relevance`` against the topic are used."""
     from .retrieve import best_sentences, search
@@ -743,9 +517,13 @@ def summarize_topic(*, store: Store, topic: str, embedder, method: str = DEFAULT
     for s in relevant:
         order.setdefault(found[s.chunk_index].chunk.path, len(order))
     relevant.sort(key=lambda s: (order[found[s.chunk_index].chunk.path], s.line_start))
+    # Retrieved sentences are not one document in order: their salience is scored among
+    # themselves (what they tell that the others do not), plus their relevance to the topic.
+    told = run.scorer([Unit(s.text, "") for s in relevant])
     inputs = [_Input(s.text, (Citation(found[s.chunk_index].chunk.path, s.line_start, s.line_end,
-                                       found[s.chunk_index].chunk.page, found[s.chunk_index].chunk.context),))
-              for s in relevant]
+                                       found[s.chunk_index].chunk.page, found[s.chunk_index].chunk.context),),
+                     s.score + value)
+              for s, value in zip(relevant, told)]
     yield Progress(1, 2, "summarizing")
     plan = LENGTHS[length]
     overview = run.reduce(level="topic", path=None, inputs=inputs, points=plan.overview_points,

@@ -1,9 +1,8 @@
 """Salience: how much each unit of a document (a sentence, or one entry of a log or transcript)
-tells the reader that the rest of the document does not, and the greedy pick of points by it.
-
-Pure functions over the document's units in order; no I/O, no models. Scores are computed once
-per document (they need the whole document: its word statistics are the background, and an
-event is recognized by what happens around it), then the summary tree picks by them.
+tells the reader that the rest of the document does not; and the greedy pick of points by it.
+Pure and model-free; knows nothing of files, caches or models. Scores are computed once per
+document (its word statistics are the background, and an event is recognized by what happens
+around it); the summary tree then picks by them.
 """
 
 from __future__ import annotations
@@ -13,17 +12,13 @@ import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
-from .retrieve import STOPWORDS
+from .text import STOPWORDS, content_words
 
-__all__ = ["Unit", "record_prefix", "is_record_document", "salience", "centrality", "pick", "SCORERS"]
+__all__ = ["Unit", "Pick", "salience", "centrality", "SCORERS", "Scorer", "salient_sentences", "ACKNOWLEDGEMENTS"]
 
-# A log or transcript entry starts with a time stamp (2026-03-02 06:00, 04:04:18:01, [12:01:33]),
-# a speaker label ending in a colon (CDR (EAGLE):, K.Berg:, Duty manager:), or both.
-_STAMP = r"\[?\d{1,4}(?:[-/:.]\d{1,2}){1,4}(?:[ T]\d{1,2}(?::\d{2}){1,2}(?:\.\d+)?)?\]?"
-_LABEL = r"[A-Z][\w.'&/-]*(?: [\w.'&/-]+){0,3}(?: \([^)\n]{1,24}\))?"
-_RECORD = re.compile(rf"^\s*(?:(?P<stamp>{_STAMP})\s+)?(?:(?P<label>{_LABEL})\s*:\s+)?")
+REDUNDANCY_WEIGHT = 0.7  # penalty for similarity to a sentence already picked
 _WORD = re.compile(r"[^\W\d_][\w'-]*|\d[\w.-]*\w|\d")
 # Words that acknowledge, confirm or hail rather than tell: what a radio loop or a log's
 # replies are mostly made of ("Roger.", "Copy, thanks.", "Noted."). They count for nothing.
@@ -50,24 +45,6 @@ REACTION_WEIGHT = 0.3  # for an exclamation by another speaker within three unit
 class Unit:
     text: str  # what it says (a record's time stamp and speaker label removed)
     speaker: str  # a record's speaker label, "" for prose
-
-
-def record_prefix(line: str) -> tuple[int, str] | None:
-    """(length of the stamp-and-label prefix, the speaker label) of a log or transcript entry,
-    None when the line does not start like one."""
-    m = _RECORD.match(line)
-    if not m or not (m.group("stamp") or m.group("label")) or m.end() >= len(line.rstrip()):
-        return None
-    return m.end(), (m.group("label") or "").strip()
-
-
-def is_record_document(lines: Sequence[str]) -> bool:
-    """A log or transcript: most non-blank lines are entries (stamped or labelled) and few are blank."""
-    filled = [line for line in lines if line.strip()]
-    if len(filled) < 20:
-        return False
-    records = sum(1 for line in filled if record_prefix(line))
-    return records >= 0.6 * len(filled) and len(filled) >= 0.8 * len(lines)
 
 
 def _words(text: str) -> list[str]:
@@ -215,3 +192,35 @@ def pick(texts: Sequence[str], scores: Sequence[float], *, points: int,
             candidates = [i for i in candidates if i not in set(close)]
             near += close
     return sorted(picked)
+
+
+Scorer = Callable[[Sequence[Unit]], list[float]]
+
+
+@dataclass(frozen=True)
+class Pick:
+    text: str
+    sources: tuple[int, ...]  # positions of the given sentences it stands for (repeats count once)
+
+
+def salient_sentences(texts: Sequence[str], *, points: int, query: str = "", scores: Sequence[float] | None = None,
+                      places: Sequence[tuple[str, int]] | None = None, gap: int = 0) -> list[Pick]:
+    """The ``points`` best of ``texts`` by ``scores`` (their salience; None: scored here as one
+    document by ``salience``), with a query plus the share of its words each states; picked
+    greedily, each pick penalized by its similarity to those already picked and, with ``places``
+    and ``gap``, kept apart from their lines (``pick``). Picks keep their original order; a
+    sentence repeated word for word counts once and stands for every place it stands."""
+    if not texts:
+        return []
+    if scores is None:
+        scores = salience([Unit(t, "") for t in texts])
+    query_words = content_words(query)
+    same: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        same.setdefault(" ".join(text.lower().split()), []).append(i)
+    firsts = [ids[0] for ids in same.values()]
+    ranked = [scores[i] + (len(query_words & content_words(texts[i])) / len(query_words) if query_words else 0.0)
+              for i in firsts]
+    chosen = pick([texts[i] for i in firsts], ranked, points=points, redundancy=REDUNDANCY_WEIGHT, gap=gap,
+                  places=[places[i] for i in firsts] if places is not None else None)
+    return [Pick(texts[firsts[k]], tuple(same[" ".join(texts[firsts[k]].lower().split())])) for k in chosen]

@@ -1,0 +1,195 @@
+"""A document rebuilt from its stored chunks as sections of sentences, each with its exact source
+lines, page, heading trail and salience. Pure: no SQL, no models, no summaries; text rules are
+text.py's, scores salience.py's. A log or transcript is a sequence of entries, not of sentences.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from bisect import bisect_right
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .salience import ACKNOWLEDGEMENTS, Scorer, Unit, salience
+from .store import ChunkRecord
+from .text import (content_words, heading_at, is_record_document, record_prefix, sentence_spans_within_paragraphs,
+                   without_bullet)
+
+__all__ = ["document_sections"]
+
+_FINISHED = re.compile(r"[.!?][\"')\]]*$")
+_MARKUP = re.compile(r"\*\*|__|`")
+FLAT_PARTS = 8  # a document without headings is cut into about this many parts by position
+EXCHANGE_LEAD = 2  # a log or transcript point: up to this many short entries before the picked one
+EXCHANGE_WORDS = 12  # ... each of at most this many words
+
+
+@dataclass(frozen=True)
+class SectionSentence:
+    text: str  # single-spaced, without list markers and emphasis marks
+    line_start: int  # source lines in the file
+    line_end: int
+    page: int | None
+    heading: str  # the heading trail ("Power > Batteries") where the sentence starts
+    salience: float = 0.0  # its score among all units of the document (salience.py)
+
+
+@dataclass(frozen=True)
+class Section:
+    heading: str  # the section's heading, or where a part of a document without headings stands
+    sentences: tuple[SectionSentence, ...]
+
+
+@dataclass(frozen=True)
+class _Line:
+    text: str
+    source: int  # the line number in the file
+    page: int | None
+
+
+def _document_lines(chunks: Sequence[ChunkRecord]) -> list[_Line]:
+    """The document's text again, line by line with source line and page, from its chunks:
+    the overlap between neighbouring chunks is taken once (a chunk may start or end mid-line)."""
+    out: list[_Line] = []
+    where: dict[tuple[int, int | None], int] = {}
+    for chunk in chunks:
+        sources = json.loads(chunk.line_map) or [chunk.line_start]
+        for k, text in enumerate(chunk.text.split("\n")):
+            key = (sources[min(k, len(sources) - 1)], chunk.page)
+            at = where.get(key)
+            if at is not None:
+                old = out[at].text
+                if text in old:
+                    continue
+                if old in text:
+                    out[at] = _Line(text, *key)
+                    continue
+                joint = next((n for n in range(min(len(old), len(text)), 9, -1) if old.endswith(text[:n])), 0)
+                if joint:
+                    out[at] = _Line(old + text[joint:], *key)
+                    continue
+            where[key] = len(out)
+            out.append(_Line(text, *key))
+    return out
+
+
+def _headings(lines: Sequence[_Line]) -> dict[int, tuple[int, str]]:
+    """Line index -> (level, title) of each heading (see ``text.heading_at``)."""
+    texts = [line.text for line in lines]
+    found = {}
+    for i in range(len(texts)):
+        heading = heading_at(texts, i)
+        if heading:
+            found[i] = (heading.level, heading.title)
+    return found
+
+
+def document_sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callable[[str], int],
+                      group_tokens: int, parts: int = FLAT_PARTS, scorer: Scorer = salience) -> list[Section]:
+    """The sections of the document whose ``chunks`` are given, in document order, every sentence
+    with its salience. A section starts at each heading of the highest level below the title; a
+    document without headings is cut into about ``parts`` parts (at least ``group_tokens`` each)
+    at paragraph or page breaks, or at any entry of a log or transcript, named by their lines or
+    pages. The part before the first heading is named ``name``. Sections without a sentence are
+    left out. In a log or transcript (text.is_record_document) each entry is one unit, shown with
+    the short entries that lead up to it. ``scorer`` scores all units of the document at once,
+    fragments too (they are the context an event is recognized by)."""
+    lines = _document_lines(chunks)
+    if not lines:
+        return []
+    records = is_record_document([line.text for line in lines])
+    heads = {} if records else _headings(lines)
+    levels = Counter(level for level, _ in heads.values())
+    top = min(levels) if levels else None
+    if top is not None and levels[top] == 1 and len(levels) > 1:
+        top = min(level for level in levels if level > top)  # the one top heading is the title
+    elif top is not None and levels[top] == 1:
+        top = None  # a title and nothing else: no sections
+    code, fenced = [], False
+    for line in lines:
+        fence = line.text.lstrip().startswith(("```", "~~~"))
+        code.append(fenced or fence)
+        fenced = fenced != fence
+    if top is None:  # flat: parts by position, so that a long file still has a beginning, middle and end
+        group_tokens = max(group_tokens, sum(count_tokens(line.text) for line in lines if line.text.strip()) // parts)
+    cut: list[tuple[str, list[int]]] = [(name, [])]
+    trail: dict[int, str] = {}
+    context: list[str] = []
+    used = 0
+    for i, line in enumerate(lines):
+        head = heads.get(i)
+        if head:
+            trail = {lvl: t for lvl, t in trail.items() if lvl < head[0]}
+            trail[head[0]] = head[1]
+        if top is not None and head and head[0] == top:
+            cut.append((head[1], []))
+        elif top is None and used >= group_tokens and (records or not line.text.strip() or (
+                i and line.page != lines[i - 1].page)):
+            cut.append(("", []))
+            used = 0
+        if top is None:
+            used += count_tokens(line.text) if line.text.strip() else 0
+        cut[-1][1].append(i)
+        context.append(" > ".join(trail[lvl] for lvl in sorted(trail)))
+    units: list[Unit] = []
+    written: list[tuple[str, int]] = []  # each unit as written, with its first line
+    found: list[tuple[int, SectionSentence, int]] = []  # (part, a sentence that can be a point, its unit)
+    for number, (heading, indexes) in enumerate(cut):
+        if not indexes:
+            continue
+        # Code blocks are blanked (same length, so offsets hold): commands are not sentences.
+        block = "\n".join("" if code[i] else lines[i].text for i in indexes)
+        starts = [0]
+        for i in indexes:
+            starts.append(starts[-1] + len(lines[i].text if not code[i] else "") + 1)
+        items: list[tuple[SectionSentence, int]] = []
+        loose: list[tuple[SectionSentence, int]] = []  # no final punctuation (lists, menus): only if nothing else
+        spans = ([(starts[k], starts[k] + len(lines[i].text)) for k, i in enumerate(indexes) if lines[i].text.strip()]
+                 if records else sentence_spans_within_paragraphs(block))
+        for start, end in spans:
+            text = _MARKUP.sub("", without_bullet(" ".join(block[start:end].split())))
+            prefix = record_prefix(text) if records else None
+            said = text[prefix[0]:] if prefix else text
+            first = indexes[bisect_right(starts, start) - 1]
+            units.append(Unit(said, prefix[1] if prefix else ""))
+            written.append((text, lines[first].source))
+            if len(said.split()) < 3 or len(content_words(said)) < 2 or text.count("|") >= 2:
+                continue  # fragments and table rows make no point
+            last = indexes[bisect_right(starts, max(start, end - 1)) - 1]
+            item = SectionSentence(text, lines[first].source, lines[last].source, lines[first].page, context[first])
+            (items if records or _FINISHED.search(text) else loose).append((item, len(units) - 1))
+        found += [(number, item, u) for item, u in (items or loose)]
+    scores = scorer(units) if units else []
+    out: list[Section] = []
+    for number, (heading, _) in enumerate(cut):
+        sentences = [_exchange(item, u, units, written, scores[u]) if records
+                     else SectionSentence(item.text, item.line_start, item.line_end, item.page, item.heading, scores[u])
+                     for n, item, u in found if n == number]
+        if not sentences:
+            continue
+        if not heading:  # a part of a document without headings: named by where it stands
+            first, last = sentences[0], sentences[-1]
+            heading = (f"pages {first.page}-{last.page}" if first.page and first.page != last.page
+                       else f"page {first.page}" if first.page else f"lines {first.line_start}-{last.line_end}")
+        out.append(Section(heading, tuple(sentences)))
+    return out
+
+
+def _exchange(item: SectionSentence, at: int, units: Sequence[Unit], written: Sequence[tuple[str, int]],
+              score: float) -> SectionSentence:
+    """A log or transcript entry with the short entries just before it that lead up to it (a call,
+    a question, a one-line report: "Houston, Tranquility Base here." before "Roger, Tranquility.
+    We copy you on the ground."): one entry alone is often a reply to nothing shown. Pure
+    acknowledgements are left out; the lines cited start at the first entry shown."""
+    lead: list[int] = []
+    for j in range(at - 1, max(-1, at - 1 - EXCHANGE_LEAD), -1):
+        if len(units[j].text.split()) > EXCHANGE_WORDS:
+            break
+        if content_words(units[j].text) - ACKNOWLEDGEMENTS:
+            lead.insert(0, j)
+    if not lead:
+        return SectionSentence(item.text, item.line_start, item.line_end, item.page, item.heading, score)
+    return SectionSentence(" ".join([*(written[j][0] for j in lead), item.text]), written[lead[0]][1], item.line_end,
+                           item.page, item.heading, score)
