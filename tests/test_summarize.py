@@ -342,8 +342,8 @@ def test_summary_of_a_log_names_its_incidents_and_keeps_the_lengths(tmp_path):
     overview = " ".join(p.text for p in summaries["medium"].overview)
     for incident in incidents:
         assert re.search(incident.match, overview, re.I), (incident.name, overview)
-    # Each point is one entry, cited at its own line.
+    # A point is an entry, with the short entries leading up to it: cited from the first to the last.
     lines = text.split("\n")
     for point in summaries["long"].overview:
         c = point.citations[0]
-        assert c.line_start == c.line_end and lines[c.line_start - 1].endswith(point.text)
+        assert point.text.startswith(lines[c.line_start - 1]) and point.text.endswith(lines[c.line_end - 1])
