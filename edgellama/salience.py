@@ -31,13 +31,14 @@ CUES = frozenset("""important importantly must never warning caution note critic
     failed failure fault alarm error emergency problem incident unexpected lost broke broken injured
     decided decision concluded conclusion found result results significant first""".split())
 
+LABEL_RUN = 30  # units: a new speaker label this close after another is part of the same change
 MOMENT_WINDOW = 4  # units either side of an event that share its bonus (a question, its answer, a reaction)
 ONSET_HORIZON = 300  # units: a word unused this long before is new when it comes up
 UPTAKE_WINDOW = 60  # units after a new word in which other speakers must take it up for it to count
 ROUTINE_WEIGHT = 0.6  # per log-count of units shaped the same (numbers aside)
 CUE_WEIGHT = 0.15
 SPECIFIC_WEIGHT = 0.3  # for the particulars a unit states: numbers, codes, names (up to two)
-ONSET_WEIGHT = 1.0  # for a new word other speakers take up (its percentile, to the 4th power: only the top few)
+ONSET_WEIGHT = 0.25  # for a new word other speakers take up (its percentile, to the 4th power: only the top few)
 REACTION_WEIGHT = 0.3  # for an exclamation by another speaker within three units
 
 
@@ -109,9 +110,12 @@ def salience(units: Sequence[Unit], *, background: dict[str, float] | None = Non
     heard: set[str] = set()
     voiced = any(u.speaker for u in units)
     label, onset, reaction = [0.0] * n, [0.0] * n, [0.0] * n
+    last_new = -ONSET_HORIZON
     for i, unit in enumerate(units):
         if voiced and unit.speaker and unit.speaker not in heard and i > 0.02 * n:
-            label[i] = 1.0
+            # New labels in a row (each crew member's new call sign) are one change, not several.
+            label[i] = 1.0 if i - last_new > LABEL_RUN else 0.0
+            last_new = i
         heard.add(unit.speaker)
         if voiced:
             for w in sets[i]:

@@ -23,6 +23,7 @@ _FINISHED = re.compile(r"[.!?][\"')\]]*$")
 _MARKUP = re.compile(r"\*\*|__|`")
 FLAT_PARTS = 8  # a document without headings is cut into about this many parts by position
 EXCHANGE_LEAD = 2  # a log or transcript point: up to this many short entries before the picked one
+EXCHANGE_FOLLOW = 1  # ... and the one just after it
 EXCHANGE_WORDS = 12  # ... each of at most this many words
 
 
@@ -179,17 +180,25 @@ def document_sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens:
 
 def _exchange(item: SectionSentence, at: int, units: Sequence[Unit], written: Sequence[tuple[str, int]],
               score: float) -> SectionSentence:
-    """A log or transcript entry with the short entries just before it that lead up to it (a call,
-    a question, a one-line report: "Houston, Tranquility Base here." before "Roger, Tranquility.
-    We copy you on the ground."): one entry alone is often a reply to nothing shown. Pure
-    acknowledgements are left out; the lines cited start at the first entry shown."""
+    """A log or transcript entry with the short entries around it: those that lead up to it (a
+    call, a question, a one-line report: "Houston, Tranquility Base here." before "Roger,
+    Tranquility. We copy you on the ground.") and the short reply after it ("Roger. Eagle is
+    undocked."): one entry alone is often a reply to nothing shown. Pure acknowledgements are
+    left out; the lines cited run from the first entry shown to the last."""
+    def short(j: int) -> bool:
+        return len(units[j].text.split()) <= EXCHANGE_WORDS
+
     lead: list[int] = []
     for j in range(at - 1, max(-1, at - 1 - EXCHANGE_LEAD), -1):
-        if len(units[j].text.split()) > EXCHANGE_WORDS:
+        if not short(j):
             break
         if content_words(units[j].text) - ACKNOWLEDGEMENTS:
             lead.insert(0, j)
-    if not lead:
+    follow = [j for j in range(at + 1, min(len(units), at + 1 + EXCHANGE_FOLLOW))
+              if short(j) and content_words(units[j].text) - ACKNOWLEDGEMENTS]
+    follow = follow[:1] if follow and follow[0] == at + 1 else []
+    if not lead and not follow:
         return SectionSentence(item.text, item.line_start, item.line_end, item.page, item.heading, score)
-    return SectionSentence(" ".join([*(written[j][0] for j in lead), item.text]), written[lead[0]][1], item.line_end,
-                           item.page, item.heading, score)
+    text = " ".join([*(written[j][0] for j in lead), item.text, *(written[j][0] for j in follow)])
+    return SectionSentence(text, written[lead[0]][1] if lead else item.line_start,
+                           written[follow[-1]][1] if follow else item.line_end, item.page, item.heading, score)

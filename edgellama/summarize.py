@@ -263,7 +263,9 @@ class _Run:
                 return self.node(level=level, path=path, inputs=batches[0] if batches else [], points=points,
                                  max_tokens=max_tokens, instruction=instruction)
             merged: list[_Input] = []
-            part = max(LEAF_POINTS, -(-points // len(batches)))  # enough for the level above to choose from
+            # Each batch may hold the best ``points`` of all: a small last batch must not leave the
+            # level above fewer than it needs.
+            part = max(LEAF_POINTS, points)
             for batch in batches:
                 merged += [_Input(p.text, p.citations, p.salience) for p in self.node(
                     level=f"{level}-part", path=path, inputs=batch, points=part,
