@@ -5,7 +5,7 @@ matches): the Apollo 11 landing day (../shared/data/summarize-dev, when present)
 operations log and the Node.js child_process manual (bench/data/summarize), and the generated
 handbook of tests/longdoc.py (its 12 facts). Methods: the extractive tree scored by each scorer
 (salience: the default; centrality: the former score; sumy's LexRank, LSA and KL-Sum fed the
-same units), and with --model the bundled model ordering the salient candidates.
+same units), and salience+model: the bundled 135M model asked yes/no about the salient candidates.
 
 A document is indexed once (fake embedder: summaries do not use vectors) into a fresh database;
 every summary runs with a fresh cache. "overview" counts the events in the overview's points,
@@ -110,14 +110,50 @@ def _sumy(kind: str):
 
 
 _MEMO: dict[tuple[str, tuple[str, ...]], list[float]] = {}
+_GENERATOR = []
+
+# One-shot yes/no for the bundled 135M model (completion form, not the chat template: see README).
+_ASK = ("Decide if a line from a document reports something important: an event, an incident, a decision, "
+        "a milestone or a key fact. Routine remarks are not important.\n"
+        "Line: The weekly backup finished normally.\nImportant: no\n"
+        "Line: A fire broke out in the server room and the building was evacuated.\nImportant: yes\n"
+        "Line: {text}\nImportant:")
+MODEL_CANDIDATES = 24  # the salient units the model is asked about, per document
+
+
+def _model_assisted(units: list[Unit]) -> list[float]:
+    """Salience, then the bundled model asked yes/no about the MODEL_CANDIDATES most salient
+    units (one moment each): a yes adds 1, a no subtracts 1. The model only reorders candidates."""
+    from edgellama.config import resolve_settings
+    from edgellama.generate import load_generator
+    from edgellama.salience import salient_sentences
+
+    if not _GENERATOR:
+        settings = resolve_settings()
+        _GENERATOR.append(load_generator(model=settings.model, models_dir=settings.models_dir,
+                                         requantize_bundled=settings.requantize, threads=settings.threads,
+                                         n_ctx=settings.n_ctx))
+    generator = _GENERATOR[0]
+    scores = SCORERS["salience"](units)
+    texts = [u.text for u in units]
+    picks = salient_sentences(texts, points=MODEL_CANDIDATES, scores=scores, places=[("", i) for i in range(len(units))],
+                              gap=8)
+    out = list(scores)
+    for pick in picks:
+        i = pick.sources[0]
+        answer = "".join(generator.stream(_ASK.format(text=" ".join(texts[i].split()[:60])), max_tokens=2,
+                                          stop=["\n"])).strip().lower()
+        out[i] += 1.0 if answer.startswith("yes") else -1.0 if answer.startswith("no") else 0.0
+    return out
 
 
 def scorer_for(method: str):
     """Our scorers run every time (they are part of each timing); sumy's are slow (LexRank is
-    quadratic in pure Python), so each document is scored once and the other lengths reuse it."""
+    quadratic in pure Python) and the model's too, so each document is scored once by them and the
+    other lengths reuse it."""
     if method in SCORERS:
         return SCORERS[method]
-    inner = _sumy(method)
+    inner = _model_assisted if method == "salience+model" else _sumy(method)
 
     def memoized(units: list[Unit]) -> list[float]:
         key = (method, tuple(u.text for u in units))
@@ -171,7 +207,7 @@ def main() -> None:
                             for p in s.points:
                                 print(f"    - {p.text[:160]}  [{p.citations[0].location}]")
                         print("missed:", [e["event"] for e in events if e["event"] not in count(shown, events)])
-    print("(sumy methods: seconds at short include scoring the document; medium and long reuse its scores)")
+    print("(sumy and model methods: seconds at short include scoring the document; medium and long reuse its scores)")
     print(f"\n{'document':<22} {'length':<7} {'method':<11} {'overview':>9} {'shown':>7} {'points':>9} "
           f"{'sections':>8} {'seconds':>8}")
     for name, length, method, ov, shown, total, n_ov, n_all, secs, seconds in rows:

@@ -27,9 +27,9 @@ ACKNOWLEDGEMENTS = frozenset("""ack acknowledged affirm affirmative ahead all al
     right roger see sir stand standby standing sure thank thanks understand understood very well will
     wilco yep loud clear say again checked""".split())
 # Words a writer uses to flag what matters (Edmundson's bonus words): a small, generic bonus.
-CUES = frozenset("""important importantly must never warning caution note critical essential always
-    failed failure fault alarm error emergency problem incident unexpected lost broke broken injured
-    decided decision concluded conclusion found result results significant first""".split())
+CUES = frozenset("""important importantly never warning caution critical essential failed failure alarm
+    error emergency incident unexpected lost broke broken injured injury decided decision concluded conclusion
+    significant""".split())
 
 LABEL_RUN = 30  # units: a new speaker label this close after another is part of the same change
 MOMENT_WINDOW = 4  # units either side of an event that share its bonus (a question, its answer, a reaction)
