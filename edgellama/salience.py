@@ -12,6 +12,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Sequence
 
 from .text import STOPWORDS, content_words
@@ -52,8 +53,9 @@ def _words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
 
-def _content(text: str) -> list[str]:
-    return [w for w in _words(text) if w not in STOPWORDS and w not in ACKNOWLEDGEMENTS and len(w) > 1]
+@lru_cache(maxsize=16384)  # a text is scored once and compared at every level of the tree
+def _content(text: str) -> tuple[str, ...]:
+    return tuple(w for w in _words(text) if w not in STOPWORDS and w not in ACKNOWLEDGEMENTS and len(w) > 1)
 
 
 def _shape(words: Sequence[str]) -> frozenset[str]:
@@ -162,7 +164,8 @@ def centrality(units: Sequence[Unit], *, background: dict[str, float] | None = N
 SCORERS = {"salience": salience, "centrality": centrality}
 
 
-def _vector(text: str) -> dict[str, float]:
+@lru_cache(maxsize=16384)
+def _vector(text: str) -> dict[str, float]:  # shared: never modified
     bag = Counter(_content(text))
     norm = math.sqrt(sum(v * v for v in bag.values())) or 1.0
     return {w: v / norm for w, v in bag.items()}
