@@ -263,9 +263,9 @@ class _Run:
                 return self.node(level=level, path=path, inputs=batches[0] if batches else [], points=points,
                                  max_tokens=max_tokens, instruction=instruction)
             merged: list[_Input] = []
-            # Each batch may hold the best ``points`` of all: a small last batch must not leave the
-            # level above fewer than it needs.
-            part = max(LEAF_POINTS, points)
+            # Extract: each batch may hold the best ``points`` of all (a small batch must not leave
+            # the level above fewer than it needs); the model: a share, its output budget follows.
+            part = max(LEAF_POINTS, points if self.method != "model" else -(-points // len(batches)))
             for batch in batches:
                 merged += [_Input(p.text, p.citations, p.salience) for p in self.node(
                     level=f"{level}-part", path=path, inputs=batch, points=part,
