@@ -40,7 +40,8 @@ from edgellama.summarize import final_summary, summarize_document  # noqa: E402
 SHARED = Path("/work/shared/data/summarize-dev")
 DATA = ROOT / "bench" / "data" / "summarize"
 LENGTHS = ("short", "medium", "long")
-KL_BLOCK = 200
+KL_BLOCK = 200  # units a block for KL-Sum
+LEXRANK_BLOCK = 400  # ... and for LexRank
 
 
 def documents(tmp: Path) -> dict[str, tuple[Path, list[dict]]]:
@@ -92,9 +93,10 @@ def _sumy(kind: str):
 
         tok = Tokenizer()
         values: list[float] = []
-        # KL-Sum rates every sentence by the order it would pick it in: quadratic, so it is fed
-        # blocks of KL_BLOCK units (hours on a whole transcript otherwise); the others all units.
-        step = KL_BLOCK if kind == "kl" else len(units)
+        # KL-Sum rates every sentence by the order it would pick it in, LexRank compares every pair
+        # in pure Python: both quadratic, so they are fed consecutive blocks of units (hours on a
+        # whole transcript on this shared box otherwise); LSA (one SVD) gets all units.
+        step = {"kl": KL_BLOCK, "lexrank": LEXRANK_BLOCK}.get(kind, len(units)) or 1
         for start in range(0, len(units), step):
             rated.clear()
             sentences = [Sentence(u.text or ".", tok) for u in units[start:start + step]]
@@ -104,6 +106,8 @@ def _sumy(kind: str):
             block = [float(rated.get(x, 0.0)) for x in sentences]
             if kind == "kl":  # -(order of picking): scaled to 0..1 so blocks compare
                 block = [1.0 + v / len(block) for v in block]
+            elif kind == "lexrank":  # stationary probabilities: scaled by the block's size so blocks compare
+                block = [v * len(block) for v in block]
             values += block
         return values
 
