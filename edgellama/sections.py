@@ -185,8 +185,8 @@ def _exchange(item: SectionSentence, at: int, units: Sequence[Unit], written: Se
     Tranquility. We copy you on the ground.") and the short reply after it ("Roger. Eagle is
     undocked."): one entry alone is often a reply to nothing shown. Pure acknowledgements are
     left out; the lines cited run from the first entry shown to the last."""
-    def short(j: int) -> bool:
-        return len(units[j].text.split()) <= EXCHANGE_WORDS
+    def short(j: int) -> bool:  # a short entry (a page marker or a note between entries is not one)
+        return len(units[j].text.split()) <= EXCHANGE_WORDS and record_prefix(written[j][0]) is not None
 
     lead: list[int] = []
     for j in range(at - 1, max(-1, at - 1 - EXCHANGE_LEAD), -1):

@@ -270,6 +270,10 @@ class _Run:
                 merged += [_Input(p.text, p.citations, p.salience) for p in self.node(
                     level=f"{level}-part", path=path, inputs=batch, points=part,
                     max_tokens=LEAF_TOKENS * part // LEAF_POINTS, instruction=instruction)]
+            if len(merged) >= len(inputs) and self.method != "model":
+                # Extraction has no prompt to fit: it picks from all of them at once.
+                return self.node(level=level, path=path, inputs=merged, points=points, max_tokens=max_tokens,
+                                 instruction=instruction)
             if len(merged) >= len(inputs):  # cannot shrink further: keep what fits one batch
                 keep = max(1, len(self.batches(merged)[0]))
                 self.note(f"{len(merged) - keep} of {len(merged)} {level} points did not fit the "
