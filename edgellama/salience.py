@@ -32,6 +32,7 @@ CUES = frozenset("""important importantly never warning caution critical essenti
     error emergency incident unexpected lost broke broken injured injury decided decision concluded conclusion
     significant""".split())
 
+LABELS_SETTLED = 0.05  # share of the units before which every speaker is new (no bonus)
 LABEL_RUN = 30  # units: a new speaker label this close after another is part of the same change
 MOMENT_WINDOW = 4  # units either side of an event that share its bonus (a question, its answer, a reaction)
 ONSET_HORIZON = 300  # units: a word unused this long before is new when it comes up
@@ -114,7 +115,7 @@ def salience(units: Sequence[Unit], *, background: dict[str, float] | None = Non
     label, onset, reaction = [0.0] * n, [0.0] * n, [0.0] * n
     last_new = -ONSET_HORIZON
     for i, unit in enumerate(units):
-        if voiced and unit.speaker and unit.speaker not in heard and i > 0.02 * n:
+        if voiced and unit.speaker and unit.speaker not in heard and i > LABELS_SETTLED * n:
             # New labels in a row (each crew member's new call sign) are one change, not several.
             label[i] = 1.0 if i - last_new > LABEL_RUN else 0.0
             last_new = i
