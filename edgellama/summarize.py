@@ -217,7 +217,9 @@ class _Run:
         key = hashlib.sha256(json.dumps(
             [PROMPT_VERSION, self.method, self.model_name if self.method == "model" else "", level, points,
              max_tokens if self.method == "model" else 0, instruction, [i.text for i in inputs],
-             [round(i.salience, 3) for i in inputs] if self.method != "model" else []],
+             # Salience is scored over the whole document: an edit elsewhere moves every score a
+             # little. Keyed to one decimal, a node is recomputed only when its inputs' scores move.
+             [round(i.salience, 1) for i in inputs] if self.method != "model" else []],
             ensure_ascii=False).encode()).hexdigest()
         record = self.store.summary(key)
         if record is not None:
