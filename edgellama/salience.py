@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from .text import STOPWORDS, content_words
 
-__all__ = ["Unit", "Pick", "salience", "centrality", "SCORERS", "Scorer", "salient_sentences", "ACKNOWLEDGEMENTS"]
+__all__ = ["ACKNOWLEDGEMENTS", "SCORERS", "Scorer", "Unit", "salience", "salient_sentences"]
 
 REDUNDANCY_WEIGHT = 0.7  # penalty for similarity to a sentence already picked
 _WORD = re.compile(r"[^\W\d_][\w'-]*|\d[\w.-]*\w|\d")
@@ -80,10 +80,10 @@ def _percentiles(values: Sequence[float]) -> list[float]:
     return out
 
 
-def salience(units: Sequence[Unit], *, background: dict[str, float] | None = None) -> list[float]:
+def salience(units: Sequence[Unit]) -> list[float]:
     """Per unit: what it tells, minus how routine it is, plus the bonus of an event near it.
 
-    - told: the summed rarity (IDF over the document's units, or ``background`` when given) of
+    - told: the summed rarity (IDF over the document's own units: its background) of
       its content words, acknowledgements not counted, scaled down by its share of bare numbers
       (a read-back or a table of readings states many figures and no event);
     - routine: how many units have the same words once numbers are set aside ("Reservoir
@@ -99,7 +99,7 @@ def salience(units: Sequence[Unit], *, background: dict[str, float] | None = Non
     tokens = [_content(u.text) for u in units]
     sets = [set(t) for t in tokens]
     df = Counter(w for s in sets for w in s)
-    idf = background if background is not None else {w: math.log(n / c) for w, c in df.items()}
+    idf = {w: math.log(n / c) for w, c in df.items()}
     shapes = Counter(_shape(t) for t in tokens)
     told: list[float] = []
     for t, s in zip(tokens, sets):
@@ -142,7 +142,7 @@ def salience(units: Sequence[Unit], *, background: dict[str, float] | None = Non
     return scores
 
 
-def centrality(units: Sequence[Unit], *, background: dict[str, float] | None = None) -> list[float]:
+def centrality(units: Sequence[Unit]) -> list[float]:
     """The former extractive score, for comparison: TF-IDF cosine to the document's centroid plus
     a bonus for particulars (numbers, names). What is most typical wins: in a log, routine."""
     n = len(units)
