@@ -179,6 +179,13 @@ def main() -> None:
     parser.add_argument("--show", default="", help="print the summary of DOC:LENGTH:METHOD")
     args = parser.parse_args()
     methods = args.methods.split(",")
+    try:
+        import sumy  # noqa: F401
+    except ImportError:
+        left = [m for m in methods if m in ("lexrank", "lsa", "kl")]
+        if left:
+            print(f"sumy is not installed (pip install -e '.[bench]'): {', '.join(left)} left out")
+        methods = [m for m in methods if m not in left]
     print(f"load average {open('/proc/loadavg').read().split()[0]} at the start")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
