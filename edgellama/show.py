@@ -16,8 +16,8 @@ from typing import Sequence
 from .errors import EdgeLlamaError, NotIndexedError, OutOfRangeError, RequestError
 from .store import Store
 
-__all__ = ["Location", "ShownLine", "Excerpt", "parse_location", "resolve_path", "cited_path", "locate", "show_lines",
-           "show_citation", "excerpt_to_dict"]
+__all__ = ["Location", "ShownLine", "Excerpt", "MAX_CONTEXT", "parse_location", "resolve_path", "cited_path", "locate",
+           "show_lines", "show_citation", "excerpt_to_dict"]
 
 MAX_CONTEXT = 1000
 
