@@ -44,6 +44,7 @@ class DaemonTools:
     """The tools answered by the running daemon over its socket (standard library client only)."""
 
     backend = "daemon"
+    models_loaded = False
 
     def __init__(self, client, settings: Settings):
         self.client, self.settings = client, settings
@@ -80,6 +81,10 @@ class LocalTools:
         self._lock = threading.Lock()
         self._embedder = None
         self._generator = None
+
+    @property
+    def models_loaded(self) -> bool:
+        return self._embedder is not None or self._generator is not None
 
     def _store(self):
         return self._models.open_store()
@@ -212,7 +217,9 @@ def build_server(settings: Settings, *, tools=None):
 
         def call(t):
             report = t.status()
-            report["mcp"] = {"backend": t.backend, "models_in_process": "torch" in sys.modules}
+            report["mcp"] = {"backend": t.backend, "models_loaded_here": t.models_loaded,
+                             "heavy_modules": sorted(m for m in ("torch", "llama_cpp", "sentence_transformers")
+                                                     if m in sys.modules)}
             return report
 
         return run(call)

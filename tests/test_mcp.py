@@ -105,11 +105,12 @@ def test_mcp_in_process(indexed):
     env, docs = indexed
     out = session(env, lambda client: _every_tool(client, docs))
     _check(out, docs)
-    assert out["status"]["mcp"] == {"backend": "in-process", "models_in_process": True}
+    assert out["status"]["mcp"]["backend"] == "in-process" and out["status"]["mcp"]["models_loaded_here"]
 
 
 def test_mcp_through_the_daemon_loads_no_model(indexed, tmp_path):
-    """With a daemon serving the same database, the MCP process never imports torch."""
+    """With a daemon serving the same database, the MCP process loads no model and never imports
+    torch, sentence-transformers or llama.cpp."""
     from daemon_process import DaemonProcess
 
     env, docs = indexed
@@ -120,5 +121,5 @@ def test_mcp_through_the_daemon_loads_no_model(indexed, tmp_path):
     finally:
         daemon.stop()
     _check(out, docs)
-    assert out["status"]["mcp"] == {"backend": "daemon", "models_in_process": False}
+    assert out["status"]["mcp"] == {"backend": "daemon", "models_loaded_here": False, "heavy_modules": []}
     assert out["status"]["daemon"]["pid"] == daemon.process.pid
