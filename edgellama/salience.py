@@ -44,6 +44,7 @@ ONSET_WEIGHT = 0.25  # for a new word other speakers take up (its percentile, to
 REACTION_WEIGHT = 0.3  # for an exclamation by another speaker within three units
 REFERENCE_WEIGHT = 0.3  # prose: for introducing a word the document mentions again much later (its percentile, squared)
 REFERENCE_GAP = 0.1  # share of the units: a mention at least this far after the first one refers back to it
+REFERENCE_MIN_UNITS = 100  # ... in a document this long at least: a note or a handful of retrieved sentences has no "later"
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,10 @@ def salience(units: Sequence[Unit]) -> list[float]:
                                     for j in range(max(0, i - 3), min(n, i + 4))))
     # Prose: the sentence that introduces a term the rest of the document refers back to much
     # later (a definition, the first statement of a rule). A term used everywhere is not one
-    # (at most one unit in 50); in a log or transcript the onset of a word is its form of this.
+    # (at most one unit in 50); in a log or transcript the onset of a word is its form of this. Only
+    # in a long document read in order (not, e.g., the sentences retrieved for a topic).
     reference = [0.0] * n
-    if not voiced:
+    if not voiced and n >= REFERENCE_MIN_UNITS:
         gap = max(10, int(REFERENCE_GAP * n))
         for w, places in where.items():
             later = len(places) - bisect.bisect_left(places, places[0] + gap)

@@ -16,7 +16,7 @@ def test_a_title_or_abbreviation_does_not_end_a_sentence():
 
 
 def test_prose_favours_the_sentence_introducing_what_is_referred_back_to():
-    filler = [f"Routine paragraph {k} mentions gravel{k} and timber{k} near shed{k}." for k in range(60)]
+    filler = [f"Routine paragraph {k} mentions gravel{k} and timber{k} near shed{k}." for k in range(120)]
     # Two sentences alike in length and rarity; only the first introduces a term used again much later.
     intro = "The kestrel valve isolates the boiler loop during maintenance."
     other = "The copper flange connects the boiler loop during painting."
