@@ -17,4 +17,5 @@ BENCHMARKS = (
     "rss",  # daemon memory vs each model alone
     "footprint",  # issue 19: daemon RSS and cold ask with the llama.cpp embedder vs torch in process
     "context_budget",  # answer quality and prompt eval against context tokens vs the largest setting
+    "bundle",  # export, import and the first index on an edge box vs indexing from scratch
 )

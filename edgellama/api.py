@@ -126,6 +126,25 @@ def search(engine: "Engine", body: dict, deadline: "Deadline") -> Reply:
     return Reply(200, {"results": [scored_chunk_to_dict(f) for f in found]})
 
 
+def show(engine: "Engine", body: dict, deadline: "Deadline") -> Reply:
+    """GET /show?path=CITATION&context=N: the lines a citation names, as indexed. Confined like
+    /summarize (an absolute path inside the served folders or indexed); it reads only the index."""
+    from dataclasses import replace
+
+    from .show import MAX_CONTEXT, excerpt_to_dict, locate, show_lines
+
+    raw = _text(body, "path")
+    context = body.get("context", "0")
+    if not (isinstance(context, str) and context.isascii() and context.isdigit()) or int(context) > MAX_CONTEXT:
+        raise RequestError(f"'context' must be a whole number of lines, at most {MAX_CONTEXT}")
+    with engine.reader() as store:
+        location = locate(store, raw)
+    location = replace(location, path=engine.summary_path(location.path))
+    with engine.reader() as store:
+        excerpt = show_lines(store=store, location=location, context=int(context))
+    return Reply(200, excerpt_to_dict(excerpt))
+
+
 def _ask_options(engine: "Engine", body: dict) -> dict:
     s = engine.settings
     return {
@@ -314,6 +333,8 @@ ROUTES: dict[str, tuple[str, Callable, bool, str]] = {
     "/openapi.json": ("GET", openapi, False, "this document"),
     "/search": ("POST", search, True, "the chunks that best match a query, with file and lines"),
     "/ask": ("POST", ask, True, "a cited answer from the indexed documents; stream=true for events"),
+    "/show": ("GET", show, True, "the lines a citation names ('path' such as /abs/file.md:15-25 or "
+                                 "/abs/file.pdf:page 3), as indexed; 'context' lines around them"),
     "/summarize": ("POST", summarize, True,
                    "a cited summary of an indexed file or folder ('path'), of everything ('all') or of a "
                    "'topic'; stream=true sends progress, section and document events, then the summary"),
@@ -356,6 +377,18 @@ _REQUEST_SCHEMAS: dict[str, dict] = {
 }
 
 
+# GET endpoints that take query parameters (the rest take none).
+_QUERY_PARAMETERS: dict[str, list[dict]] = {
+    "/show": [
+        {"name": "path", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1,
+                                                                      "maxLength": MAX_QUESTION_CHARS},
+         "description": "absolute path of an indexed file, optionally with :LINES, :page N or :page N:LINES"},
+        {"name": "context", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 0, "maximum": 1000}},
+    ],
+}
+
+
 def openapi_document() -> dict:
     error = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     paths: dict[str, dict] = {}
@@ -367,6 +400,9 @@ def openapi_document() -> dict:
             responses["503"] = error
         op: dict[str, Any] = {"summary": summary, "operationId": path.strip("/").replace("/", "_").replace(".", "_"),
                               "responses": responses}
+        if path in _QUERY_PARAMETERS:
+            op["parameters"] = _QUERY_PARAMETERS[path]
+            responses.update({"400": error, "403": error, "404": error})
         if path in _REQUEST_SCHEMAS:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _REQUEST_SCHEMAS[path]}}}
         paths[path] = {method.lower(): op}
@@ -552,7 +588,8 @@ def build_app(engine: "Engine", *, token: Callable[[], bytes] | None = None):
         path = request.url.path
         _, handler, needs_models, _ = ROUTES[path]
         try:
-            body = await _read_json(request)
+            # A GET's query parameters are its body (GET /show); the rest read JSON.
+            body = dict(request.query_params) if request.method == "GET" else await _read_json(request)
             if needs_models and not engine.ready:
                 raise BusyError("the daemon is still loading its models", retry_after=1)
             deadline = engine.deadline()

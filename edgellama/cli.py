@@ -29,7 +29,6 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 
 DbOption = Annotated[Optional[Path], typer.Option("--db", help="SQLite database file [env EDGELLAMA_DB]")]
@@ -366,19 +365,13 @@ def summarize(
 
 
 def _summarize_in_process(settings: Settings, body: dict):
-    from .summarize import piece_to_event, summarize_document, summarize_folder, summarize_topic
+    from .summarize import piece_to_event, summarize_target
 
     models = _models(settings)
-    options = {"method": body["method"], "length": body["length"], "generator": models.generator}
     with models.open_store() as store:
-        if "topic" in body:
-            pieces = summarize_topic(store=store, topic=body["topic"], embedder=models.embedder(),
-                                     min_relevance=settings.min_relevance, **options)
-        elif "all" in body or Path(body["path"]).is_dir():
-            pieces = summarize_folder(store=store, folder=body.get("path"), **options)
-        else:
-            pieces = summarize_document(store=store, path=body["path"], **options)
-        for piece in pieces:
+        for piece in summarize_target(store=store, method=body["method"], length=body["length"],
+                                      generator=models.generator, path=body.get("path"), topic=body.get("topic"),
+                                      load_embedder=models.embedder, min_relevance=settings.min_relevance):
             yield piece_to_event(piece)
 
 
@@ -488,9 +481,94 @@ def eval_qa(
     _print_json(result) if as_json else _echo(render.qa_lines(report, str(path)))
 
 
+# -- show, export / import, mcp (issue 20) ---------------------------------------------------------
+
+
+@app.command()
+def show(
+    location: Annotated[str, typer.Argument(
+        help="A citation: PATH, PATH:15-25, PATH:15, FILE.pdf:page 3 or FILE.pdf:page 3:4-9 (as search and ask print them).")],
+    context: Annotated[int, typer.Option("--context", "-C", min=0, max=1000, help="Lines of context before and after.")] = 0,
+    db: DbOption = None,
+    no_daemon: NoDaemonOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the lines a citation names, as they were indexed (PDF pages included)."""
+    from .show import cited_path
+
+    settings = _settings(db=db)
+    cited = cited_path(location)
+    client = _daemon(settings, no_daemon)
+    if client is not None:
+        from urllib.parse import urlencode
+
+        data = client.request("GET", "/show?" + urlencode({"path": cited, "context": context}))
+    else:
+        from .show import excerpt_to_dict, show_citation
+
+        with _models(settings).open_store() as store:
+            data = excerpt_to_dict(show_citation(store=store, cited=cited, context=context))
+    if as_json:
+        _print_json(data)
+        return
+    _echo(render.excerpt_lines(data))
+
+
+@app.command("export")
+def export_index(
+    bundle: Annotated[Path, typer.Argument(help="The bundle folder to write (must not exist).")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the index as a bundle: a consistent snapshot (safe while a daemon writes) and a manifest."""
+    from .bundle import configured_chunking, configured_model, export_bundle
+
+    settings = _settings(db=db)
+    report = export_bundle(db=settings.db, bundle=bundle, model=configured_model(settings),
+                           chunking=configured_chunking(settings), folders=[str(f) for f in settings.folders])
+    if as_json:
+        _print_json({"bundle": str(report.bundle), "seconds": report.seconds, "manifest": report.manifest.as_dict()})
+        return
+    _echo(render.export_lines(report))
+
+
+@app.command("import")
+def import_index(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by 'edgellama export'.")],
+    roots: Annotated[Optional[list[str]], typer.Option("--root", help="OLD=NEW: move the paths under OLD to NEW (repeatable).")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replace the index with a bundle: verified first (integrity, SHA-256, embedding model, chunking),
+    roots moved, swapped in at once; a running daemon serves it from its next request."""
+    from .bundle import configured_chunking, configured_model, import_bundle, parse_root_map
+
+    settings = _settings(db=db)
+    report = import_bundle(bundle=bundle, db=settings.db, model=configured_model(settings),
+                           chunking=configured_chunking(settings), root_map=parse_root_map(roots or []))
+    if as_json:
+        _print_json({"db": str(report.db), "seconds": report.seconds, "roots": list(report.roots),
+                     "moved": [{"from": a, "to": b, "documents": n} for a, b, n in report.moved],
+                     "replaced_documents": report.replaced_documents, "manifest": report.manifest.as_dict()})
+        return
+    _echo(render.import_lines(report))
+
+
+@app.command()
+def mcp(db: DbOption = None) -> None:
+    """Serve the Model Context Protocol on stdin/stdout for agents and editors: tools search, ask, show,
+    summarize and status (through the daemon when one serves this database)."""
+    try:
+        from .mcp_server import run_stdio
+    except ImportError as err:
+        raise EdgeLlamaError(f"the MCP server needs the mcp package: pip install 'mcp==2.3.0' ({err})") from None
+    raise typer.Exit(run_stdio(_settings(db=db)))
+
+
 def main() -> None:
-    """Run the typer CLI; a library error becomes its message and exit code (``errors.run_or_exit``)."""
-    run_or_exit(app)
+    """Run the typer CLI; a library error becomes its message and exit code (``errors.run_or_exit``).
+    prog_name: shell completion is keyed on it (_EDGELLAMA_COMPLETE, the shell function), however started."""
+    run_or_exit(lambda: app(prog_name="edgellama"))
 
 
 if __name__ == "__main__":

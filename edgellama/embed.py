@@ -16,8 +16,9 @@ from .errors import ModelError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["Embedder", "SentenceTransformerEmbedder", "bundled_embedder_path", "ensure_offline", "load_embedder",
-           "native_bf16", "resolve_precision", "PADDING", "BUNDLED_EMBEDDER", "ProcessEmbedder", "TieredEmbedder"]
+__all__ = ["Embedder", "SentenceTransformerEmbedder", "bundled_embedder_path", "embedder_source", "ensure_offline",
+           "load_embedder", "native_bf16", "resolve_precision", "PADDING", "BUNDLED_EMBEDDER", "ProcessEmbedder",
+           "TieredEmbedder"]
 
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
 PADDING = 1.25  # a batch's padded tokens, at most this times its texts' own (ask's sentences: 1.25 and 1.5 alike, 2 slower)
@@ -252,16 +253,22 @@ def _start_team(size: int):
     return team
 
 
-def load_embedder(path: Path | None, *, threads: int | None = None, precision: str = "auto",
-                  batch_size: int = 16) -> SentenceTransformerEmbedder:
-    """The configured embedder, or the bundled all-MiniLM-L6-v2 when ``path`` is None."""
+def embedder_source(path: Path | None) -> tuple[str, Path]:
+    """The name vectors are stored under and the folder the weights are read from, for the configured
+    ``embed_model`` (None: the bundled one). Nothing is loaded."""
     if path is None:
-        return SentenceTransformerEmbedder(bundled_embedder_path(), name=BUNDLED_EMBEDDER, threads=threads,
-                                           precision=precision, batch_size=batch_size)
+        return BUNDLED_EMBEDDER, bundled_embedder_path()
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"embedding model folder not found: {path}")
-    return SentenceTransformerEmbedder(path, threads=threads, precision=precision, batch_size=batch_size)
+    return path.name, path
+
+
+def load_embedder(path: Path | None, *, threads: int | None = None, precision: str = "auto",
+                  batch_size: int = 16) -> SentenceTransformerEmbedder:
+    """The configured embedder, or the bundled all-MiniLM-L6-v2 when ``path`` is None."""
+    name, folder = embedder_source(path)
+    return SentenceTransformerEmbedder(folder, name=name, threads=threads, precision=precision, batch_size=batch_size)
 
 
 class ProcessEmbedder:

@@ -9,6 +9,7 @@ unchanged. The text both paths print is in render.py; ``cli`` never imports this
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 __all__ = ["main", "run_fast"]
@@ -28,8 +29,8 @@ def _flags(args: list[str], allowed: set[str]) -> tuple[list[str], set[str]] | N
 
 def run_fast(argv: list[str]) -> int | None:
     """Handle ``argv`` through a ready daemon and return the exit code, or None: use the CLI."""
-    if not argv or argv[0] not in ("status", "ask"):
-        return None
+    if not argv or argv[0] not in ("status", "ask") or os.environ.get("_EDGELLAMA_COMPLETE"):
+        return None  # shell completion (typer's) is the CLI's
     parsed = _flags(argv[1:], {"--json", "--errors"} if argv[0] == "status" else {"--json"})
     if parsed is None:
         return None

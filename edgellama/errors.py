@@ -24,6 +24,7 @@ __all__ = [
     "ClientGoneError",
     "ServiceError",
     "NotIndexedError",
+    "OutOfRangeError",
     "DatasetError",
     "DaemonError",
     "error_exit",
@@ -95,6 +96,12 @@ class ServiceError(EdgeLlamaError):
 
 class NotIndexedError(EdgeLlamaError):
     """A path asked about (e.g. to summarize) is not in the index."""
+
+    http_status = 404
+
+
+class OutOfRangeError(EdgeLlamaError):
+    """Lines or a page a document does not have (``show``)."""
 
     http_status = 404
 

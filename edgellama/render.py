@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 __all__ = ["show_path", "cite", "status_lines", "resource_lines", "answer_tail", "quote_text", "search_lines",
            "index_lines", "point_line", "summary_piece_lines", "summary_end", "retrieval_lines", "qa_lines",
-           "selftest_step_line", "service_lines", "config_lines"]
+           "selftest_step_line", "service_lines", "config_lines", "excerpt_lines", "export_lines", "import_lines"]
 
 PAGE = " page {}"  # the citation's page as the library and the daemon's API write it
 PAGE_IN_PARENS = " (page {})"  # ... and as the CLI prints it after an answer or a summary point
@@ -183,6 +183,46 @@ def summary_end(result: dict) -> tuple[list[str], list[str]]:
     err.append(f"({result['method']}: {st['nodes']} nodes, {st['cached']} cached, {st['model_calls']} model calls, "
                f"{st['dropped_sentences']} unsupported sentences dropped, {st['seconds']:.1f} s)")
     return out, err
+
+
+# -- show, export, import ---------------------------------------------------------------------------
+
+
+def excerpt_lines(data: dict) -> list[str]:
+    """``edgellama show``: the citation, the document's title, then each line, ``N:`` cited and ``N-``
+    context (as grep -C marks them); a PDF shown whole gets a line before each page."""
+    ranged = data["line_end"] > 0  # 0: every page of a PDF
+    head = (cite(data["line_start"], data["line_end"], data["page"], path=show_path(data["path"]),
+                 page_form=PAGE_IN_PARENS) if ranged else show_path(data["path"]))
+    out = [head + (f"  {data['title']}" if data["title"] else "")]
+    page = data["page"]
+    for line in data["lines"]:
+        if line["page"] != page:
+            out.append(f"-- page {line['page']}")
+            page = line["page"]
+        out.append(f"{line['line']}{':' if line['cited'] else '-'} {line['text']}".rstrip())
+    return out
+
+
+def export_lines(report) -> list[str]:
+    """``edgellama export``: a ``bundle.ExportReport``."""
+    m = report.manifest
+    c = m.counts
+    return [f"Exported {c['documents']} documents ({c['chunks']} chunks, {c['embeddings']} vectors, "
+            f"{c['skipped']} skipped) to {show_path(str(report.bundle))} in {report.seconds:.1f} s: "
+            f"{m.database['bytes'] / 1e6:.1f} MB, sha256 {m.database['sha256'][:16]}…",
+            f"roots: {', '.join(m.roots) or '(none)'}; model {m.embedding_model.name}; "
+            f"chunks of {m.chunking.chunk_tokens} tokens, overlap {m.chunking.chunk_overlap}"]
+
+
+def import_lines(report) -> list[str]:
+    """``edgellama import``: a ``bundle.ImportReport``."""
+    c = report.manifest.counts
+    out = [f"Imported {c['documents']} documents ({c['chunks']} chunks, {c['embeddings']} vectors) into "
+           f"{show_path(str(report.db))} in {report.seconds:.1f} s, replacing {report.replaced_documents} documents."]
+    out += [f"  moved {old} -> {new} ({count} paths)" for old, new, count in report.moved]
+    return out + [f"roots: {', '.join(report.roots) or '(none)'}; unchanged files there are not embedded again "
+                  "by 'edgellama index'"]
 
 
 # -- eval, selftest, service, config ----------------------------------------------------------------

@@ -17,7 +17,7 @@ import sqlite_utils
 from .errors import StoreError
 
 __all__ = ["Store", "probe", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SummaryRecord",
-           "Consistency", "SCHEMA_VERSION", "MIGRATIONS"]
+           "Consistency", "SCHEMA_VERSION", "MIGRATIONS", "snapshot_database", "ChunkSpan"]
 
 # Each migration is a list of statements run in one transaction, recorded in schema_migrations.
 # Never edit a released migration: add the next number.
@@ -158,6 +158,16 @@ class ChunkRecord:
 
 
 @dataclass(frozen=True)
+class ChunkSpan:
+    """Where a chunk's text stands in its document's extracted text (show.py rebuilds lines from these)."""
+
+    text: str
+    char_start: int
+    page: int | None
+    line_map: str  # JSON list: the source line of each line of ``text``
+
+
+@dataclass(frozen=True)
 class SummaryRecord:
     key: str
     level: str
@@ -237,6 +247,25 @@ class Store:
         except sqlite3.DatabaseError as err:
             conn.close()
             raise StoreError(f"{path} is not a usable EdgeLlama database: {err}") from None
+        return store
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> "Store":
+        """A file that must not change (a bundle's snapshot): read only, no journal mode set, not
+        migrated; a schema newer than ours is refused."""
+        path = Path(path)
+        if not path.is_file():
+            raise StoreError(f"no database at {path}")
+        try:
+            conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+            store = cls(conn, path)
+            version = store.schema_version()
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{path} is not a usable EdgeLlama database: {err}") from None
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(f"{path} has schema version {version}, newer than this EdgeLlama ({SCHEMA_VERSION})")
         return store
 
     def close(self) -> None:
@@ -450,6 +479,14 @@ class Store:
         )
         return [ChunkRecord(*row) for row in rows]
 
+    def document_spans(self, path: str) -> list[ChunkSpan]:
+        rows = self._conn.execute(
+            "SELECT c.text, c.char_start, c.page, c.line_map FROM chunks c JOIN documents d ON d.id = c.document_id"
+            " WHERE d.path = ? ORDER BY c.char_start, c.ordinal",
+            (path,),
+        )
+        return [ChunkSpan(*row) for row in rows]
+
     # -- summaries ------------------------------------------------------------------------------
 
     def summary(self, key: str) -> SummaryRecord | None:
@@ -471,6 +508,38 @@ class Store:
         if path is None:
             return self._conn.execute("SELECT count(*) FROM summaries").fetchone()[0]
         return self._conn.execute("SELECT count(*) FROM summaries WHERE path = ?", (path,)).fetchone()[0]
+
+    # -- bundles (bundle.py) ----------------------------------------------------------------------
+
+    def embedding_models(self) -> dict[str, int]:
+        """Each embedding model's name with its vector count: a bundle names the one it was built with."""
+        rows = self._conn.execute("SELECT model, count(*) FROM embeddings GROUP BY model ORDER BY model")
+        return {row[0]: row[1] for row in rows}
+
+    def remap_root(self, old: str, new: str) -> int:
+        """Move every stored path under ``old`` (or equal to it) to the same place under ``new``, in
+        one transaction; the number of documents moved. Summaries keep their cache keys (their inputs
+        are text, not paths) and follow their document."""
+        old, new = old.rstrip("/") or "/", new.rstrip("/") or "/"
+        prefix = old if old == "/" else old + "/"
+        params = (new, len(old) + 1, old, len(prefix), prefix)
+        with self.transaction():
+            moved = self._conn.execute(
+                "UPDATE documents SET path = ? || substr(path, ?) WHERE path = ? OR substr(path, 1, ?) = ?",
+                params).rowcount
+            self._conn.execute(
+                "UPDATE summaries SET path = ? || substr(path, ?) WHERE path = ? OR substr(path, 1, ?) = ?", params)
+        return moved
+
+    def replace_with(self, source: "Store") -> None:
+        """Make this database a copy of ``source`` in ONE write transaction (SQLite's online backup
+        API): readers on other connections, a daemon's included, see the old index until the commit
+        and the new one after it; a crash in between leaves the old one. Never a file rename under
+        open connections, whose WAL would then pair with the wrong file."""
+        try:
+            source._conn.backup(self._conn, pages=-1)
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot write {self.path}: {err}") from None
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -543,3 +612,29 @@ def probe(path: Path) -> str | None:
     except sqlite3.Error as err:
         return f"the database {path} does not answer: {err}"
     return None
+
+
+def snapshot_database(source: Path, dest: Path) -> None:
+    """A consistent copy of ``source`` at ``dest`` (a new file) while other connections may write:
+    SQLite's online backup API reads one snapshot (copying the live file could tear a page or miss
+    the WAL). The copy is in rollback-journal mode: one self-contained file to ship."""
+    if dest.exists():
+        raise StoreError(f"{dest} already exists")
+    if not source.is_file():
+        raise StoreError(f"no index at {source}: run 'edgellama index PATH' first")
+    try:
+        src = sqlite3.connect(str(source), timeout=30)  # only read: the backup API takes a read snapshot
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot open database {source}: {err}") from None
+    try:
+        out = sqlite3.connect(str(dest), isolation_level=None)
+        try:
+            src.backup(out, pages=-1)
+            out.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            out.close()
+    except sqlite3.Error as err:
+        dest.unlink(missing_ok=True)
+        raise StoreError(f"cannot snapshot {source} to {dest}: {err}") from None
+    finally:
+        src.close()

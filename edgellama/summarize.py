@@ -23,7 +23,7 @@ from .text import content_words, truncate_to_tokens
 
 __all__ = [
     "Summary", "Progress", "SectionDone", "DocumentDone", "summarize_document", "summarize_folder",
-    "summarize_topic", "summary_to_dict", "piece_to_event", "final_summary", "PROMPT_VERSION",
+    "summarize_topic", "summarize_target", "summary_to_dict", "piece_to_event", "final_summary", "PROMPT_VERSION",
 ]
 
 PROMPT_VERSION = "sum-2"  # change it whenever a prompt or a reducer changes: old cache entries then miss
@@ -479,6 +479,19 @@ def summarize_folder(*, store: Store, folder: str | None, method: str = DEFAULT_
                           max_tokens=plan.overview_tokens)
     yield Summary("folder", folder or "(all documents)", method, length, overview, tuple(results), run.stats(),
                   tuple(run.notes))
+
+
+def summarize_target(*, store: Store, method: str, length: str, generator, path: str | None = None,
+                     topic: str | None = None, load_embedder=None, min_relevance: float = 0.3) -> Iterator[Piece]:
+    """The pieces of whichever summary is asked for: a ``topic`` (``load_embedder()`` gives the
+    embedder, loaded only then), a folder or everything (``path`` a folder, or None), or one document."""
+    options = {"method": method, "length": length, "generator": generator}
+    if topic is not None:
+        return summarize_topic(store=store, topic=topic, embedder=load_embedder(), min_relevance=min_relevance,
+                               **options)
+    if path is None or os.path.isdir(path):
+        return summarize_folder(store=store, folder=path, **options)
+    return summarize_document(store=store, path=path, **options)
 
 
 def summarize_topic(*, store: Store, topic: str, embedder, method: str = DEFAULT_METHOD, length: str = "medium",
