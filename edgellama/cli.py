@@ -86,6 +86,7 @@ def index(
     settings = _settings(db=db)
     embedder = _embedder(settings)
     with _open_store(settings, create=True) as store:
+        store.acquire_writer(owner=f"edgellama index (pid {os.getpid()})")  # one indexer per database
         show_bar = not quiet and not as_json and sys.stderr.isatty()
         bar = None
         if show_bar:

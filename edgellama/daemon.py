@@ -67,6 +67,9 @@ class Priority:
         with self._cond:
             self._cond.wait_for(lambda: self._active == 0)
 
+    def busy(self) -> bool:
+        return self._active > 0
+
 
 class SharedEmbedder:
     """One embedding model for queries and the indexer. The model is used by one thread at a time
@@ -533,7 +536,8 @@ def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0)
             chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
             max_file_bytes=int(settings.max_file_mb * 1e6), settle_seconds=settings.settle_seconds,
             reconcile_seconds=settings.reconcile_seconds, max_extract_seconds=settings.max_extract_seconds,
-            pause=engine.priority.wait_idle,
+            pause=engine.priority.wait_idle, busy=engine.priority.busy,
+            stall_seconds=_stall_seconds(settings.max_extract_seconds),
         )
         engine.worker = worker
         if not stop.is_set():
@@ -580,6 +584,15 @@ def _watchdog_interval() -> float | None:
         return None
 
 
+def _stall_seconds(max_extract_seconds: float) -> float | None:
+    """How long the indexer may go without a checkpoint before the pings stop: a file's deadline
+    plus twice the watchdog's own tolerance (WatchdogSec); None (watch.py's default) without one."""
+    from .sources import EXTRACT_GRACE_SECONDS
+
+    interval = _watchdog_interval()
+    return None if interval is None else max_extract_seconds + EXTRACT_GRACE_SECONDS + 4 * interval
+
+
 def _main_loop(engine: Engine, stop: threading.Event, reload: threading.Event, flags) -> None:
     interval = _watchdog_interval()
     last_status = ""
@@ -589,8 +602,8 @@ def _main_loop(engine: Engine, stop: threading.Event, reload: threading.Event, f
             reload.clear()
             _reload(engine, flags)
         worker = engine.worker
-        if interval and worker is not None and worker.alive:
-            sd_notify("WATCHDOG=1")  # only while the indexing thread lives: a dead one gets us restarted
+        if interval and worker is not None and worker.progressing():
+            sd_notify("WATCHDOG=1")  # only while indexing moves on: a stuck or dead indexer gets us restarted
         if worker is not None:
             state = worker.state
             text = (f"STATUS=ready: {state.pending} change(s) pending, "
