@@ -243,7 +243,7 @@ class Store:
             store.migrate()
         except sqlite3.DatabaseError as err:
             conn.close()
-            raise StoreError(f"{path} is not a usable EdgeLlama database: {err}") from None
+            raise StoreError(f"{path} is not a usable EdgeLlama database (corrupt, or not one): {err}") from None
         return store
 
     def close(self) -> None:
@@ -275,6 +275,19 @@ class Store:
         os.ftruncate(fd, 0)
         os.pwrite(fd, owner.encode(), 0)
         self._writer_lock = fd
+        self.check_intact()
+
+    def check_intact(self) -> None:
+        """Refuse to write into a damaged database (StoreError, nothing written): indexing into it
+        could spread the damage, and the user may still rescue it. ``PRAGMA quick_check`` reads
+        every page once (about a second per GB)."""
+        try:
+            problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(3)")]
+        except sqlite3.DatabaseError as err:
+            problems = [str(err)]
+        if problems != ["ok"]:
+            raise StoreError(f"{self.path} is corrupt ({'; '.join(problems)[:200]}); nothing was written to it:"
+                             " restore a backup, or move it away and index again")
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database and cut it back (after a large run); a reader holding an
