@@ -284,9 +284,9 @@ def _open_beneath(path: str, bases: Sequence[str]) -> int:
 def _keys_under(sorted_keys: Sequence[str], root_key: str) -> Iterator[str]:
     """The keys equal to or below ``root_key``, found by bisection in sorted keys: a burst of 10,000
     changed paths costs 10,000 lookups, not 10,000 x every known document."""
-    start = bisect_left(sorted_keys, root_key)
     prefix = root_key.rstrip(os.sep) + os.sep
-    for key in sorted_keys[start:]:
+    for i in range(bisect_left(sorted_keys, root_key), len(sorted_keys)):
+        key = sorted_keys[i]
         if key == root_key:
             yield key
             continue
