@@ -108,8 +108,9 @@ def index(
             if bar is not None:
                 bar.__exit__(None, None, None)
     if as_json:
-        _print_json({**{k: v for k, v in stats.__dict__.items() if k != "skipped"},
-                     "skipped": [{"path": s.path, "reason": s.reason} for s in stats.skipped]})
+        _print_json({**{k: v for k, v in stats.__dict__.items() if k not in ("skipped", "unavailable")},
+                     "skipped": [{"path": s.path, "reason": s.reason} for s in stats.skipped],
+                     "unavailable": [{"path": u.path, "reason": u.reason} for u in stats.unavailable]})
         return
     typer.echo(
         f"Indexed in {stats.seconds:.1f} s: {stats.added} added, {stats.changed} changed, "
@@ -120,6 +121,8 @@ def index(
     )
     for skipped in stats.skipped:
         typer.echo(f"  skipped {_show_path(skipped.path)}: {skipped.reason}")
+    for folder in stats.unavailable:
+        typer.echo(f"  unavailable {_show_path(folder.path)}: {folder.reason}")
 
 
 NoDaemonOption = Annotated[bool, typer.Option("--no-daemon", help="Work in-process even if a daemon runs.")]
