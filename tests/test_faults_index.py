@@ -19,7 +19,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,15 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CORPUS, ROOT, run_cli
-from daemon_harness import call, eventually
+from conftest import run_cli
+from daemon_harness import eventually
+from daemon_process import QUICK_FILES, DaemonProcess, call, copy_corpus
 from fakes import BagOfWordsEmbedder
 
 from edgellama.indexer import index_paths
 from edgellama.store import Store, SummaryRecord
-
-CORPUS_FILES = ("station/power.md", "station/water-supply.md", "manual/04-configuration.rst")
-
 
 def _can(*argv: str) -> bool:
     try:
@@ -81,21 +78,23 @@ class Notify:
 
 
 class Served:
-    """One ``edgellama serve`` process on its own database, folders and socket. ``prefix`` runs it
-    inside a namespace (``unshare -m sh -c ...``): then ``script`` is the shell line before exec."""
+    """One ``edgellama serve`` process (a DaemonProcess) on its own database, folders and socket,
+    with systemd's notification socket. ``prefix`` runs it inside a namespace (``unshare -m``);
+    ``script`` is a shell line run there first (a mount, a sysctl), then the daemon is exec'd."""
 
     def __init__(self, root: Path, shared_data: Path, folders: list[Path], *, env: dict | None = None,
                  script: str = "", prefix: tuple[str, ...] = (), db: Path | None = None):
         self.root = root
-        self.runtime = Path(tempfile.mkdtemp(prefix="el-f-"))
-        self.socket = self.runtime / "edgellama" / "edgellama.sock"
-        self.notify = Notify(self.runtime / "notify")
+        runtime = Path(tempfile.mkdtemp(prefix="el-f-"))
+        self.notify = Notify(runtime / "notify")
         self.db = db or root / "daemon.db"
-        self.env = {
+        if script:
+            prefix = (*prefix, "sh", "-c", f'{script} exec "$0" "$@"')
+        self.daemon = DaemonProcess(env={
             **os.environ,
             "XDG_DATA_HOME": str(shared_data),
             "XDG_CONFIG_HOME": str(root / "config"),
-            "XDG_RUNTIME_DIR": str(self.runtime),
+            "XDG_RUNTIME_DIR": str(runtime),
             "EDGELLAMA_DB": str(self.db),
             "EDGELLAMA_SETTLE_SECONDS": "0.3",
             "EDGELLAMA_RECONCILE_SECONDS": "2",
@@ -106,26 +105,11 @@ class Served:
             # prefix at start-up (the shared build of llama.cpp segfaults there under load today).
             "EDGELLAMA_PROMPT_STYLE": "chat",
             **(env or {}),
-        }
-        argv = [sys.executable, "-m", "edgellama", "serve", *[a for f in folders for a in ("--folder", str(f))]]
-        if prefix:
-            quoted = " ".join(f"'{a}'" for a in argv)
-            argv = [*prefix, "sh", "-c", f"{script} exec {quoted}"]
-        self.log = open(root / f"daemon-{time.monotonic_ns()}.log", "w+")
-        self.process = subprocess.Popen(argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        }, log=root / f"daemon-{time.monotonic_ns()}.log", folders=folders, prefix=prefix)
+        self.process, self.socket, self.env = self.daemon.process, self.daemon.socket, self.daemon.env
 
     def wait_ready(self, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.read_log()
-            if self.socket.exists():
-                try:
-                    if call(self.socket, "GET", "/health")[0] == 200:
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.2)
-        raise AssertionError(f"daemon not ready in {timeout} s:\n{self.read_log()}")
+        self.daemon.wait_ready(timeout=timeout)
 
     def status(self) -> dict:
         code, body, _ = call(self.socket, "GET", "/status")
@@ -151,27 +135,15 @@ class Served:
         return [r["path"] for r in body["results"]]
 
     def read_log(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
+        return self.daemon.read_log()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.daemon.stop()
         self.notify.close()
-        self.log.close()
-        shutil.rmtree(self.runtime, ignore_errors=True)
 
 
-def _corpus_folder(path: Path, names=CORPUS_FILES) -> Path:
-    path.mkdir(parents=True)
-    for name in names:
-        shutil.copy(CORPUS / name, path / Path(name).name)
-    return path
+def _corpus_folder(path: Path, names=QUICK_FILES) -> Path:
+    return copy_corpus(path, names)
 
 
 def _paths(db: Path) -> list[str]:
