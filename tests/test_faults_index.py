@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from daemon_harness import eventually
+from daemon_harness import Notifications, eventually
 from daemon_process import QUICK_FILES, DaemonProcess, call, copy_corpus
 from fakes import BagOfWordsEmbedder
 
@@ -45,38 +44,6 @@ needs_mount_ns = pytest.mark.skipif(not (os.geteuid() == 0 and _can("unshare", "
                                     reason="needs root and a private mount namespace (unshare -m)")
 
 
-class Notify:
-    """systemd's notification socket, with the time each message came."""
-
-    def __init__(self, path: Path):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.path = path
-        self.messages: list[tuple[float, str]] = []
-        self._stop = False
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        while not self._stop:
-            try:
-                data = self.sock.recv(4096).decode()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.messages.extend((time.monotonic(), line) for line in data.splitlines())
-
-    def pings(self, since: float = 0.0) -> list[float]:
-        return [t for t, line in list(self.messages) if line == "WATCHDOG=1" and t >= since]
-
-    def close(self) -> None:
-        self._stop = True
-        self.thread.join(timeout=2)
-        self.sock.close()
-
-
 class Served:
     """One ``edgellama serve`` process (a DaemonProcess) on its own database, folders and socket,
     with systemd's notification socket. ``prefix`` runs it inside a namespace (``unshare -m``);
@@ -86,7 +53,7 @@ class Served:
                  script: str = "", prefix: tuple[str, ...] = (), db: Path | None = None):
         self.root = root
         runtime = Path(tempfile.mkdtemp(prefix="el-f-"))
-        self.notify = Notify(runtime / "notify")
+        self.notify = Notifications(runtime / "notify")
         self.db = db or root / "daemon.db"
         if script:
             prefix = (*prefix, "sh", "-c", f'{script} exec "$0" "$@"')
