@@ -49,6 +49,8 @@ def status_lines(report: dict, *, errors: bool) -> list[str]:
         if watcher:
             out.append(f"watching     {', '.join(watcher['folders']) or '(no folders)'}: {watcher['pending']} pending, "
                        f"{'indexing' if watcher['indexing'] else 'idle'}, {watcher['runs']} runs")
+            out += [f"  {message}" for message in watcher.get("not_watched", {}).values()]
+            out += [f"  unavailable {folder}: {reason}" for folder, reason in watcher.get("unavailable", {}).items()]
             out += [f"  error: {message}" for message in watcher["errors"]]
     else:
         out.append("daemon       not running")

@@ -195,7 +195,7 @@ class IndexWorker:
                     reason += " (inotify limits: fs.inotify.max_user_watches / max_user_instances)"
                 message = f"cannot watch {root}: {reason}; rescanned every {self._poll_interval():g} s instead"
                 if self.state.not_watched.get(root) != message:
-                    self._error(message)
+                    log.warning("%s", message)  # shown in /status under not_watched while it lasts
                 not_watched[root] = message
                 continue
             self._watches[root] = (watch, identity)
