@@ -35,12 +35,12 @@ from edgellama.store import Store, SummaryRecord
 
 def _can(*argv: str) -> bool:
     try:
-        return subprocess.run([*argv, "true"], capture_output=True, timeout=20).returncode == 0
+        return subprocess.run(argv, capture_output=True, timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
 
-needs_mount_ns = pytest.mark.skipif(not (os.geteuid() == 0 and _can("unshare", "-m")),
+needs_mount_ns = pytest.mark.skipif(not (os.geteuid() == 0 and _can("unshare", "-m", "true")),
                                     reason="needs root and a private mount namespace (unshare -m)")
 
 
@@ -153,6 +153,7 @@ def station(tmp_path_factory, shared_data):
         d.stop()
 
 
+@pytest.mark.models
 def test_a_missing_folder_does_not_stop_the_daemon_and_is_watched_once_it_appears(station):
     """Finding 2: ``serve --folder D --folder /missing`` reaches READY, answers from D, says why it
     cannot watch the missing folder in /status, and watches it once it appears."""
@@ -170,6 +171,7 @@ def test_a_missing_folder_does_not_stop_the_daemon_and_is_watched_once_it_appear
     assert eventually(lambda: any("second.md" in p for p in station.search("quokka ledger crates")), timeout=60)
 
 
+@pytest.mark.models
 def test_a_symlinked_folder_is_entered_neither_by_the_watcher_nor_by_a_scan(station):
     """Finding 1: ``docs/linkdir -> outside`` indexes nothing from outside, whether the watcher
     sees the link made, a file written through it, or a full scan. The database is sampled all
@@ -207,6 +209,7 @@ def test_a_symlinked_folder_is_entered_neither_by_the_watcher_nor_by_a_scan(stat
     os.unlink(docs / "linkdir.md")
 
 
+@pytest.mark.models
 def test_a_folder_moved_away_keeps_its_documents_and_nothing_is_embedded_again(station):
     """Finding 5: a folder that is gone during a full rescan (an unplugged disk) keeps its
     documents, marked unavailable in /status; back, nothing is re-embedded."""
@@ -232,6 +235,7 @@ def test_a_folder_moved_away_keeps_its_documents_and_nothing_is_embedded_again(s
     assert eventually(lambda: station.documents() == before + 1, timeout=60)
 
 
+@pytest.mark.models
 def test_another_indexer_on_the_same_database_is_refused_naming_the_daemon(station):
     """Low: two writers on one database would prune each other's documents and vectors."""
     other = _corpus_folder(station.root / "other", names=("station/power.md",))
@@ -244,6 +248,7 @@ def test_another_indexer_on_the_same_database_is_refused_naming_the_daemon(stati
     assert not any(p.startswith(str(other)) for p in _paths(station.db))
 
 
+@pytest.mark.models
 def test_a_folder_dropped_by_a_reload_is_forgotten(station):
     """Finding 6: after SIGHUP without ``old``, its documents, vectors and summaries are gone."""
     old = station.folders["old"]
@@ -398,6 +403,7 @@ def test_a_pdf_stuck_inside_one_page_is_stopped_at_its_deadline_in_any_thread(tm
 # -- a stuck indexer and the systemd watchdog (finding 7) ------------------------------------------------
 
 
+@pytest.mark.models
 def test_a_stuck_indexer_stops_the_watchdog_pings_and_they_resume_when_it_moves_on(tmp_path, shared_data):
     """The indexer waits on the database (another process holds its write lock): the daemon stops
     telling systemd it is alive, so a real hang gets it restarted; pings resume once it moves on."""
@@ -431,7 +437,9 @@ def test_a_stuck_indexer_stops_the_watchdog_pings_and_they_resume_when_it_moves_
 # -- namespaces: inotify limits, a full disk, an unmounted disk ------------------------------------------
 
 
-@pytest.mark.skipif(not _can("unshare", "-Ur"), reason="needs user namespaces (unshare -Ur)")
+@pytest.mark.skipif(not _can("unshare", "-Ur", "sh", "-c", "echo 3 > /proc/sys/user/max_inotify_watches"),
+                    reason="needs a user namespace whose inotify limits can be set (unshare -Ur)")
+@pytest.mark.models
 def test_past_the_inotify_limits_a_folder_is_rescanned_instead(tmp_path, shared_data):
     """Finding 2: ENOSPC from inotify (here: 3 watches allowed in a private user namespace) does
     not stop the daemon; the folder is rescanned periodically and /status says so."""
@@ -457,6 +465,7 @@ def _nsenter(pid: int, *argv: str) -> None:
     subprocess.run(["nsenter", "-t", str(pid), "-m", *argv], check=True, capture_output=True, timeout=30)
 
 
+@pytest.mark.models
 @needs_mount_ns
 def test_a_full_disk_is_reported_and_the_files_are_indexed_once_there_is_room(tmp_path, shared_data):
     """Low + fault suite: the database on a 2 MB filesystem fills up while files arrive; the error
@@ -487,6 +496,7 @@ def test_a_full_disk_is_reported_and_the_files_are_indexed_once_there_is_room(tm
         d.stop()
 
 
+@pytest.mark.models
 @needs_mount_ns
 def test_an_unmounted_disk_keeps_its_documents_and_remounted_nothing_is_embedded_again(tmp_path, shared_data):
     """Fault suite: the watched folder is a mount (a bind mount in the daemon's own namespace):
@@ -516,6 +526,7 @@ def test_an_unmounted_disk_keeps_its_documents_and_remounted_nothing_is_embedded
 # -- a corrupted database, kill -9, a burst of files -------------------------------------------------------
 
 
+@pytest.mark.models
 def test_a_corrupted_database_is_a_clear_error_and_is_left_as_it_was(tmp_path, shared_data):
     docs = _corpus_folder(tmp_path / "docs", names=("station/power.md",))
     db = tmp_path / "x.db"
@@ -537,6 +548,7 @@ def test_a_corrupted_database_is_a_clear_error_and_is_left_as_it_was(tmp_path, s
         assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
 
 
+@pytest.mark.models
 def test_kill_9_mid_index_then_restart_loses_nothing(tmp_path, shared_data):
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -602,6 +614,7 @@ def _burst(tmp_path: Path, shared_data: Path, count: int) -> dict:
         d.stop()
 
 
+@pytest.mark.models
 def test_a_burst_of_1000_files_is_indexed_once_while_queries_are_answered(tmp_path, shared_data):
     figures = _burst(tmp_path, shared_data, 1000)
     print("burst 1000:", figures)
@@ -609,6 +622,7 @@ def test_a_burst_of_1000_files_is_indexed_once_while_queries_are_answered(tmp_pa
     assert figures["rss_growth_mb"] < 500, figures
 
 
+@pytest.mark.models
 @pytest.mark.stress
 def test_a_burst_of_10000_files_is_indexed_once_while_queries_are_answered(tmp_path, shared_data):
     figures = _burst(tmp_path, shared_data, 10_000)
