@@ -22,7 +22,8 @@ from pathlib import Path
 
 from .errors import SourceError
 
-__all__ = ["ExtractedText", "FORMATS", "format_for", "extract", "decode_text", "Deadline", "IsolatedExtractor"]
+__all__ = ["ExtractedText", "FORMATS", "format_for", "extract", "decode_text", "Deadline", "IsolatedExtractor",
+           "EXTRACT_GRACE_SECONDS"]
 
 FORMATS = {
     ".txt": "text",
