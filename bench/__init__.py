@@ -16,5 +16,6 @@ BENCHMARKS = (
     "vectors",  # top-10 over 10k/100k/1M vectors vs numpy brute force
     "rss",  # daemon memory vs each model alone
     "extract_helper",  # PDF/HTML extraction in the deadline helper process vs in-process
+    "footprint",  # issue 19: daemon RSS and cold ask with the llama.cpp embedder vs torch in process
     "context_budget",  # answer quality and prompt eval against context tokens vs the largest setting
 )
