@@ -15,6 +15,7 @@ BENCHMARKS = (
     "reindex",  # one edited file in a big folder vs the full index
     "vectors",  # top-10 over 10k/100k/1M vectors vs numpy brute force
     "rss",  # daemon memory vs each model alone
+    "extract_helper",  # PDF/HTML extraction in the deadline helper process vs in-process
     "footprint",  # issue 19: daemon RSS and cold ask with the llama.cpp embedder vs torch in process
     "context_budget",  # answer quality and prompt eval against context tokens vs the largest setting
     "bundle",  # export, import and the first index on an edge box vs indexing from scratch

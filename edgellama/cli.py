@@ -81,6 +81,7 @@ def index(
     models = _models(settings)
     embedder = models.embedder()
     with models.open_store(create=True) as store:
+        store.acquire_writer(owner=f"edgellama index (pid {os.getpid()})")  # one indexer per database
         show_bar = not quiet and not as_json and sys.stderr.isatty()
         bar = None
         if show_bar:
@@ -99,8 +100,9 @@ def index(
             if bar is not None:
                 bar.__exit__(None, None, None)
     if as_json:
-        _print_json({**{k: v for k, v in stats.__dict__.items() if k != "skipped"},
-                     "skipped": [{"path": s.path, "reason": s.reason} for s in stats.skipped]})
+        _print_json({**{k: v for k, v in stats.__dict__.items() if k not in ("skipped", "unavailable")},
+                     "skipped": [{"path": s.path, "reason": s.reason} for s in stats.skipped],
+                     "unavailable": [{"path": u.path, "reason": u.reason} for u in stats.unavailable]})
         return
     _echo(render.index_lines(stats))
 

@@ -74,7 +74,8 @@ def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0)
             open_store=engine.open_store, embedder=engine.embedder.background(), folders=settings.folders,
             **IndexOptions.from_settings(settings).kwargs(), settle_seconds=settings.settle_seconds,
             reconcile_seconds=settings.reconcile_seconds,
-            pause=engine.priority.wait_idle,
+            pause=engine.priority.wait_idle, busy=engine.priority.busy,
+            stall_seconds=_stall_seconds(settings.max_extract_seconds),
         )
         engine.worker = worker
         if not stop.is_set():
@@ -120,6 +121,15 @@ def _watchdog_interval() -> float | None:
         return None
 
 
+def _stall_seconds(max_extract_seconds: float) -> float | None:
+    """How long the indexer may go without a checkpoint before the pings stop: a file's deadline
+    plus twice the watchdog's own tolerance (WatchdogSec); None (watch.py's default) without one."""
+    from .sources import EXTRACT_GRACE_SECONDS
+
+    interval = _watchdog_interval()
+    return None if interval is None else max_extract_seconds + EXTRACT_GRACE_SECONDS + 4 * interval
+
+
 def _main_loop(engine: Engine, server: HTTPServer, stop: threading.Event, reload: threading.Event, flags) -> None:
     interval = _watchdog_interval()
     last_status = ""
@@ -129,8 +139,8 @@ def _main_loop(engine: Engine, server: HTTPServer, stop: threading.Event, reload
             reload.clear()
             _reload(engine, server, flags)
         worker = engine.worker
-        if interval and worker is not None and worker.alive:
-            sd_notify("WATCHDOG=1")  # only while the indexing thread lives: a dead one gets us restarted
+        if interval and worker is not None and worker.progressing():
+            sd_notify("WATCHDOG=1")  # only while indexing moves on: a stuck or dead indexer gets us restarted
         if worker is not None:
             state = worker.state
             text = (f"STATUS=ready: {state.pending} change(s) pending, "

@@ -112,6 +112,10 @@ class Priority:
         with self._cond:
             self._cond.wait_for(lambda: self._active == 0)
 
+    def busy(self) -> bool:
+        """True while a query runs: the indexer waiting for it is not stuck (watch.IndexWorker.progressing)."""
+        return self._active > 0
+
 
 class SharedEmbedder:
     """One embedding model for queries and the indexer. The model is used by one thread at a time

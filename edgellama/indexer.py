@@ -24,12 +24,12 @@ from typing import Callable, Iterator, Sequence
 from .chunking import chunk_text
 from .embed import Embedder
 from .errors import ConfigError, EdgeLlamaError, SourceError
-from .sources import ExtractedText, extract, format_for
+from .sources import ExtractedText, IsolatedExtractor, extract, format_for
 from .store import NewChunk, Store
 
-__all__ = ["index_paths", "index_records", "TextRecord", "IndexStats", "IndexProgress", "SkippedFile",
-           "chunks_for_document", "context_room", "EMBED_BATCH", "DEFAULT_MAX_EXTRACT_SECONDS", "IndexOptions",
-           "embedding_input"]
+__all__ = ["index_paths", "index_records", "forget_folders", "TextRecord", "IndexStats", "IndexProgress",
+           "SkippedFile", "chunks_for_document", "context_room", "EMBED_BATCH", "DEFAULT_MAX_EXTRACT_SECONDS",
+           "IndexOptions", "embedding_input"]
 
 EMBED_BATCH = 1024  # chunks gathered across documents before one call to the embedder, which batches them by
 # length: from more texts it finds closer lengths (SciFact, 912 chunks: 1.28x the chunks/s of 128 sorted by
@@ -63,6 +63,9 @@ class IndexStats:
     chunks_embedded: int = 0
     seconds: float = 0.0
     vanished: int = 0  # files deleted between the scan and the read
+    # Folders that could not be read (missing, empty mount point, EIO, EACCES): their documents
+    # are kept, never removed, until they can be read again.
+    unavailable: tuple[SkippedFile, ...] = ()
 
 
 @dataclass
@@ -87,6 +90,7 @@ class _Run:
     chunks_written: int = 0
     chunks_embedded: int = 0
     vanished: int = 0
+    unavailable: list[SkippedFile] = field(default_factory=list)
 
 
 def _hash(data: bytes | str) -> str:
@@ -177,11 +181,13 @@ class _Entry:
     error: str | None = None  # a folder that could not be listed
 
 
-def _walk(root: Path) -> Iterator[_Entry]:
+def _walk(root: Path, *, follow_root: bool = True) -> Iterator[_Entry]:
     """Every non-folder entry under ``root`` in sorted order, depth first, at any depth (a stack,
     not recursion). Hidden names are left out; symlinked folders are not entered, so a link loop
-    cannot trap the walk. A folder that cannot be listed is yielded with its error."""
-    if not os.path.isdir(root):
+    cannot trap the walk and a link to ``/`` cannot index the disk; ``root`` itself is followed
+    only with ``follow_root`` (a folder the user named). A folder that cannot be listed is yielded
+    with its error."""
+    if not (os.path.isdir(root) if follow_root else _is_real_dir(root)):
         yield _Entry(root)
         return
     stack = [root]
@@ -208,8 +214,87 @@ def _walk(root: Path) -> Iterator[_Entry]:
         stack.extend(reversed(subfolders))
 
 
+def _is_real_dir(path: Path | str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def _base_of(path: str, bases: Sequence[str]) -> str | None:
+    """The innermost of ``bases`` that holds ``path`` strictly below it."""
+    inside = [b for b in bases if path != b and _under(path, [b])]
+    return max(inside, key=len) if inside else None
+
+
+def _behind_symlink(path: str, bases: Sequence[str]) -> bool:
+    """True when a folder between the base holding ``path`` and ``path`` is a symlink: the path
+    is then not inside the watched tree at all (``root/linkdir/file`` with ``linkdir -> /``)."""
+    base = _base_of(path, bases)
+    if base is None:
+        return False
+    parts = Path(os.path.relpath(path, base)).parts[:-1]
+    folder = base
+    for part in parts:
+        folder = os.path.join(folder, part)
+        if os.path.islink(folder):
+            return True
+    return False
+
+
+class _BehindSymlink(Exception):
+    """A folder on the way to the file turned into a symlink (or not a folder) after the check."""
+
+
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+
+
+def _open_beneath(path: str, bases: Sequence[str]) -> int:
+    """Open ``path`` for reading one component at a time from the base folder that holds it,
+    with O_NOFOLLOW on each: a folder swapped for a symlink after the checks cannot lead the read
+    outside (the race a check-then-open has). A path that is itself a base is opened as named."""
+    base = _base_of(path, bases)
+    if base is None:
+        return os.open(path, _READ_FLAGS)
+    parts = Path(os.path.relpath(path, base)).parts
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _BehindSymlink() from None
+                raise
+            os.close(fd)
+            fd = inner
+        try:
+            return os.open(parts[-1], _READ_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise _BehindSymlink() from None  # the file itself became a link: judged again next run
+            raise
+    finally:
+        os.close(fd)
+
+
+def _keys_under(sorted_keys: Sequence[str], root_key: str) -> Iterator[str]:
+    """The keys equal to or below ``root_key``, found by bisection in sorted keys: a burst of 10,000
+    changed paths costs 10,000 lookups, not 10,000 x every known document."""
+    prefix = root_key.rstrip(os.sep) + os.sep
+    for i in range(bisect_left(sorted_keys, root_key), len(sorted_keys)):
+        key = sorted_keys[i]
+        if key == root_key:
+            yield key
+            continue
+        if not key.startswith(root_key):
+            return
+        if key.startswith(prefix):
+            yield key
 
 
 DEFAULT_MAX_EXTRACT_SECONDS = 60.0
@@ -263,6 +348,8 @@ def index_paths(
     should_stop: Callable[[], bool] | None = None,
     within: Sequence[Path] | None = None,
     prune_vectors: bool = True,
+    keep_unavailable: bool = False,
+    extractor: IsolatedExtractor | None = None,
 ) -> IndexStats:
     """Bring the index in line with ``paths`` (files or folders): add new files, re-index changed
     ones, drop documents under these paths whose files are gone. Safe to run again at any time,
@@ -272,32 +359,52 @@ def index_paths(
     ``missing_ok``: a path that neither exists nor was indexed is passed over (the watcher's case:
     a file created and deleted before it settled). ``should_stop`` is asked after every file; when
     it says yes, what was read so far is written and the run ends early, consistent.
-    ``max_extract_seconds``: the time one file may take to turn into chunks, else it is skipped.
+    ``max_extract_seconds``: the time one file may take to turn into chunks, else it is skipped
+    (PDF and HTML are read by ``extractor``'s helper process, killed at the deadline; one is
+    started for this run when none is given).
     ``prune_vectors``: delete the vectors no chunk uses any more (False keeps them for a later run).
-    ``within``: the folders a symlink must resolve into to be followed (default: ``paths``; the
-    watcher, which passes single files, gives its watched folders)."""
+    ``within``: the watched folders (default: ``paths``): symlinks must resolve into them, and no
+    folder below them is entered through a symlink. A folder that cannot be listed keeps its
+    documents; with ``keep_unavailable`` (the watcher) so does one of ``within`` that is missing
+    or empty while documents from it are indexed (an unplugged disk, an empty mount point): they
+    are listed in ``IndexStats.unavailable``, never deleted."""
     started = time.perf_counter()
     context_tokens = context_room(embedder, chunk_tokens)
     roots = [os.path.abspath(p) for p in paths]
     root_keys = [_path_key(r) for r in roots]
     known = store.documents()
+    known_keys = sorted(known)
     for root, root_key, given in zip(roots, root_keys, paths):
-        if not missing_ok and not os.path.lexists(root) and not any(_under(p, [root_key]) for p in known):
+        if not missing_ok and not os.path.lexists(root) and next(_keys_under(known_keys, root_key), None) is None:
             raise EdgeLlamaError(f"path not found: {given}")
+    bases = tuple(os.path.abspath(w) for w in within) if within is not None else tuple(roots)
+    own_extractor = IsolatedExtractor() if extractor is None else None
     limits = _Limits(chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap, context_tokens=context_tokens,
                      max_file_bytes=max_file_bytes,
                      max_extract_seconds=max_extract_seconds,
-                     real_roots=tuple(os.path.realpath(r) for r in (within if within is not None else roots)))
+                     real_roots=tuple(os.path.realpath(b) for b in bases), bases=bases,
+                     extractor=extractor or own_extractor)
     candidates: list[Path] = []
     run = _Run()
     seen: set[str] = set()
-    for root in roots:
+    kept: list[str] = []  # folders whose documents stay although their files were not seen
+    for root, root_key in zip(roots, root_keys):
+        named = within is None or root in bases  # a folder the user configured: its own link is followed
+        if not named and _behind_symlink(root, bases):
+            continue  # not inside the watched tree: whatever was indexed under this path goes
+        reason = _unavailable(root, has_documents=next(_keys_under(known_keys, root_key), None) is not None,
+                              missing_too=keep_unavailable and named)
+        if reason is not None:
+            run.unavailable.append(SkippedFile(root_key, reason))
+            kept.append(root_key)
+            continue
         if not os.path.lexists(root):
             continue
-        for entry in _walk(Path(root)):
+        for entry in _walk(Path(root), follow_root=named):
             if entry.error is not None:
                 key = _path_key(entry.path)
                 seen.add(key)
+                kept.append(key)  # EIO or EACCES on one folder must not delete what it holds
                 run.skipped.append(SkippedFile(key, entry.error))
                 store.record_skipped(path=key, reason=entry.error, size=None, mtime=None)
             elif format_for(entry.path) is None:
@@ -327,16 +434,55 @@ def index_paths(
         pipeline.finish()
     finally:
         pipeline.close()
+        if own_extractor is not None:
+            own_extractor.close()
     if not stopped:  # an early stop has not seen every file: removing the unseen would be wrong
-        gone = [p for p in known if _under(p, root_keys) and p not in seen]
-        run.removed += store.remove_documents(gone)
+        gone = {k for rk in root_keys for k in _keys_under(known_keys, rk)
+                if k not in seen and not (kept and _under(k, kept))}
+        run.removed += store.remove_documents(sorted(gone))
     if prune_vectors:  # the watcher keeps them until its next full scan: a move seen as a
         store.delete_orphan_embeddings()  # delete, then a create, must not re-embed the file
+        store.delete_orphan_summaries(documents_removed=run.removed > 0)
+    if run.chunks_written >= EMBED_BATCH or run.removed >= EMBED_BATCH:
+        store.checkpoint()  # a big run: the WAL goes back to its size limit now, not at some later write
     return IndexStats(
         added=run.added, changed=run.changed, unchanged=run.unchanged, removed=run.removed,
         skipped=tuple(run.skipped), ignored=run.ignored, chunks_written=run.chunks_written,
         chunks_embedded=run.chunks_embedded, seconds=time.perf_counter() - started, vanished=run.vanished,
+        unavailable=tuple(run.unavailable),
     )
+
+
+def forget_folders(*, store: Store, folders: Sequence[Path], keep: Sequence[Path]) -> int:
+    """Remove the documents under ``folders`` that are not under ``keep`` (folders no longer
+    watched), with their unused vectors and summaries. Returns the documents removed."""
+    known_keys = sorted(store.documents())
+    keep_keys = [_path_key(os.path.abspath(k)) for k in keep]
+    gone = {k for f in folders for k in _keys_under(known_keys, _path_key(os.path.abspath(f)))
+            if not _under(k, keep_keys)}
+    removed = store.remove_documents(sorted(gone))
+    store.delete_orphan_embeddings()
+    store.delete_orphan_summaries(documents_removed=removed > 0)
+    return removed
+
+
+def _unavailable(root: str, *, has_documents: bool, missing_too: bool) -> str | None:
+    """Why a folder's documents must be kept although its files cannot be seen, or None. A folder
+    that cannot be listed (EIO, EACCES) is never read as empty; with ``missing_too`` neither is a
+    missing folder nor an empty one while documents from it are indexed (an unplugged disk leaves
+    an empty mount point: deleting files one by one still removes them, through their events)."""
+    if not os.path.lexists(root):
+        return "missing (unplugged or moved away?); its documents are kept" if missing_too and has_documents else None
+    if not os.path.isdir(root):
+        return None
+    try:
+        with os.scandir(root) as listing:
+            empty = next(iter(listing), None) is None
+    except OSError as err:
+        return f"cannot list folder: {err.strerror or err}; its documents are kept"
+    if empty and missing_too and has_documents:
+        return "empty (not mounted?); its documents are kept"
+    return None
 
 
 @dataclass(frozen=True)
@@ -347,6 +493,8 @@ class _Limits:
     max_file_bytes: int
     max_extract_seconds: float | None
     real_roots: tuple[str, ...]  # symlinks must resolve inside one of these
+    bases: tuple[str, ...]  # the folders no path below may pass a symlinked folder under
+    extractor: IsolatedExtractor | None
 
 
 class _Vanished(Exception):
@@ -377,8 +525,10 @@ def _kind(mode: int) -> str:
 
 @contextmanager
 def _hard_time_limit(seconds: float | None) -> Iterator[None]:
-    """In the main thread (the CLI), SIGALRM interrupts a parser stuck inside one PDF page; in other
-    threads (the daemon) the cooperative checks in sources.extract are the limit."""
+    """For the formats read in-process (plain text, or every format when no helper process is
+    used): in the main thread (the CLI) SIGALRM interrupts a parser stuck in one call; in other
+    threads the cooperative checks in sources.extract are the limit. PDF and HTML have the helper
+    process's hard deadline instead (sources.IsolatedExtractor)."""
     if (seconds is None or not hasattr(signal, "setitimer")
             or threading.current_thread() is not threading.main_thread()):
         yield
@@ -396,12 +546,12 @@ def _hard_time_limit(seconds: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _read_regular(path: Path, max_bytes: int) -> tuple[os.stat_result, bytes]:
-    """Open without blocking (a FIFO or device swapped in after the scan cannot hang us), check it
-    is a regular file on the open descriptor, read at most ``max_bytes + 1`` bytes, and check it
-    did not change meanwhile."""
+def _read_regular(path: Path | str, max_bytes: int, bases: Sequence[str] = ()) -> tuple[os.stat_result, bytes]:
+    """Open without blocking (a FIFO or device swapped in after the scan cannot hang us) and
+    without following a symlink below ``bases`` (see _open_beneath), check it is a regular file on
+    the open descriptor, read at most ``max_bytes + 1`` bytes, and check it did not change meanwhile."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        fd = _open_beneath(str(path), bases)
     except FileNotFoundError:
         raise _Vanished() from None
     with open(fd, "rb", closefd=True) as fh:
@@ -428,6 +578,15 @@ def _prepare(store: Store, embedder: Embedder, path: Path, key: str, existing, r
         if existing is not None:
             run.removed += store.remove_documents([key])
 
+    def behind_symlink() -> None:
+        run.ignored += 1  # not in the watched tree; what was indexed under this path goes
+        if existing is not None:
+            run.removed += store.remove_documents([key])
+
+    if _behind_symlink(str(path), limits.bases):
+        behind_symlink()
+        return None
+    open_path, open_bases = str(path), limits.bases
     try:
         if os.path.islink(path):
             try:
@@ -439,6 +598,7 @@ def _prepare(store: Store, embedder: Embedder, path: Path, key: str, existing, r
             if not _under(target, limits.real_roots):
                 skip(f"symlink to {_path_key(target)}, outside the indexed folders", size=None, mtime=None)
                 return None
+            open_path, open_bases = target, limits.real_roots  # read the target, link-free below its root
         st = os.stat(path)
     except FileNotFoundError:
         vanished()
@@ -462,10 +622,13 @@ def _prepare(store: Store, embedder: Embedder, path: Path, key: str, existing, r
         return None
     for _attempt in range(READ_ATTEMPTS):
         try:
-            st, data = _read_regular(path, max_bytes)
+            st, data = _read_regular(open_path, max_bytes, open_bases)
             break
         except _Vanished:
             vanished()
+            return None
+        except _BehindSymlink:
+            behind_symlink()
             return None
         except _NotRegular as err:
             skip(f"not a regular file ({err})", size=None, mtime=None)
@@ -492,8 +655,9 @@ def _prepare(store: Store, embedder: Embedder, path: Path, key: str, existing, r
     started = time.monotonic()
     chunks = None
     try:
-        with _hard_time_limit(seconds):
-            extracted = extract(path, data, max_seconds=seconds)
+        isolated = limits.extractor is not None and format_for(path) in limits.extractor.isolated
+        with _hard_time_limit(None if isolated else seconds):
+            extracted = (limits.extractor.extract if isolated else extract)(path, data, max_seconds=seconds)
             chunks = chunks_for_document(extracted, count_tokens=embedder.count_tokens,
                                          chunk_tokens=limits.chunk_tokens, chunk_overlap=limits.chunk_overlap,
                                          context_tokens=limits.context_tokens)

@@ -66,6 +66,8 @@ def status_lines(report: dict, *, errors: bool) -> list[str]:
         if watcher:
             out.append(f"watching     {', '.join(watcher['folders']) or '(no folders)'}: {watcher['pending']} pending, "
                        f"{'indexing' if watcher['indexing'] else 'idle'}, {watcher['runs']} runs")
+            out += [f"  {message}" for message in watcher.get("not_watched", {}).values()]
+            out += [f"  unavailable {folder}: {reason}" for folder, reason in watcher.get("unavailable", {}).items()]
             out += [f"  error: {message}" for message in watcher["errors"]]
     else:
         out.append("daemon       not running")
@@ -139,7 +141,8 @@ def index_lines(stats) -> list[str]:
         f"{f', {stats.vanished} deleted before they could be read' if stats.vanished else ''}"
         f"{f', {stats.ignored} of other types ignored' if stats.ignored else ''}; "
         f"{stats.chunks_written} chunks written, {stats.chunks_embedded} embedded."
-    ] + [f"  skipped {show_path(skipped.path)}: {skipped.reason}" for skipped in stats.skipped]
+    ] + [f"  skipped {show_path(skipped.path)}: {skipped.reason}" for skipped in stats.skipped] + [
+        f"  unavailable {show_path(folder.path)}: {folder.reason}" for folder in stats.unavailable]
 
 
 # -- summarize ------------------------------------------------------------------------------------

@@ -1,13 +1,20 @@
 """Turning one file (txt, md, rst, html, pdf) into plain text with its line and page positions.
 
 Pure reading: never touches the database. Anything that cannot be read raises SourceError with
-the reason the indexer records.
+the reason the indexer records. ``IsolatedExtractor`` runs the parsers that can hang or blow up
+(pypdf, html.parser) in a helper process with a hard deadline.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import os
 import re
+import signal
+import struct
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -15,7 +22,8 @@ from pathlib import Path
 
 from .errors import SourceError
 
-__all__ = ["ExtractedText", "FORMATS", "format_for", "extract", "decode_text", "Deadline"]
+__all__ = ["ExtractedText", "FORMATS", "format_for", "extract", "decode_text", "Deadline", "IsolatedExtractor",
+           "EXTRACT_GRACE_SECONDS"]
 
 FORMATS = {
     ".txt": "text",
@@ -297,3 +305,149 @@ def extract(path: Path, data: bytes, *, max_seconds: float | None = None) -> Ext
     if not result.text.strip():
         raise SourceError("no text content")
     return result
+
+
+# -- a helper process with a hard deadline -------------------------------------------------------
+
+ISOLATED_FORMATS = frozenset({"pdf", "html"})  # third-party or recursive parsers; plain text is linear
+EXTRACT_GRACE_SECONDS = 2.0  # beyond max_seconds before the helper is killed (its own check answers first)
+HELPER_MEMORY_BYTES = 4 << 30  # address space of the helper: a memory bomb ends there, not in the daemon
+
+
+class IsolatedExtractor:
+    """``extract`` with a hard limit: PDF and HTML are parsed in one long-lived helper process
+    (started at the first such file), which is killed, and started again for the next file, when
+    it overruns ``max_seconds`` or dies. A parser stuck inside one PDF page (no check between
+    pages can stop it; threads cannot be interrupted) costs the deadline, never the indexer.
+    Plain text stays in-process: its reading is linear and the round trip would dominate."""
+
+    def __init__(self, *, isolated: frozenset[str] = ISOLATED_FORMATS):
+        self.isolated = isolated
+        self._proc: subprocess.Popen | None = None
+        self.restarts = 0  # helpers killed or found dead (for tests and logs)
+
+    def extract(self, path: Path, data: bytes, *, max_seconds: float | None = None) -> ExtractedText:
+        if format_for(path) not in self.isolated or not data:
+            return extract(path, data, max_seconds=max_seconds)
+        proc = self._helper()
+        name = os.fsencode(path.name).decode("utf-8", "backslashreplace")  # only its suffix matters
+        header = json.dumps({"name": name, "max_seconds": max_seconds, "size": len(data)}).encode()
+        try:
+            proc.stdin.write(struct.pack("<I", len(header)) + header)
+            proc.stdin.write(data)
+            proc.stdin.flush()
+            reply = _read_frame(proc.stdout, None if max_seconds is None else max_seconds + EXTRACT_GRACE_SECONDS)
+        except TimeoutError:
+            self._kill()
+            raise SourceError(f"reading took longer than the {max_seconds:g} s limit (max_extract_seconds);"
+                              " the reader was stopped") from None
+        except (OSError, EOFError, ValueError):
+            code = self._kill()
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+            raise SourceError(f"the reader process died ({how}) on this file") from None
+        answer = json.loads(reply.decode("utf-8", "surrogatepass"))
+        if "error" in answer:
+            raise SourceError(answer["error"])
+        return ExtractedText(text=answer["text"], format=answer["format"], title=answer["title"],
+                             lines=tuple(answer["lines"]),
+                             pages=tuple(answer["pages"]) if answer["pages"] is not None else None)
+
+    def _helper(self) -> subprocess.Popen:
+        if self._proc is None or self._proc.poll() is not None:
+            package_parent = str(Path(__file__).resolve().parent.parent)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent,
+                                                                             os.environ.get("PYTHONPATH")]))}
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", "from edgellama.sources import serve_extractions; serve_extractions()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+                start_new_session=True,  # a terminal's Ctrl-C is the parent's to handle
+            )
+        return self._proc
+
+    def _kill(self) -> int | None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        self.restarts += 1
+        if proc.poll() is None:
+            proc.kill()
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        return proc.wait()
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                proc.stdin.close()  # the helper ends at end of input
+                proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+
+    def __enter__(self) -> "IsolatedExtractor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _read_exact(stream, size: int, deadline: float | None) -> bytes:
+    import select
+
+    fd = stream.fileno()
+    out = bytearray()
+    while len(out) < size:
+        wait = None if deadline is None else deadline - time.monotonic()
+        if wait is not None and wait <= 0:
+            raise TimeoutError()
+        ready, _, _ = select.select([fd], [], [], wait)
+        if not ready:
+            raise TimeoutError()
+        piece = os.read(fd, size - len(out))
+        if not piece:
+            raise EOFError()
+        out += piece
+    return bytes(out)
+
+
+def _read_frame(stream, seconds: float | None) -> bytes:
+    deadline = None if seconds is None else time.monotonic() + seconds
+    (size,) = struct.unpack("<I", _read_exact(stream, 4, deadline))
+    return _read_exact(stream, size, deadline)
+
+
+def serve_extractions() -> None:
+    """The helper process: read (header, bytes) frames from stdin, answer each with one JSON frame."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (HELPER_MEMORY_BYTES, HELPER_MEMORY_BYTES))
+    except (ImportError, ValueError, OSError):
+        pass
+    src, dst = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            (size,) = struct.unpack("<I", _read_exact(src, 4, None))
+            header = json.loads(_read_exact(src, size, None))
+            data = _read_exact(src, header["size"], None)
+        except EOFError:
+            return
+        try:
+            got = extract(Path(header["name"]), data, max_seconds=header["max_seconds"])
+            answer = {"text": got.text, "format": got.format, "title": got.title, "lines": got.lines,
+                      "pages": got.pages}
+        except SourceError as err:
+            answer = {"error": str(err)}
+        except MemoryError:
+            answer = {"error": f"reading needs more than the {HELPER_MEMORY_BYTES >> 30} GiB memory limit"}
+        except Exception as err:  # a parser bug on a hostile file: a reason, not a dead helper
+            answer = {"error": f"unreadable file: {type(err).__name__}: {err}"[:300]}
+        body = json.dumps(answer, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        dst.write(struct.pack("<I", len(body)) + body)
+        dst.flush()

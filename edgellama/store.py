@@ -5,6 +5,8 @@ The only module that writes SQL. It knows nothing of files on disk, models or th
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -102,6 +104,7 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
+WAL_SIZE_LIMIT = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ class Store:
         self.path = path
         self.db = sqlite_utils.Database(conn)
         self._conn = conn
+        self._writer_lock: int | None = None  # fd of the lock file while this store is the writer
 
     @classmethod
     def open(cls, path: Path, *, create: bool = True) -> "Store":
@@ -239,6 +243,9 @@ class Store:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # The WAL file shrinks back to this after a checkpoint instead of keeping its peak
+            # size (a full rescan can write hundreds of MB through it).
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"cannot open database {path}: {err}") from None
         store = cls(conn, path)
@@ -246,7 +253,7 @@ class Store:
             store.migrate()
         except sqlite3.DatabaseError as err:
             conn.close()
-            raise StoreError(f"{path} is not a usable EdgeLlama database: {err}") from None
+            raise StoreError(f"{path} is not a usable EdgeLlama database (corrupt, or not one): {err}") from None
         return store
 
     @classmethod
@@ -270,6 +277,57 @@ class Store:
 
     def close(self) -> None:
         self._conn.close()
+        if self._writer_lock is not None:
+            os.close(self._writer_lock)  # releases the lock
+            self._writer_lock = None
+
+    def acquire_writer(self, *, owner: str) -> None:
+        """Become the one process that indexes this database (an flock on ``DB.lock``, released on
+        close or exit): two indexers would each delete the other's documents and vectors as
+        "not seen". Raises StoreError naming the holder (``owner`` of the other process)."""
+        import fcntl
+
+        lock_path = Path(f"{self.path}.lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise StoreError(f"cannot open the lock file {lock_path}: {err.strerror or err}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.read(fd, 300).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreError(f"{self.path} is being indexed by {holder}; one indexer per database:"
+                                 " stop it first, or index through it") from None
+            raise StoreError(f"cannot lock {lock_path}: {err.strerror or err}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, owner.encode(), 0)
+        self._writer_lock = fd
+        self.check_intact()
+
+    def check_intact(self) -> None:
+        """Refuse to write into a damaged database (StoreError, nothing written): indexing into it
+        could spread the damage, and the user may still rescue it. ``PRAGMA quick_check`` reads
+        every page once (about a second per GB)."""
+        try:
+            problems = [row[0] for row in self._conn.execute("PRAGMA quick_check(3)")]
+        except sqlite3.DatabaseError as err:
+            problems = [str(err)]
+        if problems != ["ok"]:
+            raise StoreError(f"{self.path} is corrupt ({'; '.join(problems)[:200]}); nothing was written to it:"
+                             " restore a backup, or move it away and index again")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and cut it back (after a large run); a reader holding an
+        old snapshot only makes this a no-op until the next one, never an error."""
+        self._conn.execute("PRAGMA busy_timeout = 1000")
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error:
+            pass
+        finally:
+            self._conn.execute("PRAGMA busy_timeout = 30000")
 
     def __enter__(self) -> "Store":
         return self
@@ -279,14 +337,29 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self._conn.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE ... COMMIT; any SQLite error (a full disk, an I/O error) is rolled back
+        and raised as StoreError with SQLite's own message, never masked by a failing ROLLBACK
+        (SQLITE_FULL may already have ended the transaction)."""
         try:
+            self._conn.execute("BEGIN IMMEDIATE")
             yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        else:
             self._conn.execute("COMMIT")
+        except sqlite3.IntegrityError:
+            self._rollback()
+            raise  # a bug in the caller's rows, not a fault of the disk
+        except sqlite3.Error as err:
+            self._rollback()
+            raise StoreError(f"cannot write to {self.path}: {err}") from err
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the original error is the one to report
 
     # -- schema ---------------------------------------------------------------------------------
 
@@ -402,6 +475,21 @@ class Store:
             self._conn.execute("DELETE FROM documents WHERE id = ?", (row[0],))
             removed += 1
         return removed
+
+    def delete_orphan_summaries(self, *, documents_removed: bool = False) -> int:
+        """Summaries hold text: drop those of paths that no longer hold any document (a deleted
+        file, a folder emptied), and topic summaries (no path) once any document they may quote
+        is gone. Run with the vector pruning, so a file moved between two scans keeps its cache."""
+        with self.transaction():
+            cur = self._conn.execute(
+                "DELETE FROM summaries WHERE path IS NOT NULL AND NOT EXISTS (SELECT 1 FROM documents d"
+                " WHERE d.status = 'indexed' AND (d.path = summaries.path"
+                " OR (d.path > summaries.path || '/' AND d.path < summaries.path || '0')))"
+            )
+            removed = cur.rowcount
+            if removed or documents_removed:
+                removed += self._conn.execute("DELETE FROM summaries WHERE path IS NULL").rowcount
+            return removed
 
     def delete_orphan_embeddings(self) -> int:
         with self.transaction():

@@ -26,6 +26,7 @@ class Notifications:
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.messages: list[str] = []
+        self.arrived: list[float] = []  # time.monotonic() of each message
         self._stop = False
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
@@ -33,7 +34,9 @@ class Notifications:
     def _read(self) -> None:
         while not self._stop:
             try:
-                self.messages.append(self.sock.recv(4096).decode())
+                message = self.sock.recv(4096).decode()
+                self.arrived.append(time.monotonic())
+                self.messages.append(message)
             except socket.timeout:
                 continue
             except OSError:
@@ -41,6 +44,11 @@ class Notifications:
 
     def lines(self) -> list[str]:
         return [line for message in list(self.messages) for line in message.splitlines()]
+
+    def pings(self, since: float = 0.0) -> list[float]:
+        """When each WATCHDOG=1 arrived (time.monotonic()), from ``since`` on."""
+        return [t for t, message in zip(list(self.arrived), list(self.messages))
+                if t >= since and "WATCHDOG=1" in message.splitlines()]
 
     def close(self) -> None:
         self._stop = True
