@@ -641,15 +641,19 @@ def eval_qa(
         return
     typer.echo(f"{report.questions} questions: {report.answerable} answerable, {report.unanswerable} unanswerable")
     typer.echo(f"gold document in top {report.k}   {report.hit_at_k:.1%}")
-    typer.echo(f"exact match / token F1    {report.exact_match:.1%} / {report.f1:.3f}")
-    typer.echo(f"answered (not quoted)     {report.answered:.1%}")
+    typer.echo(f"user reads the gold answer {report.reads_gold:.1%} of answerable (answer + its sentence, or the passage)")
+    typer.echo(f"verified short answers    {report.answered:.1%} of answerable, F1 {report.short_answer_f1:.3f}")
+    typer.echo(f"exact match / token F1    {report.exact_match:.1%} / {report.f1:.3f} (every answerable question)")
+    names = {"answer": "short answer", "quote": "passage that answers", "abstain": "\"do not say\""}
+    for kind, o in report.outcomes.items():
+        typer.echo(f"  {names[kind]:<22}  {o.share:6.1%} of answerable; holds gold {o.reads_gold:6.1%}; F1 {o.f1:.3f}")
     typer.echo(f"citation precision        {report.citation_precision:.1%} of answers' citations contain the answer "
                f"({report.flagged_citations} shown passages flagged as not supporting)")
     typer.echo(f"citations with gold       {report.citation_gold:.1%} of all citations contain a gold answer")
-    typer.echo(f"abstention, unanswerable  {report.abstention:.1%} ({report.abstained_outright:.1%} before the model)")
-    typer.echo(f"abstention, answerable    {report.false_abstention:.1%}")
+    typer.echo(f"\"do not say\", unanswerable {report.abstained_outright:.1%} (no short answer: {report.abstention:.1%})")
+    typer.echo(f"\"do not say\", answerable   {report.false_abstention:.1%}")
     typer.echo(f"seconds per question      mean {report.seconds_mean:.2f}, p50 {report.seconds_p50:.2f}, "
-               f"p95 {report.seconds_p95:.2f}")
+               f"p95 {report.seconds_p95:.2f}; first byte p50 {report.first_byte_p50:.2f}")
     typer.echo(f"results: {_show_path(str(path))}")
 
 

@@ -73,18 +73,31 @@ def resource_lines(resources: dict | None) -> list[str]:
     return out
 
 
-def answer_tail(answer: dict) -> tuple[list[str], list[str]]:
-    """What ``edgellama ask`` prints after the streamed tokens: (stdout lines, stderr lines)."""
-    out: list[str] = []
-    streamed = answer["timings"]["completion_tokens"] > 0
+def marked_passage(answer: dict) -> str:
+    """A quote's passage with the span that fits the question marked **like this** (Markdown, so
+    chat clients show it in bold)."""
+    passage, pointer = answer["answer"], answer.get("pointer") or ""
+    at = passage.find(pointer) if pointer else -1
+    return passage if at < 0 else f"{passage[:at]}**{pointer}**{passage[at + len(pointer):]}"
+
+
+def answer_body(answer: dict) -> list[str]:
+    """The outcome as the user reads it, without the sources (one wording for ask, /ask's
+    clients and the chat completions): an answer with the sentence it stands in, the passage
+    that answers, or "The documents do not say."."""
     if answer["kind"] == "abstain":
-        out.append(answer["answer"])
-    elif answer["kind"] == "quote":
-        if streamed:
-            out.append("\n(no passage supports that answer)")
-        out.append(f'The documents do not say it in so many words. Closest passage: "{answer["answer"]}"')
-    else:
-        out.append("")
+        return [answer["answer"]]
+    if answer["kind"] == "quote":
+        return ["The passage that answers (no short answer was verified):", f'  "{marked_passage(answer)}"']
+    evidence = answer.get("evidence") or []
+    return [answer["answer"]] + ([f'  from: "{evidence[0]["text"]}"'] if evidence else [])
+
+
+def answer_tail(answer: dict) -> tuple[list[str], list[str]]:
+    """What ``edgellama ask`` prints after the streamed answer (only a verified answer streams):
+    (stdout lines, stderr lines)."""
+    body = answer_body(answer)
+    out = [""] + body[1:] if answer["kind"] == "answer" else body
     if answer["sources"]:
         out.append("Sources:")
         out += [f"  {show_path(s['path'])}:{source_lines(s)}  ({s['heading']})" for s in answer["sources"]]

@@ -277,12 +277,11 @@ def _last_user_text(messages: Any, *, limit: int) -> str:
 
 
 def _cited_text(answer: dict) -> str:
-    """The answer as an OpenAI client shows it: text, then the sources, so any client sees them."""
-    if answer["kind"] == "quote":
-        text = f'The documents do not say it in so many words. Closest passage: "{answer["answer"]}"'
-    else:
-        text = answer["answer"]
-    return text + _sources_line(answer)
+    """The answer as an OpenAI client shows it: the same words as ``ask`` prints, then the sources,
+    so any client sees them. Only a verified answer has streamed, and it is the text's start."""
+    from .quick import answer_body
+
+    return "\n".join(answer_body(answer)) + _sources_line(answer)
 
 
 def _sources_line(answer: dict) -> str:
