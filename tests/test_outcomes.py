@@ -45,13 +45,13 @@ def test_decide_tells_the_three_outcomes_apart():
     sentences = [(TANK, 0.9)]
     model = decide(question="How many litres does the treated water tank hold?", sentences=sentences,
                    model_text="4,000 litres", model_supported=True)
-    assert (model.kind, model.text, model.method, model.sentence) == ("answer", "4,000 litres", "model", 0)
+    assert (model.kind, model.text, model.method, model.sentences) == ("answer", "4,000 litres", "model", (0,))
     span = decide(question="How many litres does the treated water tank hold?", sentences=sentences,
                   model_text="12 barrels", model_supported=False)
     assert span.kind == "answer" and span.method == "span" and span.text.startswith("4,000")
     quote = decide(question="What is the tank made of?", sentences=sentences, model_text="steel",
                    model_supported=False, min_span_confidence=1.01)
-    assert quote.kind == "quote" and quote.text == TANK and "steel" in quote.reason
+    assert quote.kind == "quote" and quote.text == TANK and quote.sentences == (0,) and "steel" in quote.reason
     weak = decide(question="What is the tank made of?", sentences=[(TANK, 0.5)], model_text="steel",
                   model_supported=False, min_span_confidence=1.01)
     assert weak.kind == "abstain" and weak.text == NOT_IN_DOCUMENTS
@@ -82,7 +82,7 @@ def test_only_the_verified_answer_streams(tmp_path):
         quote = ask(question="What are the plates of the tank made of?", store=store, embedder=embedder,
                     generator=ScriptedGenerator("granite"), min_relevance=0.1, on_token=streamed.append)
     if quote.kind == "quote":  # the passage that answers: cited, shown as the source, nothing streamed
-        assert streamed == [] and quote.citations and quote.citations[0].text == quote.text
+        assert streamed == [] and quote.citations and quote.text.startswith(quote.citations[0].text)
     else:
         assert quote.kind == "answer" and streamed == [quote.text]
 
