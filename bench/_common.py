@@ -1,4 +1,5 @@
-"""What every benchmark shares: medians, the figure line, fresh worker processes, a real daemon.
+"""What every benchmark shares: medians, the figure line, fresh worker processes, a real daemon
+(tests/daemon_process.py's, with the bench's isolated environment).
 
 A figure is printed as one line, ``FIGURE name: value unit | baseline: value unit | ratio R x
 (target ...: met|NOT met)``, and appended as JSON to $EDGELLAMA_BENCH_JSON when that is set.
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "corpus"
+# The real daemon and the quick corpus are tests/daemon_process.py's, shared with the tests.
+sys.path.insert(0, str(ROOT / "tests"))
+from daemon_process import CORPUS, QUICK_FILES, DaemonProcess, copy_corpus  # noqa: E402
+
 PY = sys.executable
 
 
@@ -178,39 +181,20 @@ class Worker:
 # -- a real daemon ------------------------------------------------------------------------------
 
 
-class Daemon:
-    """``python -m edgellama serve`` on a temp socket with isolated XDG dirs (as tests/daemon_harness)."""
+class Daemon(DaemonProcess):
+    """The daemon as the benchmarks run it: isolated XDG dirs and database under ``home``, ready on
+    return (``load_seconds``), with the real client."""
 
     def __init__(self, home: Path, *, folders: tuple[Path, ...] = (), env: dict | None = None):
-        self.home = home
-        self.env = env or isolated_env(home)
-        self.socket = Path(self.env["XDG_RUNTIME_DIR"]) / "edgellama" / "edgellama.sock"
-        self.log_path = home / "daemon.log"
-        self.log = open(self.log_path, "w+")
-        args = [PY, "-m", "edgellama", "serve"]
-        for folder in folders:
-            args += ["--folder", str(folder)]
-        started = time.perf_counter()
-        self.process = subprocess.Popen(args, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        super().__init__(env=env or isolated_env(home), log=home / "daemon.log", folders=folders)
+        try:
+            self.load_seconds = self.wait_ready(timeout=600)
+        except BaseException:
+            self.stop()
+            raise
         from edgellama.client import DaemonClient
 
         self.client = DaemonClient(self.socket, timeout=600)
-        self._wait_ready()
-        self.load_seconds = time.perf_counter() - started
-
-    def _wait_ready(self, timeout: float = 600) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daemon exited:\n{self.read_log()[-3000:]}")
-            if self.socket.exists():
-                try:
-                    if self.client.health()["http_status"] == 200:
-                        return
-                except Exception:  # noqa: BLE001 - still starting
-                    pass
-            time.sleep(0.1)
-        raise RuntimeError(f"daemon not ready in {timeout} s:\n{self.read_log()[-3000:]}")
 
     def wait_idle(self, timeout: float = 600) -> None:
         """Until the watcher has nothing pending and is not indexing."""
@@ -221,27 +205,6 @@ class Daemon:
                 return
             time.sleep(0.2)
         raise RuntimeError("daemon still indexing")
-
-    def read_log(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-        shutil.rmtree(self.env["XDG_RUNTIME_DIR"], ignore_errors=True)
-
-    def __enter__(self) -> "Daemon":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 @contextmanager
@@ -254,15 +217,8 @@ def temp_home(prefix: str = "edgellama-bench-") -> Iterator[Path]:
 
 
 def corpus_copy(home: Path, *, quick: bool) -> Path:
-    """corpus/ (quick: a few of its files) copied into ``home``/docs."""
-    docs = home / "docs"
-    if quick:
-        docs.mkdir()
-        for name in ("station/power.md", "station/water-supply.md", "manual/04-configuration.rst"):
-            shutil.copy(CORPUS / name, docs / Path(name).name)
-    else:
-        shutil.copytree(CORPUS, docs)
-    return docs
+    """corpus/ (quick: QUICK_FILES of it) copied into ``home``/docs."""
+    return copy_corpus(home / "docs", QUICK_FILES if quick else None)
 
 
 def time_to_first_byte(args: list[str], *, env: dict) -> tuple[float, float, str]:
@@ -277,8 +233,3 @@ def time_to_first_byte(args: list[str], *, env: dict) -> tuple[float, float, str
         raise RuntimeError(f"{' '.join(args[2:])} failed ({process.returncode}): {err.decode()[-2000:]}")
     return first_at - started, ended - started, (first + rest).decode()
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

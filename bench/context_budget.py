@@ -25,11 +25,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ._common import CORPUS, ROOT, Worker, info, isolated_env, report, temp_home
+from ._common import CORPUS, QUICK_FILES, ROOT, Worker, info, isolated_env, report, temp_home
 
 QA_FILE = ROOT / "tests" / "data" / "corpus_qa.jsonl"
-# quick: three files and the questions about them (and a few the corpus does not answer)
-QUICK_FILES = ("station/power.md", "station/water-supply.md", "manual/04-configuration.rst")
 BLOCK = 6  # questions per turn of each setting
 # Issue 5's thresholds (tests/test_eval.py): a default must keep them.
 MIN_HIT, MIN_ABSTENTION, MIN_CITATION_PRECISION = 0.95, 0.90, 0.90
@@ -141,6 +139,7 @@ class QaWorker:
         started = time.perf_counter()
         s = self.settings = resolve_settings()
         raw = load_embedder(s.embed_model, threads=s.threads, precision=s.embed_precision)
+        # quick: three files and the questions about them (and a few the corpus does not answer)
         paths = [CORPUS / f for f in QUICK_FILES] if quick else [CORPUS]
         self.store = Store.open(Path(db), create=True)
         stats = index_paths(store=self.store, embedder=raw, paths=paths, chunk_tokens=s.chunk_tokens,

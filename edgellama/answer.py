@@ -12,10 +12,12 @@ from typing import Callable
 from .embed import Embedder
 from .generate import Generator
 from .prompt import STOP, DroppedChunk, build_prompt
-from .retrieve import STOPWORDS, ScoredChunk, best_sentences, content_words, normalize_answer, search
+from .retrieve import ScoredChunk, best_sentences, search
 from .store import Store
+from .text import STOPWORDS, content_words, normalize_answer
 
-__all__ = ["Answer", "Source", "Timings", "ask", "answer_to_dict", "NOT_IN_DOCUMENTS", "supporting_overlap"]
+__all__ = ["Answer", "ask", "answer_to_dict", "NOT_IN_DOCUMENTS", "decide", "Decision", "score_spans",
+           "candidate_spans", "question_type"]
 
 NOT_IN_DOCUMENTS = "The documents do not say."
 _DONT_KNOW = re.compile(r"^(i (do not|don't) know|unknown|n/?a|none|the documents do not say)\b", re.I)

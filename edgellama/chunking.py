@@ -1,21 +1,17 @@
 """Pure functions: text -> chunks that follow headings and paragraphs, sized in tokens.
-
-Knows nothing of files, models or storage; the token counter is passed in.
+Knows nothing of files, models or storage (the token counter is passed in); text rules are text.py's.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-__all__ = ["TextChunk", "chunk_text", "line_span", "approx_tokens", "sentence_spans"]
+from .text import heading_at, is_underline, line_sentence_spans
+
+__all__ = ["chunk_text", "line_span", "approx_tokens"]
 
 TokenCounter = Callable[[str], int]
-
-_MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-_RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}\s*$")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
 @dataclass(frozen=True)
@@ -53,6 +49,7 @@ def _lines_with_offsets(text: str) -> list[tuple[int, str]]:
 
 def _units(text: str, count_tokens: TokenCounter, max_tokens: int) -> list[_Unit]:
     lines = _lines_with_offsets(text)
+    stripped_lines = [line.strip() for _, line in lines]  # heading rules on stripped lines, as ever
     units: list[_Unit] = []
     para_start = True
     skip_next = False
@@ -64,22 +61,17 @@ def _units(text: str, count_tokens: TokenCounter, max_tokens: int) -> list[_Unit
         if not stripped:
             para_start = True
             continue
-        if _RST_UNDERLINE.match(stripped) and not units:
+        if is_underline(stripped) and not units:
             continue  # an rst overline before the title
-        md = _MD_HEADING.match(stripped)
-        nxt = lines[i + 1][1].strip() if i + 1 < len(lines) else ""
-        level = 0
-        if md:
-            level = len(md.group(1))
-        elif nxt and _RST_UNDERLINE.match(nxt) and len(nxt) >= len(stripped) * 0.6 and len(stripped) < 100:
-            level = {"=": 1, "-": 2}.get(nxt[0], 3)
-            skip_next = True
+        heading = heading_at(stripped_lines, i)
+        level = heading.level if heading else 0
+        skip_next = heading is not None and heading.underlined
         lead = len(line) - len(line.lstrip())
         if level:
             units.append(_Unit(start + lead, start + len(line.rstrip()), count_tokens(stripped), level, True))
             para_start = True
             continue
-        for piece_start, piece_end in _sentence_spans(line, lead):
+        for piece_start, piece_end in line_sentence_spans(line, lead):
             piece = line[piece_start:piece_end]
             # A huge piece (a 10 MB line) is not tokenized whole: the estimate only sizes the cuts,
             # each of which is counted exactly.
@@ -92,17 +84,6 @@ def _units(text: str, count_tokens: TokenCounter, max_tokens: int) -> list[_Unit
                 units.append(_Unit(start + piece_start + a, start + piece_start + b, t, 0, para_start))
                 para_start = False
     return units
-
-
-def _sentence_spans(line: str, lead: int) -> list[tuple[int, int]]:
-    spans, begin = [], lead
-    for match in _SENTENCE_END.finditer(line, lead):
-        spans.append((begin, match.start()))
-        begin = match.end()
-    end = len(line.rstrip())
-    if begin < end:
-        spans.append((begin, end))
-    return spans
 
 
 def _split_long(piece: str, tokens: int, max_tokens: int, count_tokens: TokenCounter) -> list[tuple[int, int, int]]:
@@ -192,15 +173,3 @@ def line_span(text: str, char_start: int, char_end: int) -> tuple[int, int]:
     first = text.count("\n", 0, char_start)
     last = first + text.count("\n", char_start, max(char_start, char_end - 1))
     return first, last
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence or heading in ``text``; underline rows are left out."""
-    spans = []
-    for start, line in _lines_with_offsets(text):
-        stripped = line.strip()
-        if not stripped or _RST_UNDERLINE.match(stripped):
-            continue
-        lead = len(line) - len(line.lstrip())
-        spans.extend((start + a, start + b) for a, b in _sentence_spans(line, lead))
-    return spans

@@ -1,7 +1,5 @@
-"""Retrieval and answer quality as numbers: IR metrics over a BEIR-format folder, and exact match,
-token F1, citation precision and abstention over a QA file. Never prints: progress goes to a callback.
-
-The metric functions are pure; the runners go through the same indexer, search and ask as users do.
+"""Retrieval and answer quality as numbers (BEIR IR metrics; QA exact match, F1, citations, abstention),
+through the same indexer, search and ask as users; pure metrics; never prints (progress: a callback).
 """
 
 from __future__ import annotations
@@ -19,17 +17,17 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 from .embed import Embedder
 from .errors import DatasetError
 from .indexer import IndexProgress, IndexStats, TextRecord, index_records
-from .retrieve import SearchMode, normalize_answer, search
+from .retrieve import SearchMode, search
 from .store import Store
+from .text import normalize_answer
 
 if TYPE_CHECKING:
     from .answer import Answer
 
 __all__ = [
-    "ndcg_at_k", "recall_at_k", "mrr_at_k", "normalize_answer", "exact_match", "token_f1",
-    "BeirSet", "load_beir", "index_beir", "restrict", "BEIR_PREFIX", "RetrievalSettings", "ModeScores",
-    "RetrievalReport", "evaluate_retrieval", "QaItem", "load_qa", "QaResult", "QaReport", "evaluate_qa",
-    "summarize_qa", "EvalProgress", "MODES",
+    "ndcg_at_k", "recall_at_k", "mrr_at_k", "exact_match", "token_f1", "contains_answer", "load_beir", "index_beir",
+    "restrict", "BEIR_PREFIX", "RetrievalSettings", "evaluate_retrieval", "QaItem", "load_qa", "resolve_gold",
+    "QaResult", "evaluate_qa", "summarize_qa", "MODES",
 ]
 
 MODES: tuple[SearchMode, ...] = ("bm25", "dense", "hybrid")

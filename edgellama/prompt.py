@@ -1,7 +1,5 @@
-"""Pure: question + retrieved chunks -> a prompt within an exact token budget.
-
-Token counts come from the model's own tokenizer (passed in); what does not fit is reported,
-never dropped silently.
+"""Pure: question + retrieved chunks -> a prompt within an exact token budget, counted by the
+model's own tokenizer (passed in); what does not fit is reported, never dropped silently.
 """
 
 from __future__ import annotations
@@ -9,7 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-__all__ = ["PromptPlan", "DroppedChunk", "build_prompt", "INSTRUCTION", "EXAMPLES", "STOP", "COMPLETION_PREFIX"]
+from .text import truncate_to_tokens
+
+__all__ = ["DroppedChunk", "build_prompt", "STOP", "COMPLETION_PREFIX"]
 
 # A few-shot completion prompt ("Context: / Question: / Answer:", stop at the newline): on a 135M
 # model it beats the chat template by far (token F1 0.31 vs 0.13 on a SQuAD-style set), and on our
@@ -57,18 +57,6 @@ def _source_block(number: int, heading: str, text: str, style: str) -> str:
     return label + " ".join(text.split()) + "\n"
 
 
-def _truncate_to(text: str, budget: int, count_tokens: Callable[[str], int]) -> str:
-    words = text.split()
-    lo, hi = 0, len(words)
-    while lo < hi:  # the longest word prefix within budget
-        mid = (lo + hi + 1) // 2
-        if count_tokens(" ".join(words[:mid])) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    return " ".join(words[:lo])
-
-
 def build_prompt(
     *,
     question: str,
@@ -97,7 +85,7 @@ def build_prompt(
             used += cost
         elif not blocks:
             head = _source_block(1, heading, "", style)
-            cut = _truncate_to(text, context_budget - count_tokens(head), count_tokens)
+            cut = truncate_to_tokens(text, context_budget - count_tokens(head), count_tokens)
             if cut:
                 block = _source_block(1, heading, cut, style)
                 blocks.append(block)

@@ -1,34 +1,26 @@
-"""Hybrid retrieval: BM25 over the FTS5 index and cosine similarity over the chunk vectors,
-fused by reciprocal rank. Returns scored chunks; never generates or prints.
+"""Hybrid retrieval: BM25 over the FTS5 index and cosine similarity over the chunk vectors, fused
+by reciprocal rank, and the best sentences of what was found. Never generates or prints.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from .embed import Embedder
 from .store import ChunkRecord, Store
+from .text import STOPWORDS, content_words, sentence_spans_within_lines
 
 if TYPE_CHECKING:
     import numpy as np
 
     from .vectors import VectorMatrix
 
-__all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "fts_query", "content_words", "normalize_answer", "SearchMode"]
+__all__ = ["ScoredChunk", "SearchMode", "search", "scored_chunk_to_dict", "best_sentences"]
 
 SearchMode = Literal["hybrid", "bm25", "dense"]
-
-# Words that carry no topic; dropping them keeps BM25 on the words that matter.
-STOPWORDS = frozenset(
-    """a an and are as at be been but by can could did do does doing for from had has have how i if in
-    into is it its me my no not of on or our shall should so than that the their them then there these
-    they this to up us was we were what when where which who whom why will with would you your about
-    any after before much many more most some such""".split()
-)
 
 
 @dataclass(frozen=True)
@@ -57,20 +49,6 @@ class Sentence:
     score: float
     line_start: int  # where the sentence stands in the source file
     line_end: int
-
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = set(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalization: lower case, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def content_words(text: str) -> set[str]:
-    return {w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS}
 
 
 def fts_query(text: str) -> str:
@@ -150,12 +128,10 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     A 135M model answers far better from a few sentences than from whole chunks (measured on our
     QA set: token F1 0.40 from the best 4 sentences of the top 3 chunks, 0.31 from the top chunk).
     Score: cosine similarity plus 0.3 x the share of the query's content words in the sentence."""
-    from .chunking import sentence_spans
-
     sentences: list[tuple[int, str, tuple[int, int]]] = []
     for index, found in enumerate(chunks):
         text = found.chunk.text
-        for start, end in sentence_spans(text):
+        for start, end in sentence_spans_within_lines(text):
             sentence = " ".join(text[start:end].split())
             if len(sentence) > 3:
                 sentences.append((index, sentence, found.chunk.source_lines(start, end)))

@@ -1,5 +1,6 @@
-"""Install the daemon as a systemd service: render the units in ``service/`` with this machine's
-paths, write them with the config, enable them; ``uninstall`` removes exactly what install wrote.
+"""Install the daemon as a systemd service: render the unit templates shipped as package data in
+``edgellama/units/`` with this machine's paths, write them with the config, enable them;
+``uninstall`` removes exactly what install wrote.
 
 Never starts the daemon, never touches the index; systemctl is only asked what works without a
 running manager (enable/disable) unless one answers (daemon-reload, stop).
@@ -24,7 +25,11 @@ __all__ = ["UNIT_NAME", "CLIENT_GROUP", "ServiceReport", "daemon_command", "rend
 
 UNIT_NAME = "edgellama.service"
 CLIENT_GROUP = "edgellama-clients"  # the system unit's Group=: local users in it may use the socket
-TEMPLATES = Path(__file__).resolve().parent.parent / "service"
+# The unit templates are package data, so an installed (non-editable) package has them too.
+TEMPLATES = Path(__file__).resolve().parent / "units"
+# A source checkout's README, named in the unit's Documentation= when it is there (an installed
+# package keeps the template's /usr/share/doc path).
+CHECKOUT_README = Path(__file__).resolve().parent.parent / "README.md"
 # What the system unit hides (ProtectHome=tmpfs, PrivateTmp=yes): code or documents living there
 # must be bound into the sandbox explicitly.
 HIDDEN_PREFIXES = (Path("/home"), Path("/root"), Path("/run/user"), Path("/tmp"), Path("/var/tmp"))
@@ -151,15 +156,15 @@ def render_unit(*, user: bool, folders: Sequence[Path], command: Sequence[str], 
             binds += [f"BindReadOnlyPaths={_path_word(p)}" for p in code]
     if len(binds) == 1:
         binds = []
-    out: list[str] = ["# Rendered by `edgellama service install` from service/" + template.name + "."]
+    out: list[str] = ["# Rendered by `edgellama service install` from edgellama/units/" + template.name + "."]
     seen = set()
     for line in lines:
         key = line.split("=", 1)[0] if "=" in line and not line.startswith("#") else None
         if key == "ExecStart":
             line = exec_start
             seen.add(key)
-        elif key == "Documentation" and (TEMPLATES.parent / "README.md").is_file():
-            line = "Documentation=" + _quote((TEMPLATES.parent / "README.md").as_uri())
+        elif key == "Documentation" and CHECKOUT_README.is_file():
+            line = "Documentation=" + _quote(CHECKOUT_README.as_uri())
         elif key == "ProtectHome":
             out.append(line)
             out.extend(binds)

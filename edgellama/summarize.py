@@ -1,36 +1,28 @@
-"""Map-reduce summaries of indexed documents, folders and topics, cached by content hash.
-
-A document's chunks become sentences with their exact source lines; sentences are packed into
-batches within a token budget (leaves), leaves reduce to section summaries, sections to the
-document overview. Every node is cached in the store under the SHA-256 of its inputs' text plus
-the method, model and prompt version, so after an edit only the changed branch is computed again.
-Every point carries the citations of the sentences it came from; a model sentence that no input
-supports is dropped (and counted), never shown. Never prints: results come as a stream of pieces.
+"""Cited summaries of indexed documents, folders and topics: the result types, the map-reduce tree
+cached by content hash, the model's prompts and their verification. Never prints: results stream as pieces.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import time
-from collections import Counter
 from dataclasses import dataclass, field
-from bisect import bisect_right
 from typing import Callable, Iterator, Sequence
 
 from .chunking import approx_tokens
 from .errors import EdgeLlamaError, NotIndexedError, RequestError
-from .prompt import _truncate_to
-from .retrieve import STOPWORDS, content_words
+from .salience import salient_sentences
+from .sections import document_sections
 from .store import ChunkRecord, Store, SummaryRecord
+from .text import content_words, truncate_to_tokens
 
 __all__ = [
-    "Citation", "Point", "SectionSummary", "DocumentSummary", "SummaryStats", "Summary", "Progress",
-    "SectionDone", "DocumentDone", "Piece", "summarize_document", "summarize_folder", "summarize_topic",
-    "summary_to_dict", "final_summary", "METHODS", "LENGTHS", "DEFAULT_METHOD", "PROMPT_VERSION",
+    "Summary", "Progress", "SectionDone", "DocumentDone", "summarize_document", "summarize_folder",
+    "summarize_topic", "summary_to_dict", "piece_to_event", "final_summary", "METHODS", "LENGTHS",
+    "DEFAULT_METHOD",
 ]
 
 METHODS = ("extract", "model")
@@ -56,8 +48,6 @@ LEAF_POINTS = 3  # points kept per leaf batch (both methods; length-independent 
 SECTION_POINTS = 4  # points kept per section; `long` shows all, `medium` the first two
 LEAF_TOKENS = 48  # the model's output budget for a leaf
 SECTION_TOKENS = 80  # ... and for a section
-SPECIFIC_WEIGHT = 1.0  # extract: weight of the particulars a sentence states, against its centrality (0..1)
-REDUNDANCY_WEIGHT = 0.7  # extract: penalty for similarity to a sentence already picked
 MIN_SUPPORT = 0.6  # share of a model sentence's content words that its cited inputs must contain
 
 
@@ -185,6 +175,12 @@ _NUMBER = re.compile(r"\d[\d.,:/-]*\d|\d")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
+# A document's sections (sections.py) give sentences with their exact source lines; sentences are
+# packed into batches within a token budget (leaves), leaves reduce to section summaries, sections to
+# the document overview. Every node is cached in the store under the SHA-256 of its inputs' text plus
+# the method, model and prompt version, so after an edit only the changed branch is computed again.
+# Every point carries the citations of the sentences it came from; a model sentence that no input
+# supports is dropped (and counted), never shown.
 @dataclass
 class _Run:
     store: Store
@@ -282,7 +278,7 @@ class _Run:
         for item in inputs:
             cost = self.count_tokens(item.text) + 1
             if cost > self.input_tokens:
-                cut = _truncate_to(item.text, self.input_tokens - 1, self.count_tokens)
+                cut = truncate_to_tokens(item.text, self.input_tokens - 1, self.count_tokens)
                 self.note(f"a {cost}-token passage at {item.citations[0].location if item.citations else '?'} "
                           f"was cut to its first {len(cut.split())} words to fit the {self.input_tokens}-token budget")
                 item = _Input(cut, item.citations)
@@ -346,227 +342,21 @@ def _verified(text: str, inputs: Sequence[_Input], *, limit: int) -> tuple[list[
     return made, dropped
 
 
-_FINISHED = re.compile(r"[.!?][\"')\]]*$")
-_MARKUP = re.compile(r"\*\*|__|`")
-_WORD = re.compile(r"\w(?:[\w,.:/-]*\w)?")
-
-
-def _specifics(text: str) -> int:
-    """Words that state a particular: numbers, codes (T-7), names (capitalized inside a sentence)."""
-    words = _WORD.findall(text)
-    return sum(1 for k, w in enumerate(words) if any(ch.isdigit() for ch in w) or (k and w[0].isupper()))
-
-
 def _by_extract(inputs: Sequence[_Input], *, points: int, query: str = "") -> list[dict]:
-    """Central, specific, not redundant: each input is scored by its TF-IDF cosine to the centroid
-    of all inputs (what the text is about) plus a bonus for the particulars it states (numbers,
-    codes, names: what a reader needs kept), with a query the share of its words; then picked
-    greedily, each pick penalized by its similarity to those already picked (maximal marginal
-    relevance). Picks keep their original order; a sentence repeated word for word counts once
-    and cites every place it stands."""
-    if not inputs:
-        return []
-    bags = [Counter(w for w in _WORD.findall(i.text.lower()) if w not in STOPWORDS) for i in inputs]
-    df = Counter(w for bag in bags for w in bag)
-    n = len(bags)
-    idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
-    vectors = []
-    for bag in bags:
-        vec = {w: (1 + math.log(c)) * idf[w] for w, c in bag.items()}
-        norm = math.sqrt(sum(v * v for v in vec.values())) or 1.0
-        vectors.append({w: v / norm for w, v in vec.items()})
-    centroid: Counter = Counter()
-    for vec in vectors:
-        centroid.update(vec)
-    central = [sum(v * centroid[w] for w, v in vec.items()) for vec in vectors]
-    top = max(central) or 1.0
-    query_words = content_words(query)
-    scores = []
-    for i, item in enumerate(inputs):
-        score = central[i] / top + SPECIFIC_WEIGHT * min(1.0, _specifics(item.text) / 2)
-        if query_words:
-            score += len(query_words & content_words(item.text)) / len(query_words)
-        scores.append(score)
-
-    def similarity(a: int, b: int) -> float:
-        small, big = sorted((vectors[a], vectors[b]), key=len)
-        return sum(v * big.get(w, 0.0) for w, v in small.items())
-
-    same: dict[str, list[int]] = {}
-    for i, item in enumerate(inputs):
-        same.setdefault(" ".join(item.text.lower().split()), []).append(i)
-    candidates = [ids[0] for ids in same.values()]
-    picked: list[int] = []
-    while candidates and len(picked) < points:
-        best = max(candidates, key=lambda i: scores[i] - REDUNDANCY_WEIGHT * max(
-            (similarity(i, j) for j in picked), default=0.0))
-        picked.append(best)
-        candidates.remove(best)
-    return [{"text": inputs[i].text, "sources": same[" ".join(inputs[i].text.lower().split())]}
-            for i in sorted(picked)]
-
-
-# -- documents ------------------------------------------------------------------------------------
-
-
-_HEADING_LINE = re.compile(r"^\s*(#{1,6}\s|([=\-~^\"'`#*+])\2{2,}\s*$)")
-_BULLET = re.compile(r"^\s*([-*+•]|\d{1,3}[.)])\s+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
-
-
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence of ``text``, across line breaks within a paragraph; headings
-    (markdown ``#`` lines, rst titles and their underlines) and blank lines end a paragraph."""
-    lines = text.split("\n")
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line) + 1)
-    blocks: list[tuple[int, int]] = []
-    begin = None
-    for i, line in enumerate(lines):
-        heading = (_HEADING_LINE.match(line) is not None
-                   or (i + 1 < len(lines) and line.strip() and _HEADING_LINE.match(lines[i + 1] or "") is not None
-                       and not lines[i + 1].lstrip().startswith("#")))
-        if not line.strip() or heading or _BULLET.match(line):
-            if begin is not None:
-                blocks.append((begin, starts[i] - 1))
-                begin = None
-        if line.strip() and not heading and begin is None:
-            begin = starts[i]
-    if begin is not None:
-        blocks.append((begin, len(text)))
-    spans = []
-    for a, b in blocks:
-        block = text[a:b].replace("\n", " ")  # same length: offsets still point into ``text``
-        pos = 0
-        for match in _SENTENCE_END.finditer(block):
-            spans.append((a + pos, a + match.start()))
-            pos = match.end()
-        spans.append((a + pos, a + len(block.rstrip())))
-    return [(a + (len(text[a:b]) - len(text[a:b].lstrip())), b) for a, b in spans if text[a:b].strip()]
-
-
-@dataclass(frozen=True)
-class _Line:
-    text: str
-    source: int  # the line number in the file
-    page: int | None
-
-
-def _document_lines(chunks: Sequence[ChunkRecord]) -> list[_Line]:
-    """The document's text again, line by line with source line and page, from its chunks:
-    the overlap between neighbouring chunks is taken once (a chunk may start or end mid-line)."""
-    out: list[_Line] = []
-    where: dict[tuple[int, int | None], int] = {}
-    for chunk in chunks:
-        sources = json.loads(chunk.line_map) or [chunk.line_start]
-        for k, text in enumerate(chunk.text.split("\n")):
-            key = (sources[min(k, len(sources) - 1)], chunk.page)
-            at = where.get(key)
-            if at is not None:
-                old = out[at].text
-                if text in old:
-                    continue
-                if old in text:
-                    out[at] = _Line(text, *key)
-                    continue
-                joint = next((n for n in range(min(len(old), len(text)), 9, -1) if old.endswith(text[:n])), 0)
-                if joint:
-                    out[at] = _Line(old + text[joint:], *key)
-                    continue
-            where[key] = len(out)
-            out.append(_Line(text, *key))
-    return out
-
-
-_MD_HEADING = re.compile(r"^\s*(#{1,6})\s+(.+?)\s*#*\s*$")
-_UNDERLINE = re.compile(r"^\s*([=\-~^\"'`#*+])\1{2,}\s*$")
-
-
-def _headings(lines: Sequence[_Line]) -> dict[int, tuple[int, str]]:
-    """Line index -> (level, title) of each markdown heading (HTML ones arrive as markdown) and
-    each underlined rst title."""
-    found = {}
-    for i, line in enumerate(lines):
-        md = _MD_HEADING.match(line.text)
-        if md:
-            found[i] = (len(md.group(1)), md.group(2).strip())
-        elif (i + 1 < len(lines) and line.text.strip() and len(line.text.strip()) < 100
-              and _UNDERLINE.match(lines[i + 1].text)
-              and len(lines[i + 1].text.strip()) >= len(line.text.strip()) * 0.6):
-            found[i] = ({"=": 1, "-": 2}.get(lines[i + 1].text.strip()[0], 3), line.text.strip())
-    return found
+    """The salient, not redundant inputs (salience.py) in the cached form: text and the positions
+    of the inputs each stands for."""
+    return [{"text": pick.text, "sources": list(pick.sources)}
+            for pick in salient_sentences([i.text for i in inputs], points=points, query=query)]
 
 
 def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callable[[str], int],
               group_tokens: int) -> list[tuple[str, list[_Input]]]:
-    """(section heading, its sentences with exact citations) in document order. A section starts
-    at each heading of the highest level below the title; a document without headings is cut
-    into parts of about ``group_tokens`` at paragraph or page breaks, named by their lines or pages."""
-    lines = _document_lines(chunks)
-    if not lines:
-        return []
-    path = chunks[0].path
-    heads = _headings(lines)
-    levels = Counter(level for level, _ in heads.values())
-    top = min(levels) if levels else None
-    if top is not None and levels[top] == 1 and len(levels) > 1:
-        top = min(level for level in levels if level > top)  # the one top heading is the title
-    elif top is not None and levels[top] == 1:
-        top = None  # a title and nothing else: no sections
-    code, fenced = [], False
-    for line in lines:
-        fence = line.text.lstrip().startswith(("```", "~~~"))
-        code.append(fenced or fence)
-        fenced = fenced != fence
-    parts: list[tuple[str, list[int]]] = [(name, [])]
-    trail: dict[int, str] = {}
-    context: list[str] = []
-    used = 0
-    for i, line in enumerate(lines):
-        head = heads.get(i)
-        if head:
-            trail = {lvl: t for lvl, t in trail.items() if lvl < head[0]}
-            trail[head[0]] = head[1]
-        if top is not None and head and head[0] == top:
-            parts.append((head[1], []))
-        elif top is None and used >= group_tokens and (not line.text.strip() or (
-                i and line.page != lines[i - 1].page)):
-            parts.append(("", []))
-            used = 0
-        if top is None:
-            used += count_tokens(line.text) if line.text.strip() else 0
-        parts[-1][1].append(i)
-        context.append(" > ".join(trail[lvl] for lvl in sorted(trail)))
-    out: list[tuple[str, list[_Input]]] = []
-    for heading, indexes in parts:
-        if not indexes:
-            continue
-        # Code blocks are blanked (same length, so offsets hold): commands are not sentences.
-        block = "\n".join("" if code[i] else lines[i].text for i in indexes)
-        starts = [0]
-        for i in indexes:
-            starts.append(starts[-1] + len(lines[i].text if not code[i] else "") + 1)
-        items: list[_Input] = []
-        loose: list[_Input] = []  # without final punctuation (lists, menus): used only if nothing else
-        for start, end in sentence_spans(block):
-            text = _MARKUP.sub("", _BULLET.sub("", " ".join(block[start:end].split())))
-            if len(text.split()) < 3 or len(content_words(text)) < 2 or text.count("|") >= 2:
-                continue  # fragments and table rows make no point
-            first = indexes[bisect_right(starts, start) - 1]
-            last = indexes[bisect_right(starts, max(start, end - 1)) - 1]
-            item = _Input(text, (Citation(path, lines[first].source, lines[last].source, lines[first].page,
-                                          context[first]),))
-            (items if _FINISHED.search(text) else loose).append(item)
-        items = items or loose
-        if not items:
-            continue
-        if not heading:  # a part of a document without headings: named by where it stands
-            first, last = items[0].citations[0], items[-1].citations[0]
-            heading = (f"pages {first.page}-{last.page}" if first.page and first.page != last.page
-                       else f"page {first.page}" if first.page else f"lines {first.line_start}-{last.line_end}")
-        out.append((heading, items))
-    return out
+    """(section heading, its sentences as inputs citing their exact lines) in document order."""
+    path = chunks[0].path if chunks else ""
+    return [(section.heading, [_Input(s.text, (Citation(path, s.line_start, s.line_end, s.page, s.heading),))
+                               for s in section.sentences])
+            for section in document_sections(chunks, name=name, count_tokens=count_tokens,
+                                             group_tokens=group_tokens)]
 
 
 def _begin(store: Store, method: str, length: str, generator, input_tokens: int) -> _Run:

@@ -1,46 +1,20 @@
-"""A real ``edgellama serve`` process for tests: its socket, a fake systemd notification socket,
-and small HTTP helpers. Used by test_daemon.py and test_load.py."""
+"""The daemon as the tests start it (a DaemonProcess with a fake systemd notification socket, TCP
+and a token), and waiting for a condition. Used by test_daemon, test_load, test_quick, test_summarize."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from conftest import CORPUS, run_cli
+from conftest import run_cli
+from daemon_process import QUICK_FILES, DaemonProcess, UnixHTTP, call, copy_corpus, free_port
 
-
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float = 120):
-        super().__init__("localhost", timeout=timeout)
-        self.path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
-def call(sock: Path, method: str, path: str, body=None, raw: bytes | None = None, headers=None):
-    conn = UnixHTTP(sock)
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    conn.request(method, path, body=data, headers=headers or ({"Content-Type": "application/json"} if data else {}))
-    response = conn.getresponse()
-    payload = response.read()
-    conn.close()
-    try:
-        decoded = json.loads(payload)
-    except ValueError:
-        decoded = payload.decode()
-    return response.status, decoded, dict(response.getheaders())
+__all__ = ["Daemon", "Notifications", "UnixHTTP", "call", "eventually"]
 
 
 class Notifications:
@@ -74,29 +48,26 @@ class Notifications:
         self.sock.close()
 
 
-class Daemon:
+class Daemon(DaemonProcess):
+    """The daemon as the tests run it: watching a copy of a few corpus files, with a fake systemd
+    notification socket and watchdog, and TCP with a bearer token besides its UNIX socket."""
+
     def __init__(self, root: Path, shared_data: Path, *, extra_env: dict | None = None,
-                 files: tuple[str, ...] = ("station/power.md", "station/water-supply.md", "manual/04-configuration.rst")):
+                 files: tuple[str, ...] = QUICK_FILES):
         self.root = root
-        self.docs = root / "docs"
-        self.docs.mkdir()
-        for name in files:
-            shutil.copy(CORPUS / name, self.docs / Path(name).name)
-        self.runtime = Path(tempfile.mkdtemp(prefix="el-d-"))
-        self.socket = self.runtime / "edgellama" / "edgellama.sock"
-        self.notify = Notifications(self.runtime / "notify")
+        self.docs = copy_corpus(root / "docs", files)
+        runtime = Path(tempfile.mkdtemp(prefix="el-d-"))
+        self.notify = Notifications(runtime / "notify")
         self.token = "test-token-" + os.urandom(8).hex()
         token_file = root / "token"
         token_file.write_text(self.token)
         token_file.chmod(0o600)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.env = {
+        self.port = free_port()
+        super().__init__(env={
             **os.environ,
             "XDG_DATA_HOME": str(shared_data),  # the requantized model is made once per session
             "XDG_CONFIG_HOME": str(root / "config"),
-            "XDG_RUNTIME_DIR": str(self.runtime),
+            "XDG_RUNTIME_DIR": str(runtime),
             "EDGELLAMA_DB": str(root / "daemon.db"),
             "EDGELLAMA_SETTLE_SECONDS": "0.5",
             "NOTIFY_SOCKET": str(self.notify.path),
@@ -104,29 +75,7 @@ class Daemon:
             "EDGELLAMA_TCP_LISTEN": f"127.0.0.1:{self.port}",
             "EDGELLAMA_TOKEN_FILE": str(token_file),
             **(extra_env or {}),
-        }
-        self.log = open(root / "daemon.log", "w+")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edgellama", "serve", "--folder", str(self.docs)],
-            env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        self.health_seen: list[int] = []
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.read_log()
-            if self.socket.exists():
-                status, _, _ = call(self.socket, "GET", "/health")
-                self.health_seen.append(status)
-                if status == 200:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"daemon not ready in {timeout} s:\n{self.read_log()}")
-
-    def read_log(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
+        }, log=root / "daemon.log", folders=(self.docs,))
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return run_cli(*args, env={k: v for k, v in self.env.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")})
@@ -136,13 +85,10 @@ class Daemon:
         assert status == 200, body
         return [Path(r["path"]).name for r in body["results"]]
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+    def stop(self, *, grace: float = 0) -> None:
+        """SIGKILL by default: a test that wants a clean shutdown sends SIGTERM itself."""
+        super().stop(grace=grace)
         self.notify.close()
-        self.log.close()
-        shutil.rmtree(self.runtime, ignore_errors=True)
 
 
 def eventually(check, *, timeout: float = 10.0):

@@ -11,10 +11,11 @@ import pytest
 
 from edgellama.errors import DatasetError
 from edgellama.evaluate import (
-    BEIR_PREFIX, contains_answer, exact_match, index_beir, load_beir, load_qa, mrr_at_k, ndcg_at_k,
-    normalize_answer, recall_at_k, token_f1,
+    BEIR_PREFIX, contains_answer, exact_match, index_beir, load_beir, load_qa, mrr_at_k, ndcg_at_k, recall_at_k,
+    token_f1,
 )
 from edgellama.store import Store
+from edgellama.text import normalize_answer
 
 from conftest import ROOT, run_cli
 from fakes import BagOfWordsEmbedder

@@ -86,31 +86,27 @@ def test_selftest_airgap_passes_inside_a_network_namespace(shared_data):
 def test_the_daemon_serves_inside_a_network_namespace(tmp_path, shared_data):
     import os
     import tempfile
-    import time
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    shutil.copy(CORPUS / "station" / "power.md", docs)
-    runtime = tempfile.mkdtemp(prefix="el-ns-")
+    from daemon_harness import eventually
+    from daemon_process import DaemonProcess, copy_corpus
+
+    docs = copy_corpus(tmp_path / "docs", ("station/power.md",))
     env = {**os.environ, "XDG_DATA_HOME": str(shared_data), "EDGELLAMA_DB": str(tmp_path / "ns.db"),
-           "XDG_RUNTIME_DIR": runtime}
-    daemon = subprocess.Popen(["unshare", "-n", sys.executable, "-m", "edgellama", "serve", "--folder", str(docs)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           "XDG_RUNTIME_DIR": tempfile.mkdtemp(prefix="el-ns-")}
+    daemon = DaemonProcess(env=env, log=tmp_path / "daemon.log", folders=(docs,), prefix=("unshare", "-n"))
+
+    def answer() -> dict | None:
+        # A path socket is reachable from outside the namespace: the client runs out here.
+        result = run_cli("ask", "--json", "How much energy can the battery bank store?", env=env)
+        reply = json.loads(result.stdout) if result.returncode == 0 else {}
+        return reply if reply.get("sources") else None
+
     try:
-        sock = f"{runtime}/edgellama/edgellama.sock"
-        deadline = time.monotonic() + 180
-        answer = None
-        while time.monotonic() < deadline and daemon.poll() is None:
-            # A path socket is reachable from outside the namespace: the client runs out here.
-            result = run_cli("ask", "--json", "How much energy can the battery bank store?", env=env)
-            if result.returncode == 0 and json.loads(result.stdout)["sources"]:
-                answer = json.loads(result.stdout)
-                break
-            time.sleep(1)
-        assert answer is not None, daemon.stdout.read() if daemon.poll() is not None else "no answer in time"
-        assert "210" in answer["answer"] and answer["sources"][0]["path"].endswith("power.md")
-        assert os.path.exists(sock)
+        daemon.wait_ready()
+        answered = eventually(answer, timeout=180)
+        assert answered is not None, daemon.read_log()
+        assert "210" in answered["answer"] and answered["sources"][0]["path"].endswith("power.md")
+        assert daemon.socket.exists()
     finally:
-        daemon.terminate()
-        assert daemon.wait(timeout=30) == 0
-        shutil.rmtree(runtime, ignore_errors=True)
+        daemon.stop()
+    assert daemon.process.returncode == 0  # SIGTERM: a clean shutdown

@@ -25,9 +25,9 @@ import pytest
 
 from conftest import ROOT, CORPUS, run_cli
 
-SERVICE = ROOT / "service"
-SYSTEM_UNIT = SERVICE / "edgellama.service"
-USER_UNIT = SERVICE / "edgellama-user.service"
+UNITS = ROOT / "edgellama" / "units"  # package data: the one copy of the units
+SYSTEM_UNIT = UNITS / "edgellama.service"
+USER_UNIT = UNITS / "edgellama-user.service"
 SHIPPED_EXEC = "/opt/edgellama/.venv/bin/edgellama"
 MAX_SYSTEM_EXPOSURE = 1.5
 MAX_USER_EXPOSURE = 1.5  # measured 1.1: no DynamicUser=, IPAddressDeny= or ProtectClock= for a user
@@ -64,6 +64,15 @@ def _directive(line: str) -> str | None:
 
 
 # -- the shipped units ----------------------------------------------------------------------------
+
+
+def test_the_documented_units_are_the_packaged_ones():
+    """service/ (where the README points) holds links to the package's units, not copies."""
+    documented = sorted(p.name for p in (ROOT / "service").iterdir())
+    assert documented == sorted(p.name for p in UNITS.glob("*.service")) == ["edgellama-user.service", "edgellama.service"]
+    for name in documented:
+        link = ROOT / "service" / name
+        assert link.is_symlink() and link.resolve() == (UNITS / name).resolve(), link
 
 
 @analyze
@@ -268,6 +277,79 @@ def test_user_install_round_trip(tmp_path, isolated_home):
     uninstall(user=True)
     assert not unit.exists() and not (config_home / "edgellama").exists()
     assert not (config_home / "systemd").exists()
+
+
+# -- from an installed wheel, not the checkout ------------------------------------------------------
+
+
+def _installed_venv(tmp_path: Path) -> Path:
+    """A fresh venv with EdgeLlama installed from a wheel (not editable), built from a copy of the
+    package outside the checkout. The venv sees the test venv's site-packages through a .pth file
+    (``--system-site-packages`` would only reach the base interpreter), so torch and friends are
+    not installed again, while ``edgellama`` itself resolves to the wheel's copy."""
+    import sysconfig
+
+    source = tmp_path / "source"
+    for name in ("pyproject.toml", "README.md"):
+        source.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "edgellama", source / "edgellama", ignore=shutil.ignore_patterns("__pycache__"))
+    wheels = tmp_path / "wheels"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    done = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [wheel] = wheels.glob("edgellama-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "test-venv.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    done = subprocess.run([*pip, "--python", str(python), "install", "--no-deps", str(wheel)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return venv
+
+
+@analyze
+@systemctl
+def test_service_install_from_an_installed_wheel(tmp_path, isolated_home):
+    venv = _installed_venv(tmp_path)
+    elsewhere = tmp_path / "elsewhere"  # neither the checkout nor the source the wheel was built from
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(argv, capture_output=True, text=True, cwd=elsewhere, env=env, timeout=300)
+
+    where = run(str(venv / "bin" / "python"), "-c", "import edgellama; print(edgellama.__file__)").stdout.strip()
+    assert Path(where).is_relative_to(venv) and not Path(where).is_relative_to(ROOT), where
+    edgellama = str(venv / "bin" / "edgellama")
+    docs = _docs(tmp_path)
+
+    root = tmp_path / "root"
+    done = run(edgellama, "service", "install", "--root", str(root), "--folder", str(docs))
+    assert done.returncode == 0, done.stdout + done.stderr
+    unit = root / "etc/systemd/system/edgellama.service"
+    text = unit.read_text()
+    assert "from edgellama/units/edgellama.service" in text.splitlines()[0]
+    assert f"ExecStart={edgellama} serve" in text.splitlines()  # the venv's own command, no PYTHONPATH
+    assert "PYTHONPATH" not in text and str(ROOT) not in text
+    assert f'BindReadOnlyPaths="-{docs}"' in text
+    assert (root / "etc/edgellama/config.toml").exists()
+    assert verify_problems(unit) == []
+
+    done = run(edgellama, "service", "install", "--user", "--folder", str(docs))
+    assert done.returncode == 0, done.stdout + done.stderr
+    user_unit = isolated_home / "config" / "systemd/user/edgellama.service"
+    assert f"ExecStart={edgellama} serve" in user_unit.read_text().splitlines()
+    assert verify_problems(user_unit, user=True) == []
+
+    for argv in (("--root", str(root)), ("--user",)):
+        done = run(edgellama, "service", "uninstall", *argv)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert not unit.exists() and not user_unit.exists()
 
 
 # -- the rendered unit's command line, as systemd would run it --------------------------------------
