@@ -90,7 +90,7 @@ def answer_body(answer: dict) -> list[str]:
     if answer["kind"] == "quote":
         return ["The passage that answers (no short answer was verified):", f'  "{marked_passage(answer)}"']
     evidence = answer.get("evidence") or []
-    return [answer["answer"]] + ([f'  from: "{evidence[0]["text"]}"'] if evidence else [])
+    return [answer["answer"]] + [f'  {"from" if n == 0 else "near"}: "{e["text"]}"' for n, e in enumerate(evidence)]
 
 
 def answer_tail(answer: dict) -> tuple[list[str], list[str]]:

@@ -87,8 +87,9 @@ def test_only_the_verified_answer_streams(tmp_path):
 def test_the_wording_of_each_outcome():
     base = {"question": "q", "sources": [{"path": "/d/water.md", "line_start": 3, "line_end": 3, "page": None,
                                           "heading": "Water", "text": TANK}], "dropped": []}
-    answer = {**base, "kind": "answer", "answer": "4,000 litres", "evidence": [{"text": TANK}], "pointer": ""}
-    assert answer_body(answer) == ["4,000 litres", f'  from: "{TANK}"']
+    answer = {**base, "kind": "answer", "answer": "4,000 litres", "evidence": [{"text": TANK}, {"text": "Steel."}],
+              "pointer": ""}
+    assert answer_body(answer) == ["4,000 litres", f'  from: "{TANK}"', '  near: "Steel."']
     out, _ = answer_tail(answer)
     assert out[0] == "" and out[1] == f'  from: "{TANK}"' and out[2] == "Sources:"  # the answer itself streamed
     quote = {**base, "kind": "quote", "answer": TANK, "evidence": [], "pointer": "every Monday"}
