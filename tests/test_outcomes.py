@@ -91,7 +91,7 @@ def test_the_wording_of_each_outcome():
               "pointer": ""}
     assert answer_body(answer) == ["4,000 litres", f'  from: "{TANK}"', '  near: "Steel."']
     out, _ = answer_tail(answer)
-    assert out[0] == "" and out[1] == f'  from: "{TANK}"' and out[2] == "Sources:"  # the answer itself streamed
+    assert out[0] == "" and out[1] == f'  from: "{TANK}"' and out[3] == "Sources:"  # the answer itself streamed
     quote = {**base, "kind": "quote", "answer": TANK, "evidence": [], "pointer": "every Monday"}
     body = "\n".join(answer_body(quote))
     assert "**every Monday**" in body and "do not say" not in body
