@@ -359,7 +359,9 @@ def candidate_spans(sentence: str, *, max_words: int = 6) -> list[Span]:
         inner = [w[0] for w in words[a:b + 1]]
         spans.append(Span(sentence[words[a][1]:words[b][2]], words[a][1], words[b][2], a, b,
                           number=any(_is_number(w) for w in inner),
-                          name=all(_is_capital(w) for w in inner if w.lower() not in _NAME_JOINS)))
+                          # a lone capitalized first word is the sentence's capital, not a name
+                          name=all(_is_capital(w) for w in inner if w.lower() not in _NAME_JOINS)
+                          and not (a == 0 and b == 0 and not inner[0].isupper())))
     return spans
 
 
