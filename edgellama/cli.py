@@ -653,7 +653,7 @@ def eval_qa(
     typer.echo(f"\"do not say\", unanswerable {report.abstained_outright:.1%} (no short answer: {report.abstention:.1%})")
     typer.echo(f"\"do not say\", answerable   {report.false_abstention:.1%}")
     typer.echo(f"seconds per question      mean {report.seconds_mean:.2f}, p50 {report.seconds_p50:.2f}, "
-               f"p95 {report.seconds_p95:.2f}; first byte p50 {report.first_byte_p50:.2f}")
+               f"p95 {report.seconds_p95:.2f}; first byte p50 {report.seconds_first_byte_p50:.2f}")
     typer.echo(f"results: {_show_path(str(path))}")
 
 

@@ -404,7 +404,7 @@ class QaReport:
     results: tuple[QaResult, ...]
     reads_gold: float = 0.0  # answerable questions whose shown text (answer + its sentence, or passage) holds gold
     short_answer_f1: float = 0.0  # mean F1 of the verified short answers alone
-    first_byte_p50: float = 0.0
+    seconds_first_byte_p50: float = 0.0
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # "answer", "quote", "abstain" over answerable
 
     def as_dict(self) -> dict:
@@ -504,7 +504,7 @@ def summarize_qa(results: Sequence[QaResult], *, k: int, gold_paths: Mapping[str
         reads_gold=share(answerable, lambda r: r.reads_gold),
         short_answer_f1=(statistics.fmean(r.f1 for r in answerable if r.kind == "answer")
                          if any(r.kind == "answer" for r in answerable) else 0.0),
-        first_byte_p50=first_bytes[len(first_bytes) // 2] if first_bytes else 0.0,
+        seconds_first_byte_p50=first_bytes[len(first_bytes) // 2] if first_bytes else 0.0,
         outcomes={kind: _outcome(answerable, kind) for kind in ("answer", "quote", "abstain")},
     )
 

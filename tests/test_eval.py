@@ -242,5 +242,5 @@ def test_the_qa_report_says_what_users_read_per_outcome():
     assert report.outcomes["answer"].share == 0.5 and report.outcomes["quote"].reads_gold == 1.0
     assert report.outcomes["abstain"].share == 0.25 and report.false_abstention == 0.25
     assert report.abstained_outright == 0.5 and report.abstention == 1.0  # "do not say" vs "no short answer"
-    assert report.first_byte_p50 == 0.25
+    assert report.seconds_first_byte_p50 == 0.25
     assert report.as_dict()["outcomes"]["quote"] == {"share": 0.25, "reads_gold": 1.0, "f1": 0.1}
