@@ -394,8 +394,7 @@ class QaReport:
     citation_precision: float  # of answers' cited passages, those that contain the answer given
     citation_gold: float  # of all cited passages (answers and quotes), those that contain a gold answer
     flagged_citations: int  # passages the model was shown that lacked the answer's words: not cited
-    abstention: float  # share of unanswerable questions given no answer: "the documents do not say"
-    # outright, or "not in so many words" with the closest passage quoted (answer.py's "quote")
+    abstention: float  # share of unanswerable questions given no short answer ("do not say" or a passage)
     abstained_outright: float  # share of unanswerable questions told "The documents do not say." (not a quote)
     false_abstention: float  # share of answerable questions that got "the documents do not say"
     seconds_mean: float
