@@ -514,25 +514,25 @@ def decide(*, question: str, sentences: list[tuple[str, float]], model_text: str
     model_ok = model_supported and bool(content_words(model_text) - content_words(question))
     if model_ok and (best is None or best.features[SPAN_FEATURES.index("in_model")] or best.confidence < min_span_confidence):
         source = next((i for i, (s, _) in enumerate(sentences) if supporting_overlap(model_text, s) >= 1.0), 0)
-        return Decision("answer", model_text, "model", _passage(source, len(sentences)), "",
+        return Decision("answer", model_text, "model", _passage(source, sentences), "",
                         best.confidence if best else 0.0, "")
     if best is not None and best.confidence >= min_span_confidence:
-        return Decision("answer", best.span.text, "span", _passage(best.sentence, len(sentences)), "",
+        return Decision("answer", best.span.text, "span", _passage(best.sentence, sentences), "",
                         best.confidence, "")
     # The passage that answers: the sentence holding the likeliest span, which the user is pointed at.
     at = best.sentence if best is not None else 0
     pointer = best.span.text if best is not None else ""
     reason = ("the model's answer " + repr(model_text) + " is not in the passages" if model_text and not model_supported
               else "no short answer was verified")
-    shown = _passage(at, len(sentences))
+    shown = _passage(at, sentences)
     return Decision("quote", " ".join(sentences[i][0] for i in shown), "", shown, pointer,
                     best.confidence if best else 0.0, reason)
 
 
-def _passage(first: int, count: int) -> tuple[int, ...]:
-    """The sentence holding the answer, then the best other one: the best sentence holds a gold
-    answer for 75% of xquad-dev questions, the best two for 85% (bench/RESULTS.md)."""
-    other = next((i for i in range(count) if i != first), None)
+def _passage(first: int, sentences: list[tuple[str, float]]) -> tuple[int, ...]:
+    """The sentence holding the answer, then the best other one that is more than a heading: the
+    best sentence holds a gold answer for 75% of xquad-dev questions, the best two for 85%."""
+    other = next((i for i, (text, _) in enumerate(sentences) if i != first and len(text.split()) > 3), None)
     return (first,) if other is None else (first, other)
 
 
