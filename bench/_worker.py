@@ -168,7 +168,7 @@ class IndexerWorker:
         return {"seconds": stats.seconds, "chunks_embedded": stats.chunks_embedded}
 
     def op_beir_texts(self, *, data: str, limit: int) -> dict:
-        from edgellama.indexer import ExtractedText
+        from edgellama.sources import ExtractedText
 
         return {"texts": self._embedding_inputs(
             ExtractedText(text=body, format="record", title=title or None,

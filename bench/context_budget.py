@@ -129,21 +129,21 @@ class FixedPrefixOnly:
 class QaWorker:
     def __init__(self, *, db: str, quick: bool):
         from edgellama.config import resolve_settings
-        from edgellama.embed import load_embedder
         from edgellama.evaluate import load_qa, resolve_gold
         from edgellama.generate import LlamaGenerator, resolve_model_path
-        from edgellama.indexer import index_paths
+        from edgellama.indexer import IndexOptions, index_paths
         from edgellama.prompt import COMPLETION_PREFIX
-        from edgellama.store import Store
+        from edgellama.resources import Models
 
         started = time.perf_counter()
         s = self.settings = resolve_settings()
-        raw = load_embedder(s.embed_model, threads=s.threads, precision=s.embed_precision)
+        models = Models(s)  # the resource plan the daemon loads with
+        plan = models.plan
+        raw = models.embedder()
         # quick: three files and the questions about them (and a few the corpus does not answer)
         paths = [CORPUS / f for f in QUICK_FILES] if quick else [CORPUS]
-        self.store = Store.open(Path(db), create=True)
-        stats = index_paths(store=self.store, embedder=raw, paths=paths, chunk_tokens=s.chunk_tokens,
-                            chunk_overlap=s.chunk_overlap, max_file_bytes=int(s.max_file_mb * 1e6))
+        self.store = models.open_store(create=True, db=Path(db))
+        stats = index_paths(store=self.store, embedder=raw, paths=paths, **IndexOptions.from_settings(s).kwargs())
         self.index_seconds, self.chunks = stats.seconds, self.store.stats().chunks
         self.embedder = CachedEmbedder(raw)
         items = load_qa(QA_FILE)
@@ -153,11 +153,12 @@ class QaWorker:
             inside = [i for i in items if i.answers and any(self.gold[i.id] == p for p in indexed)]
             items = inside[:3] + [i for i in items if not i.answers][:1]
         self.items = {i.id: i for i in items}
-        model = resolve_model_path(model=s.model, models_dir=s.models_dir, requantize_bundled=s.requantize,
-                                   threads=s.threads)
+        model = resolve_model_path(model=s.model, models_dir=s.models_dir, requantize_bundled=plan.requantize.value,
+                                   threads=plan.threads.value)
         # One llama.cpp context per style: each keeps the KV cache of its own fixed prompt start,
         # as the daemon keeps the completion prefix warm.
-        self.generators = {style: LlamaGenerator(model, n_ctx=s.n_ctx, threads=s.threads)
+        self.generators = {style: LlamaGenerator(model, n_ctx=plan.n_ctx.value, threads=plan.threads.value,
+                                                 n_batch=plan.n_batch.value)
                            for style in ("completion", "chat")}
         self.prefix = COMPLETION_PREFIX
         # The fixed start of each style's prompts: the tokens two prompts about different

@@ -19,10 +19,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from longdoc import make_document  # noqa: E402
 
 from edgellama.config import resolve_settings  # noqa: E402
-from edgellama.embed import load_embedder  # noqa: E402
-from edgellama.generate import load_generator  # noqa: E402
-from edgellama.indexer import index_paths  # noqa: E402
-from edgellama.store import Store  # noqa: E402
+from edgellama.indexer import IndexOptions, index_paths  # noqa: E402
+from edgellama.resources import Models  # noqa: E402
 from edgellama.summarize import final_summary, summarize_document  # noqa: E402
 
 
@@ -40,25 +38,25 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = resolve_settings()
-    generator = load_generator(model=settings.model, models_dir=settings.models_dir,
-                               requantize_bundled=settings.requantize, threads=settings.threads, n_ctx=settings.n_ctx)
+    models = Models(settings)  # the resource plan the daemon and the CLI load with
+    generator = models.generator()
     generator.llama  # noqa: B018 - load outside the timings
-    embedder = load_embedder(settings.embed_model, threads=settings.threads, precision=settings.embed_precision)
+    embedder = models.embedder()
+    options = {**IndexOptions.from_settings(settings).kwargs(), "max_file_bytes": 50_000_000}
     document = make_document(sentences_per_section=args.sentences)
     tokens = generator.count_tokens(document.text)
     print(f"load average {open('/proc/loadavg').read().split()[0]} at the start")
     print(f"document: {len(document.sections)} sections, {tokens:,} tokens ({generator.name}), "
-          f"{len(document.facts)} key facts; {settings.threads} threads", flush=True)
+          f"{len(document.facts)} key facts; {models.plan.threads.value} threads", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "docs"
         folder.mkdir()
         path = folder / "handbook.md"
         path.write_text(document.text)
-        with Store.open(Path(tmp) / "bench.db") as store:
+        with models.open_store(create=True, db=Path(tmp) / "bench.db") as store:
             started = time.perf_counter()
-            index_paths(store=store, embedder=embedder, paths=[path], chunk_tokens=settings.chunk_tokens,
-                        chunk_overlap=settings.chunk_overlap, max_file_bytes=50_000_000)
+            index_paths(store=store, embedder=embedder, paths=[path], **options)
             print(f"indexed in {time.perf_counter() - started:.1f} s ({store.stats().chunks} chunks)")
 
             def run(method: str):
@@ -78,8 +76,7 @@ def main() -> None:
             again, t_again = run("model")
             rows.append(("model, nothing changed", t_again, again))
             path.write_text(make_document(sentences_per_section=args.sentences, edited_section=args.edit).text)
-            index_paths(store=store, embedder=embedder, paths=[path], chunk_tokens=settings.chunk_tokens,
-                        chunk_overlap=settings.chunk_overlap, max_file_bytes=50_000_000)
+            index_paths(store=store, embedder=embedder, paths=[path], **options)
             edited, t_edited = run("model")
             rows.append((f"model, section {args.edit + 1} edited", t_edited, edited))
             extract_edited, t_extract_edited = run("extract")

@@ -1,3 +1,3 @@
-from .quick import main
+from .entry import main
 
 main()

@@ -12,6 +12,7 @@ from typing import Callable
 from .embed import Embedder
 from .generate import Generator
 from .prompt import STOP, DroppedChunk, build_prompt
+from .render import cite
 from .retrieve import ScoredChunk, best_sentences, search
 from .store import Store
 from .text import STOPWORDS, content_words, normalize_answer
@@ -38,9 +39,7 @@ class Source:
 
     @property
     def location(self) -> str:
-        lines = f"{self.line_start}" if self.line_start == self.line_end else f"{self.line_start}-{self.line_end}"
-        page = f" page {self.page}" if self.page else ""
-        return f"{self.path}:{lines}{page}"
+        return cite(self.line_start, self.line_end, self.page, path=self.path)
 
 
 @dataclass(frozen=True)

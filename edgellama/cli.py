@@ -1,7 +1,9 @@
-"""The ``edgellama`` command: parses, calls the library, prints. Nothing else.
+"""The ``edgellama`` command (typer): parses, calls the library, prints the lines render.py makes.
+Nothing else.
 
 Heavy libraries (torch, llama_cpp) are imported only inside the commands that need them, so
-``--help`` and the client path start fast. Errors become one line and an exit code in ``main``.
+``--help`` and the client path start fast. Errors become one line and an exit code in ``main``
+(``errors.error_exit``). The fast path in front of it is entry.py, which this module never imports.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .config import SETTING_HELP, Settings, resolve_settings
-from .errors import EdgeLlamaError
-from .quick import answer_tail, show_path as _show_path, source_lines as _lines, status_lines, stream_answer
+from . import render
+from .config import DEFAULT_METHOD, LENGTHS, METHODS, SEARCH_MODES, SETTING_HELP, Settings, one_of, resolve_settings
+from .errors import DaemonError, EdgeLlamaError, run_or_exit
+
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     name="edgellama",
@@ -37,40 +41,31 @@ def _settings(**flags: Any) -> Settings:
     return resolve_settings(flags=flags)
 
 
-
-
 def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-def _open_store(settings: Settings, *, create: bool = False):
-    from .store import Store
+def _echo(lines: list[str], *, err: bool = False) -> None:
+    for line in lines:
+        typer.echo(line, err=err)
 
-    return Store.open(settings.db, create=create)
+
+def _echo_split(lines: tuple[list[str], list[str]]) -> None:
+    """(stdout lines, stderr lines), as render's answer and summary tails give them."""
+    _echo(lines[0])
+    _echo(lines[1], err=True)
 
 
-def _plan(settings: Settings):
-    """The resource plan (resources.py), made once per command: the embedder and the model share it."""
-    return _planned(settings, tuple(sorted(settings.origins.items())))
+def _models(settings: Settings):
+    """The models of this command (resources.Models): one resource plan, shared by the embedder and the model."""
+    return _models_for(settings, tuple(sorted(settings.origins.items())))
 
 
 @functools.lru_cache(maxsize=4)
-def _planned(settings: Settings, origins: tuple):  # origins: Settings' hash leaves them out, plans use them
-    from .resources import current_plan
+def _models_for(settings: Settings, origins: tuple):  # origins: Settings' hash leaves them out, plans use them
+    from .resources import Models
 
-    return current_plan(settings)
-
-
-def _embedder(settings: Settings):
-    from .resources import load_planned_embedder
-
-    return load_planned_embedder(settings=settings, plan=_plan(settings))
-
-
-def _generator(settings: Settings):
-    from .resources import load_planned_generator
-
-    return load_planned_generator(settings=settings, plan=_plan(settings))
+    return Models(settings)
 
 
 @app.command()
@@ -81,11 +76,12 @@ def index(
     as_json: JsonOption = False,
 ) -> None:
     """Index files and folders: new and changed files are read, deleted ones removed."""
-    from .indexer import index_paths
+    from .indexer import IndexOptions, index_paths
 
     settings = _settings(db=db)
-    embedder = _embedder(settings)
-    with _open_store(settings, create=True) as store:
+    models = _models(settings)
+    embedder = models.embedder()
+    with models.open_store(create=True) as store:
         show_bar = not quiet and not as_json and sys.stderr.isatty()
         bar = None
         if show_bar:
@@ -98,11 +94,8 @@ def index(
                 bar.update(1)
 
         try:
-            stats = index_paths(
-                store=store, embedder=embedder, paths=paths, chunk_tokens=settings.chunk_tokens,
-                chunk_overlap=settings.chunk_overlap, max_file_bytes=int(settings.max_file_mb * 1e6),
-                max_extract_seconds=settings.max_extract_seconds, on_progress=progress,
-            )
+            stats = index_paths(store=store, embedder=embedder, paths=paths,
+                                **IndexOptions.from_settings(settings).kwargs(), on_progress=progress)
         finally:
             if bar is not None:
                 bar.__exit__(None, None, None)
@@ -110,45 +103,33 @@ def index(
         _print_json({**{k: v for k, v in stats.__dict__.items() if k != "skipped"},
                      "skipped": [{"path": s.path, "reason": s.reason} for s in stats.skipped]})
         return
-    typer.echo(
-        f"Indexed in {stats.seconds:.1f} s: {stats.added} added, {stats.changed} changed, "
-        f"{stats.unchanged} unchanged, {stats.removed} removed, {len(stats.skipped)} skipped"
-        f"{f', {stats.vanished} deleted before they could be read' if stats.vanished else ''}"
-        f"{f', {stats.ignored} of other types ignored' if stats.ignored else ''}; "
-        f"{stats.chunks_written} chunks written, {stats.chunks_embedded} embedded."
-    )
-    for skipped in stats.skipped:
-        typer.echo(f"  skipped {_show_path(skipped.path)}: {skipped.reason}")
+    _echo(render.index_lines(stats))
 
 
 NoDaemonOption = Annotated[bool, typer.Option("--no-daemon", help="Work in-process even if a daemon runs.")]
 
 
-def _daemon(settings: Settings, no_daemon: bool):
+def _daemon(settings: Settings, no_daemon: bool, *, ready: bool = True):
     """The running daemon serving this database, or None: then the command works in-process."""
     if no_daemon:
         return None
-    from .client import connect
+    from .client import find_daemon
 
-    client = connect(settings.socket)
-    if client is None:
-        return None
-    health = client.wait_ready()
-    return client if health.get("db") == str(settings.db) else None
+    return find_daemon(settings, ready=ready)
 
 
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     top_k: TopKOption = None,
-    mode: Annotated[str, typer.Option(help="hybrid, bm25 or dense.")] = "hybrid",
+    mode: Annotated[str, typer.Option(help=f"{one_of(SEARCH_MODES)}.")] = "hybrid",
     db: DbOption = None,
     no_daemon: NoDaemonOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Show the chunks that best match QUERY, with file:lines."""
-    if mode not in ("hybrid", "bm25", "dense"):
-        raise typer.BadParameter("mode must be hybrid, bm25 or dense", param_hint="--mode")
+    if mode not in SEARCH_MODES:
+        raise typer.BadParameter(f"mode must be {one_of(SEARCH_MODES)}", param_hint="--mode")
     settings = _settings(db=db, top_k=top_k)
     client = _daemon(settings, no_daemon)
     if client is not None:
@@ -156,21 +137,14 @@ def search(
     else:
         from .retrieve import scored_chunk_to_dict, search as run_search
 
-        with _open_store(settings) as store:
-            found = run_search(store=store, embedder=_embedder(settings), query=query, k=settings.top_k, mode=mode)
+        models = _models(settings)
+        with models.open_store() as store:
+            found = run_search(store=store, embedder=models.embedder(), query=query, k=settings.top_k, mode=mode)
         results = [scored_chunk_to_dict(r) for r in found]
     if as_json:
         _print_json(results)
         return
-    if not results:
-        typer.echo("No matches.")
-    for n, r in enumerate(results, start=1):
-        lines = f"{r['line_start']}-{r['line_end']}" + (f" page {r['page']}" if r["page"] else "")
-        typer.echo(f"{n}. {_show_path(r['path'])}:{lines}  score {r['score']:.4f}  similarity {r['similarity']:.2f}")
-        if r["heading"]:
-            typer.echo(f"   {r['heading']}")
-        snippet = " ".join(r["text"].split())
-        typer.echo(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+    _echo(render.search_lines(results))
 
 
 @app.command()
@@ -196,28 +170,22 @@ def ask(
     # A daemon has its own model and prompt style: a flag that picks another one works in-process.
     client = None if model or prompt_style else _daemon(settings, no_daemon)
     if client is not None:
-        body = {"question": question, "top_k": settings.top_k, "max_tokens": settings.max_tokens,
-                "context_tokens": settings.context_tokens, "stream": True}
-        answer = stream_answer(client, body, on_token=None if as_json else stream)
+        from .client import ask_body, ask_stream
+
+        answer = ask_stream(client, ask_body(settings, question), on_token=None if as_json else stream)
     else:
         from .answer import answer_to_dict, ask as run_ask
 
-        def generator():
-            return _generator(settings)
-
-        with _open_store(settings) as store:
+        models = _models(settings)
+        with models.open_store() as store:
             answer = answer_to_dict(run_ask(
-                question=question, store=store, embedder=_embedder(settings), generator=generator,
+                question=question, store=store, embedder=models.embedder(), generator=models.generator,
                 **settings.ask_options, on_token=None if as_json else stream,
             ))
     if as_json:
         _print_json(answer)
         return
-    out, err = answer_tail(answer)
-    for line in out:
-        typer.echo(line)
-    for line in err:
-        typer.echo(line, err=True)
+    _echo_split(render.answer_tail(answer))
 
 
 @app.command()
@@ -229,30 +197,18 @@ def status(
 ) -> None:
     """Documents, chunks, skipped files, models, database size, and the daemon if one runs."""
     settings = _settings(db=db)
-    client = None if no_daemon else _daemon_any_state(settings)
+    client = _daemon(settings, no_daemon, ready=False)
     if client is not None:
-        report = client.request("GET", "/status")
+        report = client.status
     else:
         from .status import status_report
 
-        with _open_store(settings) as store:
+        with _models(settings).open_store() as store:
             report = status_report(settings=settings, store=store)
     if as_json:
         _print_json(report)
         return
-    for line in status_lines(report, errors=errors):
-        typer.echo(line)
-
-
-def _daemon_any_state(settings: Settings):
-    """The daemon on our socket even while it loads (status works then), if it serves our database."""
-    from .client import connect
-
-    client = connect(settings.socket)
-    if client is None:
-        return None
-    report_db = client.request("GET", "/status").get("db")
-    return client if report_db == str(settings.db) else None
+    _echo(render.status_lines(report, errors=errors))
 
 
 @app.command()
@@ -284,13 +240,8 @@ def show_config(as_json: JsonOption = False) -> None:
         _print_json({k: {"value": values[k], "from": settings.origins[k]} for k in SETTING_HELP}
                     | {"config_file": str(settings.config_file), "data_dir": str(settings.data_dir)})
         return
-    typer.echo(f"# config file: {settings.config_file}{'' if settings.config_file.exists() else ' (absent)'}")
-    typer.echo(f"# data dir:    {settings.data_dir}")
-    width = max(len(k) for k in SETTING_HELP)
-    for key in SETTING_HELP:
-        value = values[key]
-        shown = "(bundled)" if value is None else value
-        typer.echo(f"{key:<{width}} = {shown}    # {settings.origins[key]}")
+    _echo(render.config_lines(config_file=settings.config_file, data_dir=settings.data_dir, values=values,
+                              origins=settings.origins, keys=SETTING_HELP))
 
 
 @app.command()
@@ -304,7 +255,7 @@ def selftest(
 
     def show(step) -> None:
         if not as_json:
-            typer.echo(f"{'ok  ' if step.ok else 'FAIL'}  {step.name:<18} {step.seconds:6.1f} s  {step.detail}")
+            typer.echo(render.selftest_step_line(step))
 
     report = run_selftest(airgap=airgap, settings=_settings(), on_step=show)
     if as_json:
@@ -330,21 +281,7 @@ DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show the unit, fi
 
 
 def _print_service_report(report) -> None:
-    verb = {("install", True): "would write", ("install", False): "wrote",
-            ("uninstall", True): "would remove", ("uninstall", False): "removed"}[report.action, report.dry_run]
-    if report.dry_run and report.unit_text:
-        typer.echo(report.unit_text)
-    for path in report.written:
-        typer.echo(f"{verb} {path}")
-    for path in report.kept:
-        typer.echo(f"kept {path}")
-    for command in report.commands:
-        typer.echo(f"{'would run' if report.dry_run else 'ran'} {command}")
-    for note in report.notes:
-        typer.echo(f"note: {note}")
-    if report.action == "install" and not report.dry_run:
-        scope = " --user" if report.scope == "user" else ""
-        typer.echo(f"start it with: systemctl{scope} start edgellama")
+    _echo(render.service_lines(report))
 
 
 @service_app.command("install")
@@ -380,7 +317,7 @@ def summarize(
     target: Annotated[Optional[Path], typer.Argument(help="An indexed file or folder.")] = None,
     all_documents: Annotated[bool, typer.Option("--all", help="Summarize every indexed document.")] = False,
     topic: Annotated[Optional[str], typer.Option("--topic", help="Summarize what the documents say about TOPIC.")] = None,
-    length: Annotated[str, typer.Option(help="short, medium or long.")] = "medium",
+    length: Annotated[str, typer.Option(help=f"{one_of(LENGTHS)}.")] = "medium",
     method: Annotated[Optional[str], typer.Option(
         help="extract (the most central sentences, fast; default) or model (the language model).")] = None,
     db: DbOption = None,
@@ -389,8 +326,6 @@ def summarize(
 ) -> None:
     """Summarize a document, a folder (one line per document, then an overview) or a topic,
     streaming, every point citing file and lines."""
-    from .summarize import DEFAULT_METHOD, LENGTHS, METHODS
-
     method = method or DEFAULT_METHOD
     if sum((target is not None, all_documents, topic is not None)) != 1:
         raise typer.BadParameter("give exactly one of FILE|DIR, --all or --topic", param_hint="TARGET")
@@ -417,8 +352,6 @@ def summarize(
     result = None
     for event, data in events:
         if event == "error":
-            from .client import DaemonError
-
             raise DaemonError(data["error"]["message"])
         if event == "summary":
             result = data
@@ -429,30 +362,17 @@ def summarize(
     if as_json:
         _print_json(result)
         return
-    if result["kind"] != "document" or not result["overview"]:
-        if result["overview"]:
-            typer.echo("Overview:")
-        for point in result["overview"]:
-            typer.echo(_point_line(point))
-    if result["kind"] == "topic" and not result["overview"]:
-        typer.echo("The documents do not say.")
-    for note in result["notes"]:
-        typer.echo(f"note: {note}", err=True)
-    st = result["stats"]
-    typer.echo(f"({result['method']}: {st['nodes']} nodes, {st['cached']} cached, {st['model_calls']} model calls, "
-               f"{st['dropped_sentences']} unsupported sentences dropped, {st['seconds']:.1f} s)", err=True)
+    _echo_split(render.summary_end(result))
 
 
 def _summarize_in_process(settings: Settings, body: dict):
     from .summarize import piece_to_event, summarize_document, summarize_folder, summarize_topic
 
-    def generator():
-        return _generator(settings)
-
-    options = {"method": body["method"], "length": body["length"], "generator": generator}
-    with _open_store(settings) as store:
+    models = _models(settings)
+    options = {"method": body["method"], "length": body["length"], "generator": models.generator}
+    with models.open_store() as store:
         if "topic" in body:
-            pieces = summarize_topic(store=store, topic=body["topic"], embedder=_embedder(settings),
+            pieces = summarize_topic(store=store, topic=body["topic"], embedder=models.embedder(),
                                      min_relevance=settings.min_relevance, **options)
         elif "all" in body or Path(body["path"]).is_dir():
             pieces = summarize_folder(store=store, folder=body.get("path"), **options)
@@ -460,12 +380,6 @@ def _summarize_in_process(settings: Settings, body: dict):
             pieces = summarize_document(store=store, path=body["path"], **options)
         for piece in pieces:
             yield piece_to_event(piece)
-
-
-def _point_line(point: dict) -> str:
-    where = "; ".join(f"{_show_path(c['path'])}:{_lines(c)}" for c in point["citations"][:3])
-    more = f" +{len(point['citations']) - 3} more" if len(point["citations"]) > 3 else ""
-    return f"- {point['text']}  [{where}{more}]"
 
 
 def _print_summary_piece(event: str, data: dict, *, folder: bool) -> None:
@@ -476,21 +390,10 @@ def _print_summary_piece(event: str, data: dict, *, folder: bool) -> None:
         return
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
-    if event == "section":
-        typer.echo(f"## {data['heading']}  (lines {data['line_start']}-{data['line_end']})")
-        for point in data["points"]:
-            typer.echo(_point_line(point))
-    elif event == "document" and folder:
-        first = data["overview"][0] if data["overview"] else None
-        title = f" ({data['title']})" if data["title"] else ""
-        typer.echo(f"- {_show_path(data['path'])}{title}: " + (
-            f"{first['text']}  [{'; '.join(_lines(c) for c in first['citations'][:3])}]" if first else "(no text)"))
-    elif event == "document":
-        if data["overview"]:
-            typer.echo("Overview:")
-        for point in data["overview"]:
-            typer.echo(_point_line(point))
+    _echo(render.summary_piece_lines(event, data, folder=folder))
     sys.stdout.flush()
+
+
 # -- eval: retrieval and answer quality as numbers ---------------------------------------------------
 
 eval_app = typer.Typer(help="Measure retrieval and answer quality.", no_args_is_help=True,
@@ -524,23 +427,11 @@ class _EvalBars:
             self.bar.__exit__(None, None, None)
             self.bar = None
 
+    def __enter__(self) -> "_EvalBars":
+        return self
 
-def _eval_store(settings: Settings, db: Optional[Path], tmp: str):
-    from .store import Store
-
-    return Store.open(db if db is not None else Path(tmp) / "eval.db", create=True)
-
-
-def _write_results(settings: Settings, out: Optional[Path], kind: str, name: str, data: dict) -> Path:
-    import time
-
-    path = out or settings.data_dir / "eval" / f"{kind}-{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    except OSError as err:
-        raise EdgeLlamaError(f"cannot write results to {path}: {err.strerror or err}") from None
-    return path
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @eval_app.command("retrieval")
@@ -558,44 +449,20 @@ def eval_retrieval(
     as_json: JsonOption = False,
 ) -> None:
     """nDCG@10, Recall@10/100 and MRR@10 of each search mode on a BEIR-format folder."""
-    import tempfile
-
-    from .evaluate import MODES, RetrievalSettings, evaluate_retrieval, index_beir, load_beir
+    from .evaluate import MODES, RetrievalSettings, run_retrieval_eval, write_results
 
     if mode is not None and mode not in MODES:
-        raise typer.BadParameter("mode must be bm25, dense or hybrid", param_hint="--mode")
+        raise typer.BadParameter(f"mode must be {one_of(MODES)}", param_hint="--mode")
     if title not in ("context", "text"):
         raise typer.BadParameter("title must be context or text", param_hint="--title")
     settings = _settings()
-    data = load_beir(folder)
-    bars = _EvalBars(not quiet and not as_json)
-    with tempfile.TemporaryDirectory(prefix="edgellama-eval-") as tmp:
-        embedder = _embedder(settings)
-        try:
-            with _eval_store(settings, db, tmp) as store:
-                stats = index_beir(store=store, embedder=embedder, data=data, chunk_tokens=settings.chunk_tokens,
-                                   chunk_overlap=settings.chunk_overlap, title=title, on_progress=bars)
-                report = evaluate_retrieval(
-                    store=store, embedder=embedder, data=data, modes=(mode,) if mode else MODES,
-                    settings=RetrievalSettings(rrf_k=rrf_k, weights=(bm25_weight, dense_weight),
-                                               candidates=candidates),
-                    index_stats=stats, on_progress=bars)
-        finally:
-            bars.close()
+    with _EvalBars(not quiet and not as_json) as bars:
+        report = run_retrieval_eval(
+            settings=settings, folder=folder, modes=(mode,) if mode else MODES, title=title, db=db, on_progress=bars,
+            retrieval=RetrievalSettings(rrf_k=rrf_k, weights=(bm25_weight, dense_weight), candidates=candidates))
     result = report.as_dict()
-    path = _write_results(settings, out, "retrieval", report.dataset, result)
-    if as_json:
-        _print_json(result)
-        return
-    typer.echo(f"{report.dataset}: {report.documents} documents ({report.chunks} chunks), {report.queries} queries; "
-               f"indexed in {report.index_seconds:.1f} s ({report.chunks_embedded} chunks embedded)")
-    typer.echo(f"{'mode':<8}{'nDCG@10':>9}{'R@10':>8}{'R@100':>8}{'MRR@10':>8}{'queries/s':>11}")
-    for m in report.modes:
-        typer.echo(f"{m.mode:<8}{m.ndcg_at_10:>9.4f}{m.recall_at_10:>8.4f}{m.recall_at_100:>8.4f}"
-                   f"{m.mrr_at_10:>8.4f}{m.queries_per_second:>11.1f}")
-        if m.short_rankings:
-            typer.echo(f"  note: {m.short_rankings} queries ranked fewer than {report.settings.depth} documents")
-    typer.echo(f"results: {_show_path(str(path))}")
+    path = write_results(data_dir=settings.data_dir, out=out, kind="retrieval", name=report.dataset, data=result)
+    _print_json(result) if as_json else _echo(render.retrieval_lines(report, str(path)))
 
 
 @eval_app.command("qa")
@@ -609,66 +476,21 @@ def eval_qa(
     as_json: JsonOption = False,
 ) -> None:
     """Gold-document hit@k, exact match, token F1, citation precision, abstention and latency."""
-    import tempfile
-
-    from .evaluate import evaluate_qa, load_qa, resolve_gold
-    from .indexer import index_paths
+    from .evaluate import run_qa_eval, write_results
 
     settings = _settings()
     if not docs.is_dir():
         raise typer.BadParameter(f"{docs} is not a folder", param_hint="--docs")
-    items = load_qa(questions)
-    gold = {item.id: resolve_gold(item.doc, docs=docs) for item in items if item.doc and item.answers}
-    bars = _EvalBars(not quiet and not as_json)
-    with tempfile.TemporaryDirectory(prefix="edgellama-eval-") as tmp:
-        embedder = _embedder(settings)
-        generator = _generator(settings)
-        try:
-            with _eval_store(settings, db, tmp) as store:
-                index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=settings.chunk_tokens,
-                            chunk_overlap=settings.chunk_overlap, max_file_bytes=int(settings.max_file_mb * 1e6))
-                report = evaluate_qa(
-                    store=store, embedder=embedder, generator=generator, items=items, gold_paths=gold, k=k,
-                    ask_options=settings.ask_options,
-                    on_progress=bars)
-        finally:
-            bars.close()
-            generator.close()
+    with _EvalBars(not quiet and not as_json) as bars:
+        report = run_qa_eval(settings=settings, questions=questions, docs=docs, k=k, db=db, on_progress=bars)
     result = report.as_dict()
-    path = _write_results(settings, out, "qa", questions.stem, result)
-    if as_json:
-        _print_json(result)
-        return
-    typer.echo(f"{report.questions} questions: {report.answerable} answerable, {report.unanswerable} unanswerable")
-    typer.echo(f"gold document in top {report.k}   {report.hit_at_k:.1%}")
-    typer.echo(f"user reads the gold answer {report.reads_gold:.1%} of answerable (answer + its sentence, or the passage)")
-    typer.echo(f"verified short answers    {report.answered:.1%} of answerable, F1 {report.short_answer_f1:.3f}")
-    typer.echo(f"exact match / token F1    {report.exact_match:.1%} / {report.f1:.3f} (every answerable question)")
-    names = {"answer": "short answer", "quote": "passage that answers", "abstain": "\"do not say\""}
-    for kind, o in report.outcomes.items():
-        typer.echo(f"  {names[kind]:<22}  {o.share:6.1%} of answerable; holds gold {o.reads_gold:6.1%}; F1 {o.f1:.3f}")
-    typer.echo(f"citation precision        {report.citation_precision:.1%} of answers' citations contain the answer "
-               f"({report.flagged_citations} shown passages flagged as not supporting)")
-    typer.echo(f"citations with gold       {report.citation_gold:.1%} of all citations contain a gold answer")
-    typer.echo(f"\"do not say\", unanswerable {report.abstained_outright:.1%} (no short answer: {report.abstention:.1%})")
-    typer.echo(f"\"do not say\", answerable   {report.false_abstention:.1%}")
-    typer.echo(f"seconds per question      mean {report.seconds_mean:.2f}, p50 {report.seconds_p50:.2f}, "
-               f"p95 {report.seconds_p95:.2f}; first byte p50 {report.seconds_first_byte_p50:.2f}")
-    typer.echo(f"results: {_show_path(str(path))}")
+    path = write_results(data_dir=settings.data_dir, out=out, kind="qa", name=questions.stem, data=result)
+    _print_json(result) if as_json else _echo(render.qa_lines(report, str(path)))
 
 
 def main() -> None:
-    """Entry point: the one place where library errors become a message and an exit code."""
-    try:
-        app()
-    except EdgeLlamaError as err:
-        typer.echo(f"edgellama: error: {err}", err=True)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("edgellama: interrupted", err=True)
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(1)
+    """Run the typer CLI; a library error becomes its message and exit code (``errors.run_or_exit``)."""
+    run_or_exit(app)
 
 
 if __name__ == "__main__":

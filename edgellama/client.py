@@ -1,4 +1,5 @@
-"""The thin client the CLI uses to talk to a running daemon over its UNIX socket.
+"""The thin client the CLI uses to talk to a running daemon over its UNIX socket: the requests,
+finding the daemon that serves our database (``find_daemon``), and a streamed answer (``ask_stream``).
 
 Standard library only (http.client, socket, json): importing it must stay cheap, so ``edgellama
 ask`` against a warm daemon starts in a few tens of milliseconds. It never loads a model.
@@ -11,15 +12,14 @@ import json
 import socket
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from .errors import EdgeLlamaError
+from .errors import DaemonError, EdgeLlamaError
 
-__all__ = ["DaemonClient", "connect", "DaemonError"]
+if TYPE_CHECKING:
+    from .config import Settings
 
-
-class DaemonError(EdgeLlamaError):
-    """The daemon answered with an error; its message is shown as is."""
+__all__ = ["DaemonClient", "connect", "find_daemon", "ask_body", "ask_stream"]
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -44,6 +44,7 @@ class DaemonClient:
     def __init__(self, socket_path: Path, *, timeout: float = 600.0):
         self.socket_path = Path(socket_path)
         self.timeout = timeout
+        self.status: dict | None = None  # the /status report ``find_daemon(ready=False)`` checked
 
     def _send(self, method: str, path: str, body: dict | None, *, timeout: float | None = None):
         conn = _UnixConnection(self.socket_path, timeout=timeout or self.timeout)
@@ -135,3 +136,56 @@ def connect(socket_path: Path) -> DaemonClient | None:
     except DaemonError:
         return None
     return client
+
+
+def find_daemon(settings: "Settings", *, ready: bool = True, wait: bool = True) -> DaemonClient | None:
+    """A client for the daemon on our socket that serves our database (``settings.db``), or None:
+    then the caller works in-process. No daemon answering there is None.
+
+    ``ready``: a daemon that has loaded its models; not ready: one in any state (``status`` works while
+    the daemon loads; the report it read is kept in ``client.status``). ``wait`` (the CLI): block while it loads, and a daemon that fails after its first
+    answer is an error. Not ``wait`` (the fast path, entry.py): anything but that is None, so the CLI runs."""
+    path = Path(settings.socket)
+    if not path.exists():
+        return None
+    client = DaemonClient(path)
+    try:
+        health = client.health() if ready or wait else None
+    except DaemonError:
+        return None
+    try:
+        if not ready:
+            client.status = client.request("GET", "/status")
+            served = client.status.get("db")
+        elif health["http_status"] == 200:
+            served = health.get("db")
+        elif wait:
+            served = client.wait_ready().get("db")
+        else:
+            return None  # loading: the CLI waits for it
+    except DaemonError:
+        if wait:
+            raise
+        return None
+    return client if served == str(settings.db) else None
+
+
+def ask_body(settings: "Settings", question: str) -> dict:
+    """The /ask request of ``edgellama ask QUESTION`` with these settings."""
+    return {"question": question, "top_k": settings.top_k, "max_tokens": settings.max_tokens,
+            "context_tokens": settings.context_tokens, "stream": True}
+
+
+def ask_stream(client: DaemonClient, body: dict, *, on_token: Callable[[str], None] | None) -> dict:
+    """Ask the daemon, passing each streamed token to ``on_token``; the final answer dict."""
+    answer = None
+    for event, data in client.events("/ask", body):
+        if event == "token" and on_token is not None:
+            on_token(data["text"])
+        elif event == "answer":
+            answer = data
+        elif event == "error":
+            raise DaemonError(data["error"]["message"])
+    if answer is None:
+        raise EdgeLlamaError("the daemon ended the answer early")
+    return answer

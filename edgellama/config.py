@@ -9,14 +9,46 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "resolve_settings", "config_file_path", "data_dir", "runtime_dir", "parse_loopback", "physical_cores", "SETTING_HELP"]
+__all__ = ["Settings", "resolve_settings", "config_file_path", "data_dir", "runtime_dir", "parse_loopback",
+           "physical_cores", "SETTING_HELP", "SearchMode", "SEARCH_MODES", "METHODS", "DEFAULT_METHOD",
+           "LengthPlan", "LENGTHS", "one_of"]
 
 PROMPT_STYLES = ("completion", "chat")
 EMBED_PRECISIONS = ("auto", "float32", "bfloat16")
+
+# The allowed values of requests (CLI flags and the daemon's API), defined here once.
+SearchMode = Literal["hybrid", "bm25", "dense"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "bm25", "dense")
+METHODS = ("extract", "model")  # how a summary is made
+# Measured on tests/longdoc.py (bench/summarize.py): extract keeps as many key facts as the 135M
+# model in a thousandth of the time, so it is the default; the model method is there for bigger models.
+DEFAULT_METHOD = "extract"
+
+
+@dataclass(frozen=True)
+class LengthPlan:
+    """What a summary length means."""
+
+    overview_points: int  # points in a document (or folder, or topic) overview
+    section_points: int  # points shown per section (0: sections are not shown)
+    overview_tokens: int  # the model's budget for the overview
+
+
+LENGTHS: dict[str, LengthPlan] = {
+    "short": LengthPlan(3, 0, 80),
+    "medium": LengthPlan(5, 2, 140),
+    "long": LengthPlan(8, 4, 220),
+}
+
+
+def one_of(values) -> str:
+    """``a, b or c``: the allowed values as an error message names them."""
+    values = list(values)
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
 
 
 def physical_cores() -> int:

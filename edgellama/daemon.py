@@ -188,7 +188,7 @@ class Engine:
     # -- loading --------------------------------------------------------------------------------
 
     def load(self, *, on_stage: Callable[[str], None]) -> None:
-        from .resources import current_plan, load_planned_embedder, load_planned_generator
+        from .resources import Models
 
         s = self.settings
 
@@ -196,7 +196,8 @@ class Engine:
             self.stage = name
             on_stage(name)
 
-        self.plan = plan = current_plan(s)
+        models = Models(s)
+        self.plan = plan = models.plan
         log.info("resources: %s", ", ".join(f"{name} {getattr(plan, name).value} ({getattr(plan, name).reason})"
                                             for name in plan.VALUES))
         for warning in plan.warnings:
@@ -207,11 +208,11 @@ class Engine:
 
         self.vectors = VectorCache(s.db)
         stage("loading the embedding model")
-        embedder = load_planned_embedder(settings=s, plan=plan)
+        embedder = models.embedder()
         embedder.embed(["warm up"])
         self.embedder = SharedEmbedder(embedder, priority=self.priority)
         stage("loading the language model")
-        generator = load_planned_generator(settings=s, plan=plan)
+        generator = models.generator()
         generator.llama  # noqa: B018 - load the weights now, not on the first question
         if s.prompt_style == "completion":
             from .prompt import COMPLETION_PREFIX
@@ -298,7 +299,8 @@ class Engine:
 
     def summarize(self, *, length: str, method: str | None, path: str | None = None, topic: str | None = None):
         """The pieces of a summary, computed while the pieces are read (so a stream shows them)."""
-        from .summarize import DEFAULT_METHOD, summarize_document, summarize_folder, summarize_topic
+        from .config import DEFAULT_METHOD
+        from .summarize import summarize_document, summarize_folder, summarize_topic
 
         options = {"length": length, "method": method or DEFAULT_METHOD, "generator": self._cancellable_generator()}
         with self.priority.foreground(), self.reader() as store:
@@ -492,6 +494,7 @@ def _prepare_socket(path: Path) -> None:
 
 def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0) -> int:
     """Run the daemon until SIGTERM/SIGINT. Returns the exit code (0 after a clean stop)."""
+    from .indexer import IndexOptions
     from .watch import IndexWorker
 
     settings = resolve_settings(flags=flags)
@@ -530,9 +533,8 @@ def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0)
         engine.load(on_stage=lambda name: (log.info("%s", name), sd_notify(f"STATUS={name}")))
         worker = IndexWorker(
             open_store=engine.open_store, embedder=engine.embedder.background(), folders=settings.folders,
-            chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
-            max_file_bytes=int(settings.max_file_mb * 1e6), settle_seconds=settings.settle_seconds,
-            reconcile_seconds=settings.reconcile_seconds, max_extract_seconds=settings.max_extract_seconds,
+            **IndexOptions.from_settings(settings).kwargs(), settle_seconds=settings.settle_seconds,
+            reconcile_seconds=settings.reconcile_seconds,
             pause=engine.priority.wait_idle,
         )
         engine.worker = worker

@@ -1,9 +1,16 @@
 """The exceptions a user can see, each carrying a one-line message and an exit code.
 
-Raised deep in the library; turned into a message and exit code in exactly one place in the CLI.
+Raised deep in the library; turned into a message and exit code in exactly one place:
+``error_exit`` (``run_or_exit`` applies it), which both the fast path (entry.py) and the typer CLI
+(cli.py) use.
 """
 
 from __future__ import annotations
+
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "EdgeLlamaError",
@@ -16,6 +23,9 @@ __all__ = [
     "ServiceError",
     "NotIndexedError",
     "DatasetError",
+    "DaemonError",
+    "error_exit",
+    "run_or_exit",
 ]
 
 
@@ -79,3 +89,33 @@ class DatasetError(EdgeLlamaError):
     """An evaluation dataset (BEIR folder, QA file) is missing or malformed."""
 
     exit_code = 2
+
+
+class DaemonError(EdgeLlamaError):
+    """The daemon answered with an error; its message is shown as is."""
+
+
+def error_exit(err: BaseException) -> tuple[str | None, int] | None:
+    """What the ``edgellama`` command does with an error that reached it: (the line it prints on
+    stderr, or None for none; the exit code). None: not one of ours, let it propagate."""
+    if isinstance(err, EdgeLlamaError):
+        return f"edgellama: error: {err}", err.exit_code
+    if isinstance(err, KeyboardInterrupt):
+        return "edgellama: interrupted", 130
+    if isinstance(err, BrokenPipeError):
+        return None, 1
+    return None
+
+
+def run_or_exit(run: Callable[[], T]) -> T:
+    """``run()``; an error ``error_exit`` knows ends the process with its line on stderr and its exit code."""
+    try:
+        return run()
+    except (Exception, KeyboardInterrupt) as err:
+        handled = error_exit(err)
+        if handled is None:
+            raise
+        message, code = handled
+        if message:
+            print(message, file=sys.stderr, flush=True)
+        sys.exit(code)

@@ -1,5 +1,7 @@
 """Retrieval and answer quality as numbers (BEIR IR metrics; QA exact match, F1, citations, abstention),
 through the same indexer, search and ask as users; pure metrics; never prints (progress: a callback).
+``run_retrieval_eval`` and ``run_qa_eval`` do a whole ``edgellama eval`` job (a temporary database,
+the models, indexing, evaluating); ``write_results`` saves its JSON.
 """
 
 from __future__ import annotations
@@ -17,17 +19,21 @@ from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 from .embed import Embedder
 from .errors import DatasetError
 from .indexer import IndexProgress, IndexStats, TextRecord, index_records
-from .retrieve import SearchMode, search
+from .config import SearchMode
+from .errors import EdgeLlamaError
+from .retrieve import search
 from .store import Store
 from .text import normalize_answer
 
 if TYPE_CHECKING:
     from .answer import Answer
+    from .config import Settings
 
 __all__ = [
     "ndcg_at_k", "recall_at_k", "mrr_at_k", "exact_match", "token_f1", "contains_answer", "load_beir", "index_beir",
     "restrict", "BEIR_PREFIX", "RetrievalSettings", "evaluate_retrieval", "QaItem", "load_qa", "resolve_gold",
-    "QaResult", "evaluate_qa", "summarize_qa", "MODES",
+    "QaResult", "evaluate_qa", "summarize_qa", "MODES", "run_retrieval_eval", "run_qa_eval",
+    "write_results",
 ]
 
 MODES: tuple[SearchMode, ...] = ("bm25", "dense", "hybrid")
@@ -514,3 +520,65 @@ def _outcome(answerable: Sequence[QaResult], kind: str) -> Outcome:
         return Outcome(0.0, 0.0, 0.0)
     return Outcome(len(rows) / len(answerable), sum(r.reads_gold for r in rows) / len(rows),
                    statistics.fmean(r.f1 for r in rows))
+
+
+# -- whole runs (``edgellama eval``) ------------------------------------------------------------------
+
+
+def _eval_store(models, db: Path | None, tmp: str) -> Store:
+    return models.open_store(create=True, db=db if db is not None else Path(tmp) / "eval.db")
+
+
+def run_retrieval_eval(*, settings: "Settings", folder: Path, modes: Sequence[SearchMode] = MODES,
+                       retrieval: RetrievalSettings, title: str = "context", db: Path | None = None,
+                       on_progress: ProgressCallback | None = None) -> RetrievalReport:
+    """``edgellama eval retrieval``: index the BEIR folder into ``db`` (or a temporary database) and
+    evaluate each search mode on it."""
+    import tempfile
+
+    from .resources import Models
+
+    data = load_beir(folder)
+    with tempfile.TemporaryDirectory(prefix="edgellama-eval-") as tmp:
+        models = Models(settings)
+        embedder = models.embedder()
+        with _eval_store(models, db, tmp) as store:
+            stats = index_beir(store=store, embedder=embedder, data=data, chunk_tokens=settings.chunk_tokens,
+                               chunk_overlap=settings.chunk_overlap, title=title, on_progress=on_progress)
+            return evaluate_retrieval(store=store, embedder=embedder, data=data, modes=modes, settings=retrieval,
+                                      index_stats=stats, on_progress=on_progress)
+
+
+def run_qa_eval(*, settings: "Settings", questions: Path, docs: Path, k: int = 3, db: Path | None = None,
+                on_progress: ProgressCallback | None = None) -> QaReport:
+    """``edgellama eval qa``: index the ``docs`` folder into ``db`` (or a temporary database) and ask
+    every question of the ``questions`` file."""
+    import tempfile
+
+    from .indexer import IndexOptions, index_paths
+    from .resources import Models
+
+    items = load_qa(questions)
+    gold = {item.id: resolve_gold(item.doc, docs=docs) for item in items if item.doc and item.answers}
+    with tempfile.TemporaryDirectory(prefix="edgellama-eval-") as tmp:
+        models = Models(settings)
+        embedder = models.embedder()
+        generator = models.generator()
+        try:
+            with _eval_store(models, db, tmp) as store:
+                index_paths(store=store, embedder=embedder, paths=[docs], **IndexOptions.from_settings(settings).kwargs())
+                return evaluate_qa(store=store, embedder=embedder, generator=generator, items=items, gold_paths=gold,
+                                   k=k, ask_options=settings.ask_options, on_progress=on_progress)
+        finally:
+            generator.close()
+
+
+def write_results(*, data_dir: Path, out: Path | None, kind: str, name: str, data: dict) -> Path:
+    """Save an evaluation's JSON to ``out``, or ``DATA_DIR/eval/KIND-NAME-TIME.json``; the path written."""
+    path = out or data_dir / "eval" / f"{kind}-{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    except OSError as err:
+        raise EdgeLlamaError(f"cannot write results to {path}: {err.strerror or err}") from None
+    return path

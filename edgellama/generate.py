@@ -15,7 +15,7 @@ from typing import Iterator, Protocol, Sequence
 from .errors import ModelError
 
 __all__ = ["Generator", "LlamaGenerator", "GenerationStats", "PrefixCache", "resolve_model_path", "bundled_gguf",
-           "requantize", "passive_openmp"]
+           "requantized_path", "requantize", "passive_openmp", "describe_model", "load_generator"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,12 @@ class Generator(Protocol):
 
     @property
     def last_stats(self) -> GenerationStats | None: ...
+
+
+def requantized_path(shipped: Path, models_dir: Path) -> Path:
+    """Where the Q4_0 copy of the bundled ``shipped`` GGUF lives (made on first use)."""
+    stem = shipped.stem.rsplit(".", 1)[0]  # SmolLM2-135M-Instruct.Q4_1 -> SmolLM2-135M-Instruct
+    return models_dir / f"{stem}.Q4_0.gguf"
 
 
 def bundled_gguf() -> Path:
@@ -125,8 +131,7 @@ def resolve_model_path(*, model: Path | None, models_dir: Path, requantize_bundl
     shipped = bundled_gguf()
     if not requantize_bundled:
         return shipped
-    stem = shipped.stem.rsplit(".", 1)[0]  # SmolLM2-135M-Instruct.Q4_1 -> SmolLM2-135M-Instruct
-    target = models_dir / f"{stem}.Q4_0.gguf"
+    target = requantized_path(shipped, models_dir)
     if target.exists() and target.stat().st_mtime >= shipped.stat().st_mtime:
         return target
     try:
@@ -301,8 +306,7 @@ def describe_model(*, model: Path | None, models_dir: Path, requantize_bundled: 
         shipped = bundled_gguf()
     except ModelError as err:
         return f"bundled model not installed ({err})"
-    stem = shipped.stem.rsplit(".", 1)[0]
-    target = models_dir / f"{stem}.Q4_0.gguf"
+    target = requantized_path(shipped, models_dir)
     if requantize_bundled and target.exists():
         return f"{target} (bundled, requantized to Q4_0)"
     if requantize_bundled:

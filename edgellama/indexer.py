@@ -28,7 +28,8 @@ from .sources import ExtractedText, extract, format_for
 from .store import NewChunk, Store
 
 __all__ = ["index_paths", "index_records", "TextRecord", "IndexStats", "IndexProgress", "SkippedFile",
-           "chunks_for_document", "context_room", "EMBED_BATCH", "DEFAULT_MAX_EXTRACT_SECONDS"]
+           "chunks_for_document", "context_room", "EMBED_BATCH", "DEFAULT_MAX_EXTRACT_SECONDS", "IndexOptions",
+           "embedding_input"]
 
 EMBED_BATCH = 1024  # chunks gathered across documents before one call to the embedder, which batches them by
 # length: from more texts it finds closer lengths (SciFact, 912 chunks: 1.28x the chunks/s of 128 sorted by
@@ -225,6 +226,27 @@ def context_room(embedder: Embedder, chunk_tokens: int) -> int:
             f" (chunk + {CONTEXT_TOKENS} for its heading): use at most {limit - CONTEXT_TOKENS - 2}"
         )
     return limit - 2 - chunk_tokens
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """The indexing limits every caller takes from the settings (``index_paths(**options.kwargs())``)."""
+
+    chunk_tokens: int
+    chunk_overlap: int
+    max_file_bytes: int
+    max_extract_seconds: float | None
+
+    @classmethod
+    def from_settings(cls, settings) -> "IndexOptions":
+        """The options of ``config.Settings`` (max_file_mb in MB, as the config file says it)."""
+        return cls(chunk_tokens=settings.chunk_tokens, chunk_overlap=settings.chunk_overlap,
+                   max_file_bytes=int(settings.max_file_mb * 1e6), max_extract_seconds=settings.max_extract_seconds)
+
+    def kwargs(self) -> dict:
+        """As keyword arguments of ``index_paths`` (and ``watch.IndexWorker``)."""
+        return {"chunk_tokens": self.chunk_tokens, "chunk_overlap": self.chunk_overlap,
+                "max_file_bytes": self.max_file_bytes, "max_extract_seconds": self.max_extract_seconds}
 
 
 def index_paths(

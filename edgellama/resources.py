@@ -1,8 +1,8 @@
 """The resource governor: threads, context size, batch sizes, embed precision and quantization, decided
 once from the machine (cores, cgroup quota and memory limit, free RAM, bf16) and the settings.
 
-The one place these are chosen: the daemon, ``ask --no-daemon``, ``index`` and the other commands load
-their models from a ``ResourcePlan``. Standard library only (``status`` imports it); ``plan_resources``
+The one place these are chosen: the daemon, ``ask --no-daemon``, ``index``, the other commands, the
+selftest and the benchmarks load their models from a ``ResourcePlan``, through ``Models``. Standard library only (``status`` imports it); ``plan_resources``
 is pure, the machine and model facts are parameters, so tests can plan for made-up machines.
 
 How n_ctx is checked against memory (the numbers come from measurements on this project's machine):
@@ -25,7 +25,8 @@ from typing import Any, BinaryIO
 from .config import Settings, physical_cores
 
 __all__ = ["Machine", "ModelFacts", "Planned", "ResourcePlan", "read_machine", "read_model_facts",
-           "plan_resources", "current_plan", "load_planned_generator", "load_planned_embedder"]
+           "plan_resources", "current_plan", "load_planned_generator", "load_planned_embedder", "Models",
+           "MB", "EMBEDDER_BYTES", "N_CTX_MIN"]
 
 MB = 1_000_000
 EMBEDDER_BYTES = 560 * MB  # torch + sentence-transformers + all-MiniLM-L6-v2, measured 556 MB RSS alone
@@ -275,7 +276,7 @@ def _model_path(settings: Settings) -> Path | None:
     """The GGUF ``load_planned_generator`` will load (the shipped file while no Q4_0 copy exists: same
     architecture, a few percent larger)."""
     from .errors import ModelError
-    from .generate import bundled_gguf
+    from .generate import bundled_gguf, requantized_path
 
     if settings.model is not None:
         return settings.model
@@ -283,7 +284,7 @@ def _model_path(settings: Settings) -> Path | None:
         shipped = bundled_gguf()
     except ModelError:
         return None
-    copy = settings.models_dir / f"{shipped.stem.rsplit('.', 1)[0]}.Q4_0.gguf"
+    copy = requantized_path(shipped, settings.models_dir)
     return copy if settings.requantize and copy.exists() else shipped
 
 
@@ -440,3 +441,32 @@ def load_planned_embedder(*, settings: Settings, plan: ResourcePlan):
 
     return load_embedder(settings.embed_model, threads=plan.embed_threads.value,
                          precision=plan.embed_precision.value, batch_size=plan.embed_batch_size.value)
+
+
+class Models:
+    """The models and the database of one command (or the daemon, the selftest, a benchmark), loaded
+    as one resource plan says: the plan is made once, on first use, and both models share it."""
+
+    def __init__(self, settings: Settings, *, plan: ResourcePlan | None = None):
+        self.settings = settings
+        self._plan = plan
+
+    @property
+    def plan(self) -> ResourcePlan:
+        if self._plan is None:
+            self._plan = current_plan(self.settings)
+        return self._plan
+
+    def embedder(self):
+        """A new embedder as planned (weights load on first use)."""
+        return load_planned_embedder(settings=self.settings, plan=self.plan)
+
+    def generator(self):
+        """A new language model as planned (weights load on first use)."""
+        return load_planned_generator(settings=self.settings, plan=self.plan)
+
+    def open_store(self, *, create: bool = False, db: Path | None = None):
+        """The settings' database (or ``db``), opened; ``create``: made (and migrated) if absent."""
+        from .store import Store
+
+        return Store.open(self.settings.db if db is None else db, create=create)

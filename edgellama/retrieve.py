@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from .config import SearchMode
 from .embed import Embedder
 from .store import ChunkRecord, Store
 from .text import STOPWORDS, content_words, sentence_spans_within_lines
@@ -18,9 +19,8 @@ if TYPE_CHECKING:
 
     from .vectors import VectorMatrix
 
-__all__ = ["ScoredChunk", "SearchMode", "search", "scored_chunk_to_dict", "best_sentences"]
+__all__ = ["ScoredChunk", "search", "scored_chunk_to_dict", "best_sentences"]
 
-SearchMode = Literal["hybrid", "bm25", "dense"]
 
 
 @dataclass(frozen=True)

@@ -110,16 +110,14 @@ class Context:
     answer: dict = field(default_factory=dict)
 
     @functools.cached_property
-    def plan(self):
-        """The resource plan (resources.py) both models load with."""
-        from .resources import current_plan
+    def models(self):
+        """The models, loaded with one resource plan (resources.Models)."""
+        from .resources import Models
 
-        return current_plan(self.settings)
+        return Models(self.settings)
 
     def generator(self):
-        from .resources import load_planned_generator
-
-        return load_planned_generator(settings=self.settings, plan=self.plan)
+        return self.models.generator()
 
 
 class StepFailed(Exception):
@@ -134,16 +132,12 @@ def _write_folder(ctx: Context) -> str:
 
 
 def _index(ctx: Context) -> str:
-    from .indexer import index_paths
-    from .resources import load_planned_embedder
-    from .store import Store
+    from .indexer import IndexOptions, index_paths
 
-    s = ctx.settings
-    ctx.embedder = load_planned_embedder(settings=s, plan=ctx.plan)
-    ctx.store = Store.open(s.db)
-    stats = index_paths(store=ctx.store, embedder=ctx.embedder, paths=[ctx.folder], chunk_tokens=s.chunk_tokens,
-                        chunk_overlap=s.chunk_overlap, max_file_bytes=int(s.max_file_mb * 1e6),
-                        max_extract_seconds=s.max_extract_seconds)
+    ctx.embedder = ctx.models.embedder()
+    ctx.store = ctx.models.open_store(create=True)
+    stats = index_paths(store=ctx.store, embedder=ctx.embedder, paths=[ctx.folder],
+                        **IndexOptions.from_settings(ctx.settings).kwargs())
     if stats.added != 1 + len(OTHER_FILES) or stats.skipped:
         raise StepFailed(f"expected {1 + len(OTHER_FILES)} files indexed, got {stats.added} ({stats.skipped})")
     return f"{stats.added} files, {stats.chunks_written} chunks embedded by {ctx.embedder.name}"

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from .config import LENGTHS, METHODS, SEARCH_MODES, one_of
 from .errors import BusyError, EdgeLlamaError, RequestError
+from .render import answer_body, cite
 
 if TYPE_CHECKING:
     from .daemon import Engine
@@ -172,8 +174,8 @@ def search(engine: "Engine", body: dict) -> Reply:
     query = _text(body, "query")
     k = _int(body, "k", engine.settings.top_k, low=1, high=100)
     mode = body.get("mode", "hybrid")
-    if mode not in ("hybrid", "bm25", "dense"):
-        raise RequestError("'mode' must be hybrid, bm25 or dense")
+    if mode not in SEARCH_MODES:
+        raise RequestError(f"'mode' must be {one_of(SEARCH_MODES)}")
     found = engine.search(query=query, k=k, mode=mode)
     return Reply(200, {"results": [scored_chunk_to_dict(f) for f in found]})
 
@@ -207,7 +209,7 @@ def ask(engine: "Engine", body: dict) -> Reply | Stream:
 
 
 def summarize(engine: "Engine", body: dict) -> Reply | Stream:
-    from .summarize import LENGTHS, METHODS, final_summary, piece_to_event, summary_to_dict
+    from .summarize import final_summary, piece_to_event, summary_to_dict
 
     targets = [k for k in ("path", "all", "topic") if body.get(k) not in (None, False)]
     if len(targets) != 1:
@@ -279,18 +281,13 @@ def _last_user_text(messages: Any, *, limit: int) -> str:
 def _cited_text(answer: dict) -> str:
     """The answer as an OpenAI client shows it: the same words as ``ask`` prints, then the sources,
     so any client sees them. Only a verified answer has streamed, and it is the text's start."""
-    from .quick import answer_body
-
     return "\n".join(answer_body(answer)) + _sources_line(answer)
 
 
 def _sources_line(answer: dict) -> str:
     if not answer["sources"]:
         return ""
-    cited = "; ".join(
-        f"{s['path']}:{s['line_start']}" + (f"-{s['line_end']}" if s["line_end"] != s["line_start"] else "")
-        + (f" page {s['page']}" if s["page"] else "") for s in answer["sources"]
-    )
+    cited = "; ".join(cite(s["line_start"], s["line_end"], s["page"], path=s["path"]) for s in answer["sources"])
     return f"\n\nSources: {cited}"
 
 
@@ -379,7 +376,7 @@ _REQUEST_SCHEMAS: dict[str, dict] = {
     "/search": {"type": "object", "required": ["query"], "properties": {
         "query": {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS},
         "k": {"type": "integer", "minimum": 1, "maximum": 100},
-        "mode": {"type": "string", "enum": ["hybrid", "bm25", "dense"]}}},
+        "mode": {"type": "string", "enum": list(SEARCH_MODES)}}},
     "/ask": {"type": "object", "required": ["question"], "properties": {
         "question": {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS},
         "top_k": {"type": "integer", "minimum": 1, "maximum": 50},
@@ -391,8 +388,8 @@ _REQUEST_SCHEMAS: dict[str, dict] = {
                  "description": "absolute path of an indexed file or folder inside the daemon's folders"},
         "all": {"type": "boolean"},
         "topic": {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS},
-        "length": {"type": "string", "enum": ["short", "medium", "long"]},
-        "method": {"type": "string", "enum": ["extract", "model"]},
+        "length": {"type": "string", "enum": list(LENGTHS)},
+        "method": {"type": "string", "enum": list(METHODS)},
         "stream": {"type": "boolean"}}},
     "/v1/chat/completions": {"type": "object", "required": ["messages"], "properties": {
         "model": {"type": "string"},

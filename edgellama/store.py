@@ -17,7 +17,7 @@ import sqlite_utils
 from .errors import StoreError
 
 __all__ = ["Store", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SummaryRecord", "Consistency",
-           "SCHEMA_VERSION"]
+           "SCHEMA_VERSION", "MIGRATIONS"]
 
 # Each migration is a list of statements run in one transaction, recorded in schema_migrations.
 # Never edit a released migration: add the next number.

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 from .chunking import approx_tokens
+from .config import DEFAULT_METHOD, LENGTHS, METHODS, LengthPlan
 from .errors import EdgeLlamaError, NotIndexedError, RequestError
+from .render import cite
 from .salience import salient_sentences
 from .sections import document_sections
 from .store import ChunkRecord, Store, SummaryRecord
@@ -21,29 +23,11 @@ from .text import content_words, truncate_to_tokens
 
 __all__ = [
     "Summary", "Progress", "SectionDone", "DocumentDone", "summarize_document", "summarize_folder",
-    "summarize_topic", "summary_to_dict", "piece_to_event", "final_summary", "METHODS", "LENGTHS",
-    "DEFAULT_METHOD",
+    "summarize_topic", "summary_to_dict", "piece_to_event", "final_summary", "PROMPT_VERSION",
 ]
 
-METHODS = ("extract", "model")
-# Measured on tests/longdoc.py (bench/summarize.py): extract keeps as many key facts as the 135M
-# model in a thousandth of the time, so it is the default; the model method is there for bigger models.
-DEFAULT_METHOD = "extract"
 PROMPT_VERSION = "sum-2"  # change it whenever a prompt or a reducer changes: old cache entries then miss
 
-
-@dataclass(frozen=True)
-class LengthPlan:
-    overview_points: int  # points in a document (or folder, or topic) overview
-    section_points: int  # points shown per section (0: sections are not shown)
-    overview_tokens: int  # the model's budget for the overview
-
-
-LENGTHS: dict[str, LengthPlan] = {
-    "short": LengthPlan(3, 0, 80),
-    "medium": LengthPlan(5, 2, 140),
-    "long": LengthPlan(8, 4, 220),
-}
 LEAF_POINTS = 3  # points kept per leaf batch (both methods; length-independent so the cache is shared)
 SECTION_POINTS = 4  # points kept per section; `long` shows all, `medium` the first two
 LEAF_TOKENS = 48  # the model's output budget for a leaf
@@ -64,8 +48,7 @@ class Citation:
 
     @property
     def location(self) -> str:
-        lines = f"{self.line_start}" if self.line_start == self.line_end else f"{self.line_start}-{self.line_end}"
-        return f"{self.path}:{lines}" + (f" page {self.page}" if self.page else "")
+        return cite(self.line_start, self.line_end, self.page, path=self.path)
 
 
 @dataclass(frozen=True)
@@ -182,7 +165,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # Every point carries the citations of the sentences it came from; a model sentence that no input
 # supports is dropped (and counted), never shown.
 @dataclass
-class _Run:
+class _SummaryRun:
     store: Store
     method: str
     generator: object | None
@@ -359,7 +342,7 @@ def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callabl
                                              group_tokens=group_tokens)]
 
 
-def _begin(store: Store, method: str, length: str, generator, input_tokens: int) -> _Run:
+def _begin(store: Store, method: str, length: str, generator, input_tokens: int) -> _SummaryRun:
     if method not in METHODS:
         raise RequestError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if length not in LENGTHS:
@@ -383,7 +366,7 @@ def _memoized(count: Callable[[str], int]) -> Callable[[str], int]:
     return counted
 
 
-def _start(store: Store, method: str, generator, input_tokens: int) -> _Run:
+def _start(store: Store, method: str, generator, input_tokens: int) -> _SummaryRun:
     if callable(generator) and not hasattr(generator, "stream"):
         generator = generator()  # a factory: only the model method loads the model
     count = _memoized(generator.count_tokens if generator is not None else approx_tokens)
@@ -393,11 +376,11 @@ def _start(store: Store, method: str, generator, input_tokens: int) -> _Run:
         room = generator.n_ctx - count(_prompt([], instruction="x" * 40, points=8)) - max(
             SECTION_TOKENS, *(p.overview_tokens for p in LENGTHS.values())) - 16
         input_tokens = min(input_tokens, room)
-    return _Run(store=store, method=method, generator=generator, count_tokens=count, input_tokens=input_tokens,
+    return _SummaryRun(store=store, method=method, generator=generator, count_tokens=count, input_tokens=input_tokens,
                 model_name=name)
 
 
-def _document_tree(run: _Run, path: str, plan: LengthPlan) -> Iterator[Piece]:
+def _document_tree(run: _SummaryRun, path: str, plan: LengthPlan) -> Iterator[Piece]:
     document = run.store.document(path)
     if document is None:
         raise NotIndexedError(f"{path} is not indexed: run 'edgellama index {path}' first")

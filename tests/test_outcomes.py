@@ -8,7 +8,7 @@ import pytest
 from edgellama.answer import (NOT_IN_DOCUMENTS, answer_to_dict, ask, candidate_spans, decide,
                               question_type, score_spans)
 from edgellama.indexer import index_paths
-from edgellama.quick import answer_body, answer_tail
+from edgellama.render import answer_body, answer_tail
 from edgellama.store import Store
 
 from fakes import BagOfWordsEmbedder, ScriptedGenerator

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.models
 
 PROBE = (
     "import sys\n"
-    "from edgellama import quick\n"
-    "code = quick.run_fast(sys.argv[1:])\n"
+    "from edgellama import entry\n"
+    "code = entry.run_fast(sys.argv[1:])\n"
     "heavy = sorted(m for m in ('typer', 'click', 'pydantic', 'numpy', 'torch', 'llama_cpp', 'sqlite_utils') if m in sys.modules)\n"
     "print('\\nPROBE', code, heavy)\n"
 )
