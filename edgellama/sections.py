@@ -1,5 +1,6 @@
 """A document rebuilt from its stored chunks as sections of sentences, each with its exact source
-lines, page and heading trail. Pure: no SQL, no models, no summaries; text rules are text.py's.
+lines, page, heading trail and salience. Pure: no SQL, no models, no summaries; text rules are
+text.py's, scores salience.py's. A log or transcript is a sequence of entries, not of sentences.
 """
 
 from __future__ import annotations
@@ -11,13 +12,19 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from .salience import ACKNOWLEDGEMENTS, Scorer, Unit, salience
 from .store import ChunkRecord
-from .text import content_words, heading_at, sentence_spans_within_paragraphs, without_bullet
+from .text import (content_words, heading_at, is_record_document, record_prefix, sentence_spans_within_paragraphs,
+                   without_bullet)
 
 __all__ = ["document_sections"]
 
 _FINISHED = re.compile(r"[.!?][\"')\]]*$")
 _MARKUP = re.compile(r"\*\*|__|`")
+FLAT_PARTS = 8  # a document without headings is cut into about this many parts by position
+EXCHANGE_LEAD = 2  # a log or transcript point: up to this many short entries before the picked one
+EXCHANGE_FOLLOW = 1  # ... and the one just after it
+EXCHANGE_WORDS = 12  # ... each of at most this many words
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,7 @@ class SectionSentence:
     line_end: int
     page: int | None
     heading: str  # the heading trail ("Power > Batteries") where the sentence starts
+    salience: float = 0.0  # its score among all units of the document (salience.py)
 
 
 @dataclass(frozen=True)
@@ -80,15 +88,20 @@ def _headings(lines: Sequence[_Line]) -> dict[int, tuple[int, str]]:
 
 
 def document_sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callable[[str], int],
-                      group_tokens: int) -> list[Section]:
-    """The sections of the document whose ``chunks`` are given, in document order. A section starts
-    at each heading of the highest level below the title; a document without headings is cut into
-    parts of about ``group_tokens`` at paragraph or page breaks, named by their lines or pages. The
-    part before the first heading is named ``name``. Sections without a sentence are left out."""
+                      group_tokens: int, parts: int = FLAT_PARTS, scorer: Scorer = salience) -> list[Section]:
+    """The sections of the document whose ``chunks`` are given, in document order, every sentence
+    with its salience. A section starts at each heading of the highest level below the title; a
+    document without headings is cut into about ``parts`` parts (at least ``group_tokens`` each)
+    at paragraph or page breaks, or at any entry of a log or transcript, named by their lines or
+    pages. The part before the first heading is named ``name``. Sections without a sentence are
+    left out. In a log or transcript (text.is_record_document) each entry is one unit, shown with
+    the short entries that lead up to it. ``scorer`` scores all units of the document at once,
+    fragments too (they are the context an event is recognized by)."""
     lines = _document_lines(chunks)
     if not lines:
         return []
-    heads = _headings(lines)
+    records = is_record_document([line.text for line in lines])
+    heads = {} if records else _headings(lines)
     levels = Counter(level for level, _ in heads.values())
     top = min(levels) if levels else None
     if top is not None and levels[top] == 1 and len(levels) > 1:
@@ -100,7 +113,9 @@ def document_sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens:
         fence = line.text.lstrip().startswith(("```", "~~~"))
         code.append(fenced or fence)
         fenced = fenced != fence
-    parts: list[tuple[str, list[int]]] = [(name, [])]
+    if top is None:  # flat: parts by position, so that a long file still has a beginning, middle and end
+        group_tokens = max(group_tokens, sum(count_tokens(line.text) for line in lines if line.text.strip()) // parts)
+    cut: list[tuple[str, list[int]]] = [(name, [])]
     trail: dict[int, str] = {}
     context: list[str] = []
     used = 0
@@ -110,17 +125,19 @@ def document_sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens:
             trail = {lvl: t for lvl, t in trail.items() if lvl < head[0]}
             trail[head[0]] = head[1]
         if top is not None and head and head[0] == top:
-            parts.append((head[1], []))
-        elif top is None and used >= group_tokens and (not line.text.strip() or (
+            cut.append((head[1], []))
+        elif top is None and used >= group_tokens and (records or not line.text.strip() or (
                 i and line.page != lines[i - 1].page)):
-            parts.append(("", []))
+            cut.append(("", []))
             used = 0
         if top is None:
             used += count_tokens(line.text) if line.text.strip() else 0
-        parts[-1][1].append(i)
+        cut[-1][1].append(i)
         context.append(" > ".join(trail[lvl] for lvl in sorted(trail)))
-    out: list[Section] = []
-    for heading, indexes in parts:
+    units: list[Unit] = []
+    written: list[tuple[str, int]] = []  # each unit as written, with its first line
+    found: list[tuple[int, SectionSentence, int]] = []  # (part, a sentence that can be a point, its unit)
+    for number, (heading, indexes) in enumerate(cut):
         if not indexes:
             continue
         # Code blocks are blanked (same length, so offsets hold): commands are not sentences.
@@ -128,22 +145,77 @@ def document_sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens:
         starts = [0]
         for i in indexes:
             starts.append(starts[-1] + len(lines[i].text if not code[i] else "") + 1)
-        items: list[SectionSentence] = []
-        loose: list[SectionSentence] = []  # without final punctuation (lists, menus): used only if nothing else
-        for start, end in sentence_spans_within_paragraphs(block):
+        items: list[tuple[SectionSentence, int]] = []
+        loose: list[tuple[SectionSentence, int]] = []  # no final punctuation (lists, menus): only if nothing else
+        spans = _entry_spans([lines[i].text for i in indexes], starts) if records else \
+            sentence_spans_within_paragraphs(block)
+        for start, end in spans:
             text = _MARKUP.sub("", without_bullet(" ".join(block[start:end].split())))
-            if len(text.split()) < 3 or len(content_words(text)) < 2 or text.count("|") >= 2:
-                continue  # fragments and table rows make no point
+            prefix = record_prefix(text) if records else None
+            said = text[prefix[0]:] if prefix else text
             first = indexes[bisect_right(starts, start) - 1]
+            units.append(Unit(said, prefix[1] if prefix else ""))
+            written.append((text, lines[first].source))
+            if len(said.split()) < 3 or len(content_words(said)) < 2 or text.count("|") >= 2:
+                continue  # fragments and table rows make no point
             last = indexes[bisect_right(starts, max(start, end - 1)) - 1]
             item = SectionSentence(text, lines[first].source, lines[last].source, lines[first].page, context[first])
-            (items if _FINISHED.search(text) else loose).append(item)
-        items = items or loose
-        if not items:
+            (items if records or _FINISHED.search(text) else loose).append((item, len(units) - 1))
+        found += [(number, item, u) for item, u in (items or loose)]
+    scores = scorer(units) if units else []
+    out: list[Section] = []
+    for number, (heading, _) in enumerate(cut):
+        sentences = [_exchange(item, u, units, written, scores[u]) if records
+                     else SectionSentence(item.text, item.line_start, item.line_end, item.page, item.heading, scores[u])
+                     for n, item, u in found if n == number]
+        if not sentences:
             continue
         if not heading:  # a part of a document without headings: named by where it stands
-            first, last = items[0], items[-1]
+            first, last = sentences[0], sentences[-1]
             heading = (f"pages {first.page}-{last.page}" if first.page and first.page != last.page
                        else f"page {first.page}" if first.page else f"lines {first.line_start}-{last.line_end}")
-        out.append(Section(heading, tuple(items)))
+        out.append(Section(heading, tuple(sentences)))
     return out
+
+
+def _entry_spans(texts: Sequence[str], starts: Sequence[int]) -> list[tuple[int, int]]:
+    """(start, end) of each entry of a log or transcript block: a line that does not start like an
+    entry continues the one before it (a long utterance wrapped), unless it is a note in brackets
+    ("(Tape 62/2, page 275)", "[garbled]") or follows a blank line."""
+    spans: list[list[int]] = []
+    for k, text in enumerate(texts):
+        stripped = text.strip()
+        if not stripped:
+            continue
+        note = stripped[0] in "([" and stripped[-1] in ")]"
+        if spans and not note and record_prefix(text) is None and texts[k - 1].strip() and not spans[-1][2]:
+            spans[-1][1] = starts[k] + len(text)
+        else:
+            spans.append([starts[k], starts[k] + len(text), note])
+    return [(a, b) for a, b, _ in spans]
+
+
+def _exchange(item: SectionSentence, at: int, units: Sequence[Unit], written: Sequence[tuple[str, int]],
+              score: float) -> SectionSentence:
+    """A log or transcript entry with the short entries around it: those that lead up to it (a
+    call, a question, a one-line report: "Houston, Tranquility Base here." before "Roger,
+    Tranquility. We copy you on the ground.") and the short reply after it ("Roger. Eagle is
+    undocked."): one entry alone is often a reply to nothing shown. Pure acknowledgements are
+    left out; the lines cited run from the first entry shown to the last."""
+    def short(j: int) -> bool:  # a short entry (a page marker or a note between entries is not one)
+        return len(units[j].text.split()) <= EXCHANGE_WORDS and record_prefix(written[j][0]) is not None
+
+    lead: list[int] = []
+    for j in range(at - 1, max(-1, at - 1 - EXCHANGE_LEAD), -1):
+        if not short(j):
+            break
+        if content_words(units[j].text) - ACKNOWLEDGEMENTS:
+            lead.insert(0, j)
+    follow = [j for j in range(at + 1, min(len(units), at + 1 + EXCHANGE_FOLLOW))
+              if short(j) and content_words(units[j].text) - ACKNOWLEDGEMENTS]
+    follow = follow[:1] if follow and follow[0] == at + 1 else []
+    if not lead and not follow:
+        return SectionSentence(item.text, item.line_start, item.line_end, item.page, item.heading, score)
+    text = " ".join([*(written[j][0] for j in lead), item.text, *(written[j][0] for j in follow)])
+    return SectionSentence(text, written[lead[0]][1] if lead else item.line_start,
+                           written[follow[-1]][1] if follow else item.line_end, item.page, item.heading, score)

@@ -16,7 +16,7 @@ from .chunking import approx_tokens
 from .config import DEFAULT_METHOD, LENGTHS, METHODS, LengthPlan
 from .errors import EdgeLlamaError, NotIndexedError, RequestError
 from .render import cite
-from .salience import salient_sentences
+from .salience import Scorer, Unit, salience, salient_sentences
 from .sections import document_sections
 from .store import ChunkRecord, Store, SummaryRecord
 from .text import content_words, truncate_to_tokens
@@ -32,6 +32,7 @@ LEAF_POINTS = 3  # points kept per leaf batch (both methods; length-independent 
 SECTION_POINTS = 4  # points kept per section; `long` shows all, `medium` the first two
 LEAF_TOKENS = 48  # the model's output budget for a leaf
 SECTION_TOKENS = 80  # ... and for a section
+MOMENT_GAP = 8  # extract: lines around a pick that wait until nothing else is left (one moment, one point)
 MIN_SUPPORT = 0.6  # share of a model sentence's content words that its cited inputs must contain
 
 
@@ -55,6 +56,7 @@ class Citation:
 class Point:
     text: str
     citations: tuple[Citation, ...]
+    salience: float = field(default=0.0, compare=False)  # the extractive score it was picked by (not shown)
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ def final_summary(pieces: Iterator[Piece]) -> Summary:
 class _Input:
     text: str
     citations: tuple[Citation, ...]
+    salience: float = 0.0  # computed once per document (sections.py, salience.py); extract picks by it
 
 
 def _merge(citations: Sequence[Citation]) -> tuple[Citation, ...]:
@@ -180,6 +183,7 @@ class _SummaryRun:
     fallbacks: int = 0
     tokens: int = 0
     notes: list[str] = field(default_factory=list)
+    scorer: Scorer = salience  # the extractive score of a document's units
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -195,7 +199,10 @@ class _SummaryRun:
         self.nodes += 1
         key = hashlib.sha256(json.dumps(
             [PROMPT_VERSION, self.method, self.model_name if self.method == "model" else "", level, points,
-             max_tokens if self.method == "model" else 0, instruction, [i.text for i in inputs]],
+             max_tokens if self.method == "model" else 0, instruction, [i.text for i in inputs],
+             # Salience is scored over the whole document: an edit elsewhere moves every score a
+             # little. Keyed to one decimal, a node is recomputed only when its inputs' scores move.
+             [round(i.salience, 1) for i in inputs] if self.method != "model" else []],
             ensure_ascii=False).encode()).hexdigest()
         record = self.store.summary(key)
         if record is not None:
@@ -212,7 +219,8 @@ class _SummaryRun:
                 made = _by_extract(inputs, points=points, query=instruction)
             self.store.put_summary(SummaryRecord(key, level, self.method, self.model_name if self.method == "model" else "",
                                                  path, json.dumps(made, ensure_ascii=False), self.model_calls - calls))
-        return tuple(Point(p["text"], _merge([c for i in p["sources"] for c in inputs[i].citations])) for p in made)
+        return tuple(Point(p["text"], _merge([c for i in p["sources"] for c in inputs[i].citations]),
+                           max((inputs[i].salience for i in p["sources"]), default=0.0)) for p in made)
 
     def _by_model(self, inputs: Sequence[_Input], *, points: int, max_tokens: int, instruction: str) -> list[dict]:
         gen = self.generator
@@ -240,11 +248,17 @@ class _SummaryRun:
                 return self.node(level=level, path=path, inputs=batches[0] if batches else [], points=points,
                                  max_tokens=max_tokens, instruction=instruction)
             merged: list[_Input] = []
-            part = max(LEAF_POINTS, -(-points // len(batches)))  # enough for the level above to choose from
+            # Extract: each batch may hold the best ``points`` of all (a small batch must not leave
+            # the level above fewer than it needs); the model: a share, its output budget follows.
+            part = max(LEAF_POINTS, points if self.method != "model" else -(-points // len(batches)))
             for batch in batches:
-                merged += [_Input(p.text, p.citations) for p in self.node(
+                merged += [_Input(p.text, p.citations, p.salience) for p in self.node(
                     level=f"{level}-part", path=path, inputs=batch, points=part,
                     max_tokens=LEAF_TOKENS * part // LEAF_POINTS, instruction=instruction)]
+            if len(merged) >= len(inputs) and self.method != "model":
+                # Extraction has no prompt to fit: it picks from all of them at once.
+                return self.node(level=level, path=path, inputs=merged, points=points, max_tokens=max_tokens,
+                                 instruction=instruction)
             if len(merged) >= len(inputs):  # cannot shrink further: keep what fits one batch
                 keep = max(1, len(self.batches(merged)[0]))
                 self.note(f"{len(merged) - keep} of {len(merged)} {level} points did not fit the "
@@ -264,7 +278,7 @@ class _SummaryRun:
                 cut = truncate_to_tokens(item.text, self.input_tokens - 1, self.count_tokens)
                 self.note(f"a {cost}-token passage at {item.citations[0].location if item.citations else '?'} "
                           f"was cut to its first {len(cut.split())} words to fit the {self.input_tokens}-token budget")
-                item = _Input(cut, item.citations)
+                item = _Input(cut, item.citations, item.salience)
                 cost = self.count_tokens(item.text) + 1
             if current and used + cost > self.input_tokens:
                 out.append(current)
@@ -326,23 +340,26 @@ def _verified(text: str, inputs: Sequence[_Input], *, limit: int) -> tuple[list[
 
 
 def _by_extract(inputs: Sequence[_Input], *, points: int, query: str = "") -> list[dict]:
-    """The salient, not redundant inputs (salience.py) in the cached form: text and the positions
-    of the inputs each stands for."""
+    """The most salient inputs, not redundant and one a moment (salience.py), in the cached form:
+    text and the positions of the inputs each stands for."""
+    places = [(i.citations[0].path, i.citations[0].line_start) if i.citations else ("", k)
+              for k, i in enumerate(inputs)]
     return [{"text": pick.text, "sources": list(pick.sources)}
-            for pick in salient_sentences([i.text for i in inputs], points=points, query=query)]
+            for pick in salient_sentences([i.text for i in inputs], points=points, query=query,
+                                          scores=[i.salience for i in inputs], places=places, gap=MOMENT_GAP)]
 
 
 def _sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens: Callable[[str], int],
-              group_tokens: int) -> list[tuple[str, list[_Input]]]:
-    """(section heading, its sentences as inputs citing their exact lines) in document order."""
+              group_tokens: int, scorer: Scorer) -> list[tuple[str, list[_Input]]]:
+    """(section heading, its sentences as inputs citing their exact lines, with their salience)."""
     path = chunks[0].path if chunks else ""
-    return [(section.heading, [_Input(s.text, (Citation(path, s.line_start, s.line_end, s.page, s.heading),))
+    return [(section.heading, [_Input(s.text, (Citation(path, s.line_start, s.line_end, s.page, s.heading),), s.salience)
                                for s in section.sentences])
             for section in document_sections(chunks, name=name, count_tokens=count_tokens,
-                                             group_tokens=group_tokens)]
+                                             group_tokens=group_tokens, scorer=scorer)]
 
 
-def _begin(store: Store, method: str, length: str, generator, input_tokens: int) -> _SummaryRun:
+def _begin(store: Store, method: str, length: str, generator, input_tokens: int, scorer: Scorer | None) -> _SummaryRun:
     if method not in METHODS:
         raise RequestError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if length not in LENGTHS:
@@ -351,7 +368,9 @@ def _begin(store: Store, method: str, length: str, generator, input_tokens: int)
         raise EdgeLlamaError("the model method needs a language model")
     if method == "extract" and not hasattr(generator, "count_tokens"):
         generator = None  # a factory is not called: the extractive method only borrows a loaded tokenizer
-    return _start(store, method, generator, input_tokens)
+    run = _start(store, method, generator, input_tokens)
+    run.scorer = scorer or salience
+    return run
 
 
 def _memoized(count: Callable[[str], int]) -> Callable[[str], int]:
@@ -388,13 +407,16 @@ def _document_tree(run: _SummaryRun, path: str, plan: LengthPlan) -> Iterator[Pi
         raise EdgeLlamaError(f"{path} was skipped when indexing: {document.error}")
     chunks = run.store.document_chunks(path)
     sections = _sections(chunks, name=document.title or os.path.basename(path), count_tokens=run.count_tokens,
-                         group_tokens=4 * run.input_tokens)
+                         group_tokens=4 * run.input_tokens, scorer=run.scorer)
+    # Enough section points for the longest overview to choose from, whatever the structure
+    # (one length-independent figure, so every length shares the cached section nodes).
+    per_section = max(SECTION_POINTS, -(-max(p.overview_points for p in LENGTHS.values()) // max(1, len(sections))))
     total = sum(len(run.batches(items)) for _, items in sections) + len(sections) + 1
     done = 0
     summaries: list[SectionSummary] = []
     for name, items in sections:
         yield Progress(done, total, f"{name}")
-        points = run.reduce(level="section", path=path, inputs=items, points=SECTION_POINTS,
+        points = run.reduce(level="section", path=path, inputs=items, points=per_section,
                             max_tokens=SECTION_TOKENS)
         done += len(run.batches(items)) + 1
         lines = [c for i in items for c in i.citations]
@@ -404,7 +426,7 @@ def _document_tree(run: _SummaryRun, path: str, plan: LengthPlan) -> Iterator[Pi
             yield SectionDone(path, SectionSummary(section.heading, section.line_start, section.line_end,
                                                    points[: plan.section_points]))
     yield Progress(done, total, "overview")
-    tops = [_Input(p.text, p.citations) for s in summaries for p in s.points]
+    tops = [_Input(p.text, p.citations, p.salience) for s in summaries for p in s.points]
     overview = run.reduce(level="document", path=path, inputs=tops, points=plan.overview_points,
                           max_tokens=plan.overview_tokens) if tops else ()
     tokens = sum(run.count_tokens(c.text) for c in chunks) if run.method == "model" else sum(c.token_count for c in chunks)
@@ -414,11 +436,11 @@ def _document_tree(run: _SummaryRun, path: str, plan: LengthPlan) -> Iterator[Pi
 
 
 def summarize_document(*, store: Store, path: str, method: str = DEFAULT_METHOD, length: str = "medium",
-                       generator=None, input_tokens: int = 1024) -> Iterator[Piece]:
+                       generator=None, input_tokens: int = 1024, scorer: Scorer | None = None) -> Iterator[Piece]:
     """Summarize one indexed document: section summaries as they finish, then the overview.
     ``generator``: a Generator, a factory of one, or None (extract only). The last piece is the
     ``Summary``."""
-    run = _begin(store, method, length, generator, input_tokens)
+    run = _begin(store, method, length, generator, input_tokens, scorer)
     document = None
     for piece in _document_tree(run, path, LENGTHS[length]):
         if isinstance(piece, DocumentDone):
@@ -428,10 +450,10 @@ def summarize_document(*, store: Store, path: str, method: str = DEFAULT_METHOD,
 
 
 def summarize_folder(*, store: Store, folder: str | None, method: str = DEFAULT_METHOD, length: str = "medium",
-                     generator=None, input_tokens: int = 1024) -> Iterator[Piece]:
+                     generator=None, input_tokens: int = 1024, scorer: Scorer | None = None) -> Iterator[Piece]:
     """Summarize every indexed document under ``folder`` (None: all of them): one line per
     document as each finishes, then an overview of the folder."""
-    run = _begin(store, method, length, generator, input_tokens)
+    run = _begin(store, method, length, generator, input_tokens, scorer)
     root = None if folder is None else folder.rstrip(os.sep) + os.sep
     documents = store.documents()
     paths = sorted(p for p, d in documents.items() if root is None or p.startswith(root) or p == folder)
@@ -451,7 +473,7 @@ def summarize_folder(*, store: Store, folder: str | None, method: str = DEFAULT_
                 results.append(piece.document)
                 yield piece
     yield Progress(len(indexed), len(indexed) + 1, "overview")
-    lines = [_Input(d.overview[0].text, d.overview[0].citations) for d in results if d.overview]
+    lines = [_Input(d.overview[0].text, d.overview[0].citations, d.overview[0].salience) for d in results if d.overview]
     plan = LENGTHS[length]
     overview = run.reduce(level="folder", path=folder, inputs=lines, points=plan.overview_points,
                           max_tokens=plan.overview_tokens)
@@ -461,14 +483,14 @@ def summarize_folder(*, store: Store, folder: str | None, method: str = DEFAULT_
 
 def summarize_topic(*, store: Store, topic: str, embedder, method: str = DEFAULT_METHOD, length: str = "medium",
                     generator=None, top_k: int = 12, min_relevance: float = 0.3, vectors=None,
-                    input_tokens: int = 1024) -> Iterator[Piece]:
+                    input_tokens: int = 1024, scorer: Scorer | None = None) -> Iterator[Piece]:
     """Retrieve the chunks about ``topic`` across all documents and summarize them with citations.
     Only sentences that score at least ``min_relevance`` against the topic are used."""
     from .retrieve import best_sentences, search
 
     if not topic.strip():
         raise RequestError("the topic is empty")
-    run = _begin(store, method, length, generator, input_tokens)
+    run = _begin(store, method, length, generator, input_tokens, scorer)
     yield Progress(0, 2, "retrieving")
     found = search(store=store, embedder=embedder, query=topic, k=top_k, vectors=vectors)
     picked = best_sentences(query=topic, chunks=found, embedder=embedder, limit=60) if found else []
@@ -486,9 +508,13 @@ def summarize_topic(*, store: Store, topic: str, embedder, method: str = DEFAULT
     for s in relevant:
         order.setdefault(found[s.chunk_index].chunk.path, len(order))
     relevant.sort(key=lambda s: (order[found[s.chunk_index].chunk.path], s.line_start))
+    # Retrieved sentences are not one document in order: their salience is scored among
+    # themselves (what they tell that the others do not), plus their relevance to the topic.
+    told = run.scorer([Unit(s.text, "") for s in relevant])
     inputs = [_Input(s.text, (Citation(found[s.chunk_index].chunk.path, s.line_start, s.line_end,
-                                       found[s.chunk_index].chunk.page, found[s.chunk_index].chunk.context),))
-              for s in relevant]
+                                       found[s.chunk_index].chunk.page, found[s.chunk_index].chunk.context),),
+                     s.score + value)
+              for s, value in zip(relevant, told)]
     yield Progress(1, 2, "summarizing")
     plan = LENGTHS[length]
     overview = run.reduce(level="topic", path=None, inputs=inputs, points=plan.overview_points,

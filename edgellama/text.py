@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 __all__ = [
     "STOPWORDS", "content_words", "normalize_answer", "truncate_to_tokens", "line_sentence_spans",
     "sentence_spans_within_lines", "sentence_spans_within_paragraphs", "heading_at", "is_underline", "without_bullet",
+    "record_prefix", "is_record_document",
 ]
 
 # Words that carry no topic; dropping them keeps BM25 (and word overlaps) on the words that matter.
@@ -159,3 +160,30 @@ def heading_at(lines: Sequence[str], i: int) -> Heading | None:
             and len(following) >= len(stripped) * 0.6):
         return Heading({"=": 1, "-": 2}.get(following[0], 3), stripped, True)
     return None
+
+
+# -- logs and transcripts -------------------------------------------------------------------------
+
+# An entry starts with a time stamp (2026-03-02 06:00, 04:04:18:01, [12:01:33]), a speaker label
+# ending in a colon (CDR (EAGLE):, K.Berg:, Duty manager:), or both.
+_STAMP = r"\[?\d{1,4}(?:[-/:.]\d{1,2}){1,4}(?:[ T]\d{1,2}(?::\d{2}){1,2}(?:\.\d+)?)?\]?"
+_LABEL = r"[A-Z][\w.'&/-]*(?: [\w.'&/-]+){0,3}(?: \([^)\n]{1,24}\))?"
+_RECORD = re.compile(rf"^\s*(?:(?P<stamp>{_STAMP})\s+)?(?:(?P<label>{_LABEL})\s*:\s+)?")
+
+
+def record_prefix(line: str) -> tuple[int, str] | None:
+    """(length of the stamp-and-label prefix, the speaker label or "") of a log or transcript
+    entry; None when the line does not start like one."""
+    m = _RECORD.match(line)
+    if not m or not (m.group("stamp") or m.group("label")) or m.end() >= len(line.rstrip()):
+        return None
+    return m.end(), (m.group("label") or "").strip()
+
+
+def is_record_document(lines: Sequence[str]) -> bool:
+    """A log or transcript: at least 20 non-blank lines, most of them entries, few blank lines."""
+    filled = [line for line in lines if line.strip()]
+    if len(filled) < 20:
+        return False
+    records = sum(1 for line in filled if record_prefix(line))
+    return records >= 0.6 * len(filled) and len(filled) >= 0.8 * len(lines)
