@@ -225,7 +225,7 @@ def serve(
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("watchdog", "sentence_transformers", "urllib3", "httpx"):
+    for noisy in ("watchdog", "sentence_transformers", "urllib3", "httpx", "uvicorn"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     flags = {"folders": [str(f) for f in folders] if folders else None, "socket": socket_path, "db": db}
     raise typer.Exit(run_daemon(flags=flags))

@@ -19,6 +19,7 @@ __all__ = ["Settings", "resolve_settings", "config_file_path", "data_dir", "runt
 
 PROMPT_STYLES = ("completion", "chat")
 EMBED_PRECISIONS = ("auto", "float32", "bfloat16")
+SOCKET_ACCESS = ("auto", "user", "group")
 
 # The allowed values of requests (CLI flags and the daemon's API), defined here once.
 SearchMode = Literal["hybrid", "bm25", "dense"]
@@ -108,6 +109,17 @@ def runtime_dir(env: Mapping[str, str] | None = None) -> Path:
     return data_dir(env)
 
 
+def _socket_access(socket: Path, env: Mapping[str, str]) -> str:
+    """``auto``: share the socket with the daemon's group only under XDG_RUNTIME_DIR, which a login
+    session keeps private (/run/user/UID, 0700) and the system unit sets to /run (its 0750 folder
+    belongs to edgellama-clients). Anywhere else (the data folder, say, 0755 with a shared primary
+    group such as ``users``) a personal daemon admits its own user only."""
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.abspath(socket).startswith(os.path.abspath(runtime).rstrip(os.sep) + os.sep):
+        return "group"
+    return "user"
+
+
 def config_file_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get("EDGELLAMA_CONFIG"):
@@ -137,6 +149,9 @@ class Settings:
     requantize: bool
     folders: tuple[Path, ...]
     socket: Path
+    socket_access: str  # "user" or "group" once resolved ("auto" is decided here)
+    max_connections: int
+    request_seconds: float
     max_queue: int
     settle_seconds: float
     reconcile_seconds: float
@@ -186,6 +201,11 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
     "requantize": (bool, "requantize the bundled model to Q4_0 on first use"),
     "folders": (list, "folders the daemon watches and keeps indexed (env: separated by ':')"),
     "socket": (Path, "the daemon's UNIX socket"),
+    "socket_access": (str, "who may use the socket besides root: user (the daemon's own user; socket 0600), "
+                           "group (also its primary group, as the system unit's edgellama-clients; 0660) or "
+                           "auto (group when the socket is under XDG_RUNTIME_DIR, else user)"),
+    "max_connections": (int, "open connections the daemon keeps; past it the longest-idle one is closed"),
+    "request_seconds": (float, "time one request (an answer, a summary) may run before it is stopped with 504"),
     "max_queue": (int, "requests waiting for the model beyond the one running; more get 503"),
     "settle_seconds": (float, "quiet time after a file event before the daemon indexes the file"),
     "reconcile_seconds": (float, "interval of the daemon's full rescan that repairs missed events"),
@@ -221,6 +241,9 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "requantize": True,
         "folders": (),
         "socket": runtime_dir(env) / "edgellama.sock",
+        "socket_access": "auto",
+        "max_connections": 256,
+        "request_seconds": 600.0,
         "max_queue": 4,
         "settle_seconds": 1.0,
         "reconcile_seconds": 300.0,
@@ -268,7 +291,8 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"setting {key!r} from {origin}: expected {kind.__name__}, got {value!r}") from None
     if key == "tcp_listen" and number:
         parse_loopback(number, origin)
-    for name, choices in (("prompt_style", PROMPT_STYLES), ("embed_precision", EMBED_PRECISIONS)):
+    for name, choices in (("prompt_style", PROMPT_STYLES), ("embed_precision", EMBED_PRECISIONS),
+                          ("socket_access", SOCKET_ACCESS)):
         if key == name and number not in choices:
             raise ConfigError(f"setting {name!r} from {origin}: expected one of {', '.join(choices)}")
     if kind in (int, float) and key not in ("min_relevance", "chunk_overlap", "max_queue") and number <= 0:
@@ -319,6 +343,8 @@ def resolve_settings(
             values[key] = fallback
     if values["tcp_listen"] and values["token_file"] is None:
         raise ConfigError("tcp_listen needs token_file: the TCP listener only serves requests with the bearer token")
+    if values["socket_access"] == "auto":
+        values["socket_access"] = _socket_access(values["socket"], env)
     if len(os.fsencode(values["socket"])) > 107:
         raise ConfigError(f"socket path is too long for a UNIX socket (107 bytes at most): {values['socket']}")
     if values["chunk_overlap"] >= values["chunk_tokens"]:

@@ -1,29 +1,26 @@
 """The daemon's process lifecycle: bind the socket, load the models once, start the indexing thread,
 tell systemd (READY, STATUS, WATCHDOG, STOPPING), handle SIGTERM and SIGHUP, shut down cleanly.
 
-``Engine`` holds what requests share (models, reader connections, queue, metrics); the HTTP layer
-is ``server.py`` and the live index is ``watch.py``.
+What requests share is ``engine.Engine``; the HTTP routes are ``api.py``, the listeners
+``server.py``; the live index is ``watch.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import socket
 import threading
-import time
-from contextlib import contextmanager
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Mapping
 
-from .config import Settings, parse_loopback, resolve_settings
-from .errors import BusyError, EdgeLlamaError, RequestError
-from .server import Admission, LoopbackHTTPServer, Metrics, UnixHTTPServer, read_token
+from .config import Settings, resolve_settings
+from .engine import Engine, Priority, SharedEmbedder
+from .errors import EdgeLlamaError
+from .server import HTTPServer, bind_unix, read_token
 
-__all__ = ["Engine", "Priority", "SharedEmbedder", "sd_notify", "serve"]
+# Engine, Priority and SharedEmbedder live in engine.py; they stay importable from here.
+__all__ = ["sd_notify", "serve", "Engine", "Priority", "SharedEmbedder"]
 
 log = logging.getLogger("edgellama.daemon")
 
@@ -45,453 +42,6 @@ def sd_notify(message: str) -> bool:
         return False
 
 
-class Priority:
-    """Queries first: while any query runs, background work waits at its next checkpoint."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._active = 0
-
-    @contextmanager
-    def foreground(self) -> Iterator[None]:
-        with self._cond:
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                self._cond.notify_all()
-
-    def wait_idle(self) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._active == 0)
-
-
-class SharedEmbedder:
-    """One embedding model for queries and the indexer. The model is used by one thread at a time
-    (its tokenizer is not thread-safe); the indexer embeds in batches of ``background_batch`` and
-    lets every waiting query go first, so a query waits at most for one small batch."""
-
-    def __init__(self, inner, *, priority: Priority, background_batch: int = 8):
-        self.inner = inner
-        self.priority = priority
-        self.background_batch = background_batch
-        self._lock = threading.Lock()
-        self.name = inner.name
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    @property
-    def max_input_tokens(self) -> int:
-        return self.inner.max_input_tokens
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def embed(self, texts: Sequence[str]):
-        with self.priority.foreground(), self._lock:
-            return self.inner.embed(texts)
-
-    def embed_background(self, texts: Sequence[str]):
-        import numpy as np
-
-        # Slices of texts of about the same length in tokens, so a slice pads little.
-        order = sorted(range(len(texts)), key=lambda i: self.inner.count_tokens(texts[i]))
-        vectors = None
-        for start in range(0, len(texts), self.background_batch):
-            rows = order[start:start + self.background_batch]
-            self.priority.wait_idle()
-            with self._lock:
-                part = self.inner.embed([texts[i] for i in rows])
-            if vectors is None:
-                vectors = np.empty((len(texts), part.shape[1]), dtype=part.dtype)
-            vectors[rows] = part
-        return vectors if vectors is not None else self.inner.embed([])
-
-    def background(self) -> "_BackgroundEmbedder":
-        return _BackgroundEmbedder(self)
-
-
-class _BackgroundEmbedder:
-    """The indexer's view of the shared embedder (the same ``Embedder`` protocol)."""
-
-    def __init__(self, shared: SharedEmbedder):
-        self._shared = shared
-        self.name = shared.name
-
-    dim = property(lambda self: self._shared.dim)
-    max_input_tokens = property(lambda self: self._shared.max_input_tokens)
-
-    def count_tokens(self, text: str) -> int:
-        return self._shared.count_tokens(text)
-
-    def embed(self, texts: Sequence[str]):
-        return self._shared.embed_background(texts)
-
-
-class _InFlight:
-    """Counts requests being handled, so shutdown can wait for them."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.count = 0
-
-    def __enter__(self) -> None:
-        with self._cond:
-            self.count += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            self.count -= 1
-            self._cond.notify_all()
-
-    def wait_zero(self, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self.count == 0, timeout=timeout)
-
-
-def _groups_of(pid: int) -> set[int]:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Groups:"):
-                return {int(g) for g in line.split()[1:]}
-    except (OSError, ValueError):
-        pass
-    return set()
-
-
-class Engine:
-    """What every request shares: settings, the warm models, reader connections, the queue."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.ready = False
-        self.stopping = False
-        self.stage = "starting"
-        self.started_at = time.time()
-        self.admission = Admission(max_queue=settings.max_queue)
-        self.metrics = Metrics()
-        self.priority = Priority()
-        self.requests = _InFlight()
-        self.embedder: SharedEmbedder | None = None
-        self.vectors = None  # the one in-memory matrix of chunk vectors, reloaded after commits
-        self.generator = None
-        self.plan = None  # the ResourcePlan the models were loaded with (resources.py)
-        self.worker = None
-        self.background_summaries = 0  # documents the background summarizer brought up to date
-        self._readers: "queue.SimpleQueue" = queue.SimpleQueue()
-        self._uid, self._gid = os.getuid(), os.getgid()
-
-    # -- loading --------------------------------------------------------------------------------
-
-    def load(self, *, on_stage: Callable[[str], None]) -> None:
-        from .resources import Models
-
-        s = self.settings
-
-        def stage(name: str) -> None:
-            self.stage = name
-            on_stage(name)
-
-        models = Models(s)
-        self.plan = plan = models.plan
-        log.info("resources: %s", ", ".join(f"{name} {getattr(plan, name).value} ({getattr(plan, name).reason})"
-                                            for name in plan.VALUES))
-        for warning in plan.warnings:
-            log.warning("resources: %s", warning)
-        stage("opening the database")
-        self.open_store().close()  # creates and migrates it once, before any reader opens it
-        from .vectors import VectorCache
-
-        self.vectors = VectorCache(s.db)
-        stage("loading the embedding model")
-        embedder = models.embedder()
-        embedder.embed(["warm up"])
-        self.embedder = SharedEmbedder(embedder, priority=self.priority)
-        stage("loading the language model")
-        generator = models.generator()
-        generator.llama  # noqa: B018 - load the weights now, not on the first question
-        if s.prompt_style == "completion":
-            from .prompt import COMPLETION_PREFIX
-
-            stage("warming the prompt prefix")
-            warm = generator.warm_prefix(COMPLETION_PREFIX, cache_dir=s.models_dir)
-            log.info("prompt prefix: %d tokens in the KV cache in %.3f s (%s %s)", warm.tokens, warm.seconds,
-                     "restored from" if warm.source == "file" else "evaluated, saved to", warm.path)
-        self.generator = generator
-
-    def open_store(self):
-        from .store import Store
-
-        return Store.open(self.settings.db, create=True)
-
-    @contextmanager
-    def reader(self) -> Iterator[Any]:
-        try:
-            store = self._readers.get_nowait()
-        except queue.Empty:
-            store = self.open_store()
-        try:
-            yield store
-        finally:
-            self._readers.put(store)
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._readers.get_nowait().close()
-            except queue.Empty:
-                break
-        if self.vectors is not None:
-            self.vectors.close()
-        if self.generator is not None:
-            self.generator.close()
-
-    # -- work -----------------------------------------------------------------------------------
-
-    def search(self, *, query: str, k: int, mode: str):
-        from .retrieve import search
-
-        with self.priority.foreground(), self.reader() as store:
-            return search(store=store, embedder=self.embedder, query=query, k=k, mode=mode,
-                          vectors=self.vectors.get(model=self.embedder.name))
-
-    def ask(self, *, question: str, top_k: int | None = None, max_tokens: int | None = None,
-            context_tokens: int | None = None, on_token: Callable[[str], None] | None = None):
-        from .answer import ask
-
-        options = self.settings.ask_options
-        for key, value in (("top_k", top_k), ("context_tokens", context_tokens), ("max_tokens", max_tokens)):
-            options[key] = value or options[key]  # the request's own values, where it sent them
-        on_token = self._cancellable(on_token)
-        with self.priority.foreground(), self.reader() as store:
-            answer = ask(question=question, store=store, embedder=self.embedder, generator=self.generator,
-                         **options, on_token=on_token, vectors=self.vectors.get(model=self.embedder.name))
-        t = answer.timings
-        self.metrics.generation(prompt_tokens=t.prompt_tokens, tokens=t.completion_tokens,
-                                seconds=t.total_seconds - t.retrieve_seconds, tokens_per_second=t.tokens_per_second)
-        return answer
-
-    def embed(self, texts: list[str]):
-        return self.embedder.embed(texts)
-
-    def summary_path(self, path: str) -> str:
-        """A requested path, if it lies inside the watched folders or is (under) an indexed path.
-        Containment is checked on the resolved path, so ``..`` and symlinks cannot lead outside;
-        summaries read only the index, never the file."""
-        if "\0" in path:
-            raise RequestError("'path' holds a NUL character")
-        if not os.path.isabs(path):
-            raise RequestError(f"'path' must be absolute, got {path!r}")
-        absolute, real = os.path.abspath(path), os.path.realpath(path)
-        roots = [os.path.realpath(f) for f in self.settings.folders]
-        inside = any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-        if not inside and absolute == real:
-            with self.reader() as store:
-                known = store.documents()
-            inside = absolute in known or any(p.startswith(absolute.rstrip(os.sep) + os.sep) for p in known)
-        if not inside:
-            raise RequestError(f"{path} is outside the folders this daemon serves", http_status=403)
-        return absolute
-
-    def summarize(self, *, length: str, method: str | None, path: str | None = None, topic: str | None = None):
-        """The pieces of a summary, computed while the pieces are read (so a stream shows them)."""
-        from .config import DEFAULT_METHOD
-        from .summarize import summarize_document, summarize_folder, summarize_topic
-
-        options = {"length": length, "method": method or DEFAULT_METHOD, "generator": self._cancellable_generator()}
-        with self.priority.foreground(), self.reader() as store:
-            if topic is not None:
-                pieces = summarize_topic(store=store, topic=topic, embedder=self.embedder,
-                                         min_relevance=self.settings.min_relevance,
-                                         vectors=self.vectors.get(model=self.embedder.name), **options)
-            elif path is None or os.path.isdir(path):
-                pieces = summarize_folder(store=store, folder=path, **options)
-            else:
-                pieces = summarize_document(store=store, path=path, **options)
-            yield from pieces
-
-    def summarize_in_background(self, stop: threading.Event, *, poll_seconds: float = 2.0) -> None:
-        """The background summarizer's thread: after each index run that changed something, bring
-        every indexed document's model summary up to date (cached branches cost nothing). It waits
-        before each model call while any query runs, so a query waits for one call at most."""
-        from .summarize import final_summary, summarize_document
-
-        seen_runs = -1
-        generator = self._cancellable_generator(background=True)
-        store = self.open_store()
-        try:
-            while not stop.wait(poll_seconds) and not self.stopping:
-                state = self.worker.state if self.worker else None
-                if state is None or state.runs == seen_runs or state.indexing:
-                    continue
-                changed = not state.last_stats or state.last_stats.get("added") or state.last_stats.get("changed")
-                if seen_runs >= 0 and not changed:
-                    seen_runs = state.runs
-                    continue  # a rescan that found nothing new: the summaries are still current
-                seen_runs = state.runs
-                for path, document in sorted(store.documents().items()):
-                    if stop.is_set() or self.stopping:
-                        return
-                    if document.status != "indexed":
-                        continue
-                    try:
-                        summary = final_summary(summarize_document(store=store, path=path, method="model",
-                                                                   length="medium", generator=generator))
-                    except EdgeLlamaError as err:
-                        if self.stopping:
-                            return
-                        log.warning("background summary of %s: %s", path, err)
-                        continue
-                    self.background_summaries += 1
-                    if summary.stats.model_calls:
-                        log.info("background summary of %s: %d model calls, %.1f s", path,
-                                 summary.stats.model_calls, summary.stats.seconds)
-        finally:
-            store.close()
-
-    def _cancellable_generator(self, *, background: bool = False):
-        engine = self
-
-        class Cancellable:
-            """The warm model, ending a long summary between model calls once the daemon stops."""
-
-            name, n_ctx = engine.generator.name, engine.generator.n_ctx
-            count_tokens = staticmethod(engine.generator.count_tokens)
-
-            @staticmethod
-            def stream(prompt, *, max_tokens, stop):
-                if background:
-                    engine.priority.wait_idle()  # queries first
-                if engine.stopping:
-                    raise BusyError("the daemon is stopping", retry_after=5)
-                return engine.generator.stream(prompt, max_tokens=max_tokens, stop=stop)
-
-        return Cancellable()
-
-    def check_chat_fits(self, messages: list[dict], *, max_tokens: int) -> None:
-        for m in messages:
-            if not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str):
-                raise RequestError("each message needs a string 'role' and a string 'content'")
-        # Each message costs its text plus a few template tokens (ChatML: <|im_start|>role\n ... <|im_end|>\n).
-        needed = sum(self.generator.count_tokens(m["content"]) + 6 for m in messages) + max_tokens
-        if needed > self.generator.n_ctx:
-            raise RequestError(f"the conversation needs about {needed} tokens with max_tokens {max_tokens}; "
-                               f"the model's context is {self.generator.n_ctx}", http_status=413)
-
-    def _cancellable(self, on_token: Callable[[str], None] | None) -> Callable[[str], None]:
-        """Every generated token passes here: at shutdown the generation ends at the next one."""
-
-        def guarded(piece: str) -> None:
-            if self.stopping:
-                raise BusyError("the daemon is stopping", retry_after=5)
-            if on_token is not None:
-                on_token(piece)
-
-        return guarded
-
-    def chat(self, messages: list[dict], *, max_tokens: int, on_token: Callable[[str], None] | None):
-        on_token = self._cancellable(on_token)
-        with self.priority.foreground():
-            pieces = []
-            for piece in self.generator.stream_chat(messages, max_tokens=max_tokens):
-                pieces.append(piece)
-                if on_token:
-                    on_token(piece)
-        stats = self.generator.last_stats
-        if stats:
-            self.metrics.generation(prompt_tokens=stats.prompt_tokens, tokens=stats.completion_tokens,
-                                    seconds=stats.prompt_seconds + stats.completion_seconds,
-                                    tokens_per_second=stats.tokens_per_second)
-        usage = {"prompt_tokens": stats.prompt_tokens if stats else 0,
-                 "completion_tokens": stats.completion_tokens if stats else len(pieces)}
-        return "".join(pieces).strip(), usage
-
-    # -- reports --------------------------------------------------------------------------------
-
-    def peer_allowed(self, pid: int, uid: int, gid: int, groups: set[int] | None = None) -> bool:
-        """Root, the daemon's own user, and members of its group may connect. ``groups``: the
-        peer's groups from SO_PEERGROUPS; /proc is the fallback (hidden under ProtectProc=invisible)."""
-        if uid in (0, self._uid) or gid == self._gid:
-            return True
-        return self._gid in (groups if groups is not None else _groups_of(pid))
-
-    def daemon_state(self) -> dict:
-        return {
-            "pid": os.getpid(), "socket": str(self.settings.socket), "ready": self.ready, "stage": self.stage,
-            "uptime_seconds": round(time.time() - self.started_at, 1),
-            "queue": {"active": self.admission.active, "max_queue": self.admission.max_queue},
-            "watcher": asdict(self.worker.state) if self.worker else None,
-            "indexer_alive": bool(self.worker and self.worker.alive),
-            "background_summaries": self.background_summaries if self.settings.summarize_background else None,
-        }
-
-    def status(self) -> dict:
-        from .status import status_report
-
-        with self.reader() as store:
-            report = status_report(settings=self.settings, store=store, plan=self.plan)
-        if self.generator is not None:
-            report["model"] = f"{self.generator.model_path} (loaded)"
-        report["daemon"] = self.daemon_state()
-        return report
-
-    def prometheus(self) -> str:
-        with self.reader() as store:
-            stats = store.stats()
-        m = self.metrics
-        state = self.worker.state if self.worker else None
-        lines = ["# HELP edgellama_requests_total HTTP requests by endpoint and status.",
-                 "# TYPE edgellama_requests_total counter"]
-        with m._lock:
-            for (path, code), n in sorted(m.requests.items()):
-                lines.append(f'edgellama_requests_total{{path="{path}",status="{code}"}} {n}')
-            values = [
-                ("generated_tokens_total", "counter", "Tokens generated.", m.tokens),
-                ("prompt_tokens_total", "counter", "Prompt tokens evaluated.", m.prompt_tokens),
-                ("generation_seconds_total", "counter", "Time spent in prompt eval and generation.",
-                 round(m.generation_seconds, 3)),
-                ("tokens_per_second", "gauge", "Generation speed of the last answer.", round(m.last_tokens_per_second, 2)),
-                ("refused_peers_total", "counter", "Connections refused by the peer check.", m.refused_peers),
-            ]
-        values += [
-            ("ready", "gauge", "1 once the models are loaded.", int(self.ready)),
-            ("queue_depth", "gauge", "Generation requests running or waiting.", self.admission.active),
-            ("queue_limit", "gauge", "Requests that may wait beyond the running one.", self.admission.max_queue),
-            ("index_documents", "gauge", "Indexed documents.", stats.documents),
-            ("index_skipped_documents", "gauge", "Files skipped with a recorded reason.", stats.skipped),
-            ("index_chunks", "gauge", "Indexed chunks.", stats.chunks),
-            ("index_bytes", "gauge", "Database size on disk.", stats.db_bytes),
-            ("indexer_pending_paths", "gauge", "Changed paths waiting to settle.", state.pending if state else 0),
-            ("indexer_runs_total", "counter", "Indexing runs (events and rescans).", state.runs if state else 0),
-        ]
-        for name, kind, help_text, value in values:
-            lines += [f"# HELP edgellama_{name} {help_text}", f"# TYPE edgellama_{name} {kind}",
-                      f"edgellama_{name} {value}"]
-        return "\n".join(lines) + "\n"
-
-
-def _prepare_socket(path: Path) -> None:
-    """Make the socket's folder (0750: only the service user and its group get in) and clear a
-    stale socket left by a crash; refuse if another daemon still answers there."""
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, mode=0o750)
-        os.chmod(path.parent, 0o750)
-    if path.exists() or path.is_symlink():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()
-        else:
-            raise EdgeLlamaError(f"another daemon is already serving on {path}")
-        finally:
-            probe.close()
-
-
 def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0) -> int:
     """Run the daemon until SIGTERM/SIGINT. Returns the exit code (0 after a clean stop)."""
     from .indexer import IndexOptions
@@ -501,31 +51,20 @@ def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0)
     engine = Engine(settings)
     stop = threading.Event()
     reload = threading.Event()
-    _prepare_socket(settings.socket)
-    server = UnixHTTPServer(str(settings.socket), engine)
-    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                               name="edgellama-http", daemon=True)
-    serving.start()
-    log.info("listening on %s (pid %d)", settings.socket, os.getpid())
-    servers = [server]
-    if settings.tcp_listen:
-        host, port = parse_loopback(settings.tcp_listen)
-        try:
-            tcp = LoopbackHTTPServer(host, port, engine, token=read_token(settings.token_file))
-        except OSError as err:
-            server.shutdown()
-            server.server_close()
-            settings.socket.unlink(missing_ok=True)
-            raise EdgeLlamaError(f"cannot listen on {settings.tcp_listen}: {err.strerror or err}") from None
-        except EdgeLlamaError:
-            server.shutdown()
-            server.server_close()
-            settings.socket.unlink(missing_ok=True)
-            raise
-        threading.Thread(target=tcp.serve_forever, kwargs={"poll_interval": 0.2}, name="edgellama-tcp",
-                         daemon=True).start()
-        servers.append(tcp)
-        log.info("also listening on %s (bearer token required)", settings.tcp_listen)
+    token = read_token(settings.token_file) if settings.tcp_listen else None
+    unix = bind_unix(settings.socket, access=settings.socket_access)
+    server = HTTPServer(engine, max_connections=settings.max_connections)
+    try:
+        server.start(unix)
+        log.info("listening on %s (pid %d, %s access)", settings.socket, os.getpid(), settings.socket_access)
+        if settings.tcp_listen:
+            server.set_tcp(settings.tcp_listen, token)
+            log.info("also listening on %s (bearer token required)", settings.tcp_listen)
+    except EdgeLlamaError:
+        server.stop(timeout=5)
+        unix.close()
+        settings.socket.unlink(missing_ok=True)
+        raise
 
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: reload.set())
@@ -547,18 +86,17 @@ def serve(*, flags: Mapping[str, Any] | None = None, stop_timeout: float = 20.0)
             engine.stage = "ready"
             sd_notify(f"READY=1\nSTATUS=ready: watching {len(settings.folders)} folder(s)")
             log.info("ready: model %s, %d folder(s) watched", engine.generator.name, len(settings.folders))
-        _main_loop(engine, stop, reload, flags)
+        _main_loop(engine, server, stop, reload, flags)
     finally:
         engine.stopping = True
         engine.ready = False
         sd_notify("STOPPING=1\nSTATUS=stopping")
         log.info("stopping")
-        for listener in servers:
-            listener.shutdown()
-            listener.server_close()
+        # Running generations end at their next token (Engine.deadline); uvicorn stops accepting,
+        # closes idle connections and waits for the running requests.
+        server.stop(timeout=stop_timeout / 2)
         settings.socket.unlink(missing_ok=True)
-        # Running generations end at their next token (see Engine._cancellable); wait for them.
-        idle = engine.requests.wait_zero(stop_timeout / 2)
+        idle = engine.requests.wait_zero(stop_timeout / 4)
         if not idle:
             log.warning("%d request(s) still running at shutdown", engine.requests.count)
         if engine.worker is not None:
@@ -582,14 +120,14 @@ def _watchdog_interval() -> float | None:
         return None
 
 
-def _main_loop(engine: Engine, stop: threading.Event, reload: threading.Event, flags) -> None:
+def _main_loop(engine: Engine, server: HTTPServer, stop: threading.Event, reload: threading.Event, flags) -> None:
     interval = _watchdog_interval()
     last_status = ""
     while not stop.is_set():
         stop.wait(min(interval or 1.0, 1.0))
         if reload.is_set():
             reload.clear()
-            _reload(engine, flags)
+            _reload(engine, server, flags)
         worker = engine.worker
         if interval and worker is not None and worker.alive:
             sd_notify("WATCHDOG=1")  # only while the indexing thread lives: a dead one gets us restarted
@@ -602,8 +140,13 @@ def _main_loop(engine: Engine, stop: threading.Event, reload: threading.Event, f
                 last_status = text
 
 
-def _reload(engine: Engine, flags) -> None:
-    """SIGHUP: read the config again; apply what can change live, keep the loaded models."""
+_RESTART_ONLY = ("db", "model", "embed_model", "socket", "socket_access", "max_connections", "threads", "n_ctx",
+                 "summarize_background", "n_batch", "embed_batch_size", "embed_precision", "requantize")
+
+
+def _reload(engine: Engine, server: HTTPServer, flags) -> None:
+    """SIGHUP: read the config again; apply what can change live (the TCP listener and its token
+    included), keep the loaded models, and say which changes need a restart (log and /status)."""
     try:
         new = resolve_settings(flags=flags)
     except EdgeLlamaError as err:
@@ -611,11 +154,12 @@ def _reload(engine: Engine, flags) -> None:
         return
     sd_notify("RELOADING=1")
     old = engine.settings
-    fixed = [k for k in ("db", "model", "embed_model", "socket", "threads", "n_ctx", "summarize_background",
-                         "n_batch", "embed_batch_size", "embed_precision", "requantize") if getattr(old, k) != getattr(new, k)]
+    fixed = [k for k in _RESTART_ONLY if getattr(old, k) != getattr(new, k)]
     if fixed:
         log.warning("reload: %s changed; that takes a restart", ", ".join(fixed))
         new = resolve_settings(flags={**(flags or {}), **{k: getattr(old, k) for k in fixed}})
+    new = _reload_listener(server, old, new)
+    engine.restart_needed = sorted(set(engine.restart_needed) | set(fixed))
     engine.settings = new
     engine.admission.max_queue = new.max_queue
     if engine.worker is not None:
@@ -624,3 +168,22 @@ def _reload(engine: Engine, flags) -> None:
         engine.worker.set_folders(new.folders)
     log.info("reloaded: %d folder(s) watched", len(new.folders))
     sd_notify("READY=1\nSTATUS=ready (reloaded)")
+
+
+def _reload_listener(server: HTTPServer, old: Settings, new: Settings) -> Settings:
+    """Open, move or close the TCP listener and re-read its token; on failure keep the old ones."""
+    if (new.tcp_listen, new.token_file) == (old.tcp_listen, old.token_file) and not new.tcp_listen:
+        return new
+    try:
+        token = read_token(new.token_file) if new.tcp_listen else None
+        server.set_tcp(new.tcp_listen, token)
+    except EdgeLlamaError as err:
+        log.error("reload: keeping the TCP listener %s: %s", old.tcp_listen or "(none)", err)
+        from dataclasses import replace
+
+        return replace(new, tcp_listen=old.tcp_listen, token_file=old.token_file)
+    if new.tcp_listen != old.tcp_listen:
+        log.info("reload: TCP listener %s -> %s", old.tcp_listen or "(none)", new.tcp_listen or "(none)")
+    elif new.tcp_listen:
+        log.info("reload: token re-read from %s", new.token_file)
+    return new

@@ -20,6 +20,8 @@ __all__ = [
     "SourceError",
     "RequestError",
     "BusyError",
+    "DeadlineError",
+    "ClientGoneError",
     "ServiceError",
     "NotIndexedError",
     "DatasetError",
@@ -61,6 +63,18 @@ class BusyError(EdgeLlamaError):
     def __init__(self, message: str, *, retry_after: int = 1):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DeadlineError(EdgeLlamaError):
+    """A request ran past its time limit (``request_seconds``) and was stopped."""
+
+    http_status = 504
+
+
+class ClientGoneError(EdgeLlamaError):
+    """The client hung up while its request ran: the work stops, nobody gets an answer."""
+
+    http_status = 499  # nginx's "client closed request", counted in /metrics
 
 
 class StoreError(EdgeLlamaError):

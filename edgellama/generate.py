@@ -151,7 +151,9 @@ class LlamaGenerator:
         self.n_batch = n_batch
         self._llama = None
         self._lock = threading.Lock()
-        self._stats: GenerationStats | None = None
+        # Per thread: each caller reads the stats of its own last generation, which another
+        # thread's generation (after the lock is released) cannot overwrite.
+        self._stats = threading.local()
 
     @property
     def llama(self):
@@ -177,7 +179,8 @@ class LlamaGenerator:
 
     @property
     def last_stats(self) -> GenerationStats | None:
-        return self._stats
+        """The stats of this thread's last generation."""
+        return getattr(self._stats, "value", None)
 
     def tokenize(self, text: str) -> list[int]:
         return self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
@@ -225,7 +228,7 @@ class LlamaGenerator:
         first = first or end
         if not prompt_tokens:
             prompt_tokens = max(0, self.llama.n_tokens - count)
-        self._stats = GenerationStats(
+        self._stats.value = GenerationStats(
             prompt_tokens=prompt_tokens, prompt_seconds=first - started, completion_tokens=count,
             completion_seconds=end - first, stopped_by=finish,
         )

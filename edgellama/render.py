@@ -62,6 +62,8 @@ def status_lines(report: dict, *, errors: bool) -> list[str]:
         out.append(f"daemon       pid {daemon['pid']} on {daemon['socket']}, "
                    f"{'ready' if daemon['ready'] else daemon['stage']}, up {daemon['uptime_seconds']:.0f} s, "
                    f"queue {daemon['queue']['active']}/{daemon['queue']['max_queue'] + 1}")
+        if daemon.get("restart_needed"):
+            out.append(f"  warning: changed in the config, applied at the next restart: {', '.join(daemon['restart_needed'])}")
         if watcher:
             out.append(f"watching     {', '.join(watcher['folders']) or '(no folders)'}: {watcher['pending']} pending, "
                        f"{'indexing' if watcher['indexing'] else 'idle'}, {watcher['runs']} runs")

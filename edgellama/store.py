@@ -16,8 +16,8 @@ import sqlite_utils
 
 from .errors import StoreError
 
-__all__ = ["Store", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SummaryRecord", "Consistency",
-           "SCHEMA_VERSION", "MIGRATIONS"]
+__all__ = ["Store", "probe", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SummaryRecord",
+           "Consistency", "SCHEMA_VERSION", "MIGRATIONS"]
 
 # Each migration is a list of statements run in one transaction, recorded in schema_migrations.
 # Never edit a released migration: add the next number.
@@ -528,3 +528,18 @@ class Store:
         except sqlite3.DatabaseError as err:
             problems.append(f"full-text index out of sync with chunks: {err}")
         return problems
+
+
+def probe(path: Path) -> str | None:
+    """None when the database at ``path`` opens and answers a cheap query on a fresh read-only
+    connection, else what is wrong. A connection already open keeps reading a deleted or replaced
+    file and may serve its header from cache: a new one sees what is on disk now (for /health)."""
+    try:
+        conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, timeout=1)
+        try:
+            conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        return f"the database {path} does not answer: {err}"
+    return None

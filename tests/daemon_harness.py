@@ -53,7 +53,7 @@ class Daemon(DaemonProcess):
     notification socket and watchdog, and TCP with a bearer token besides its UNIX socket."""
 
     def __init__(self, root: Path, shared_data: Path, *, extra_env: dict | None = None,
-                 files: tuple[str, ...] = QUICK_FILES):
+                 env_without: tuple[str, ...] = (), files: tuple[str, ...] = QUICK_FILES):
         self.root = root
         self.docs = copy_corpus(root / "docs", files)
         runtime = Path(tempfile.mkdtemp(prefix="el-d-"))
@@ -63,7 +63,7 @@ class Daemon(DaemonProcess):
         token_file.write_text(self.token)
         token_file.chmod(0o600)
         self.port = free_port()
-        super().__init__(env={
+        env = {
             **os.environ,
             "XDG_DATA_HOME": str(shared_data),  # the requantized model is made once per session
             "XDG_CONFIG_HOME": str(root / "config"),
@@ -75,7 +75,10 @@ class Daemon(DaemonProcess):
             "EDGELLAMA_TCP_LISTEN": f"127.0.0.1:{self.port}",
             "EDGELLAMA_TOKEN_FILE": str(token_file),
             **(extra_env or {}),
-        }, log=root / "daemon.log", folders=(self.docs,))
+        }
+        for key in env_without:  # e.g. to let the config file decide what the environment would
+            env.pop(key, None)
+        super().__init__(env=env, log=root / "daemon.log", folders=(self.docs,))
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return run_cli(*args, env={k: v for k, v in self.env.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")})
