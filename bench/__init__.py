@@ -15,5 +15,6 @@ BENCHMARKS = (
     "reindex",  # one edited file in a big folder vs the full index
     "vectors",  # top-10 over 10k/100k/1M vectors vs numpy brute force
     "rss",  # daemon memory vs each model alone
+    "footprint",  # issue 19: daemon RSS and cold ask with the llama.cpp embedder vs torch in process
     "context_budget",  # answer quality and prompt eval against context tokens vs the largest setting
 )

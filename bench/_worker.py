@@ -197,13 +197,88 @@ def _beir_head(data: str, limit: int):
     return type(beir)(beir.name, dict(list(beir.corpus.items())[:limit]), beir.queries, beir.qrels)
 
 
+def _corpus_texts(quick: bool) -> list[str]:
+    """The corpus chunks' texts (quick: a few files) and the pinned questions."""
+    from pathlib import Path
+
+    from edgellama.chunking import chunk_text
+
+    root = Path(__file__).resolve().parent.parent
+    files = sorted((root / "corpus").rglob("*.md"))[: 4 if quick else None]
+    texts = [c.text for path in files for c in chunk_text(path.read_text(), max_tokens=200, overlap=30)]
+    questions = [json.loads(line)["question"] for line in (root / "tests/data/corpus_qa.jsonl").read_text().splitlines()]
+    return texts + questions[: 10 if quick else None]
+
+
+class EmbedEqualityWorker:
+    """The llama.cpp embedder (GGUF) against sentence-transformers float32 on the same texts."""
+
+    def __init__(self, *, quick: bool):
+        self.texts = _corpus_texts(quick)
+
+    def ready(self) -> dict:
+        return {}
+
+    def op_compare(self) -> dict:
+        import tempfile
+        from pathlib import Path
+
+        from edgellama.embed import bundled_embedder_path, load_embedder
+        from edgellama.embed_gguf import LlamaCppEmbedder
+
+        ours = LlamaCppEmbedder(bundled_embedder_path(), models_dir=Path(tempfile.mkdtemp()), threads=2).embed(self.texts)
+        theirs = load_embedder(None, threads=2, precision="float32").embed(self.texts)
+        return {"texts": len(self.texts), "min_cosine": float((ours * theirs).sum(axis=1).min())}
+
+
+class EmbedCrossoverWorker:
+    """Seconds to embed n chunks on llama.cpp in this process, and in a fresh torch worker process
+    (its start included), for growing n."""
+
+    def __init__(self, *, quick: bool):
+        self.texts = _corpus_texts(False)
+        self.sizes = (4, 32) if quick else (4, 16, 64, 160)
+
+    def ready(self) -> dict:
+        return {}
+
+    def op_measure(self) -> dict:
+        import tempfile
+        from pathlib import Path
+
+        from edgellama.embed import ProcessEmbedder, bundled_embedder_path
+        from edgellama.embed_gguf import LlamaCppEmbedder
+
+        folder = bundled_embedder_path()
+        small = LlamaCppEmbedder(folder, models_dir=Path(tempfile.mkdtemp()), threads=2)
+        small.embed(["warm up"])
+        rows = []
+        start_s = 0.0
+        for n in self.sizes:
+            texts = (self.texts * (1 + n // len(self.texts)))[:n]
+            started = time.perf_counter()
+            small.embed(texts)
+            llama_s = time.perf_counter() - started
+            worker = ProcessEmbedder(folder, name="all-MiniLM-L6-v2", threads=2)
+            started = time.perf_counter()
+            worker.embed(texts[:1])
+            start_s = time.perf_counter() - started
+            worker.embed(texts)
+            worker_s = time.perf_counter() - started
+            worker.close()
+            rows.append((n, llama_s, worker_s))
+        crossover = next((n for n, a, b in rows if b < a), f"> {rows[-1][0]}")
+        return {"rows": rows, "start_s": start_s, "crossover": crossover}
+
+
 def _qa_worker(**init):
     from bench.context_budget import QaWorker
 
     return QaWorker(**init)
 
 
-KINDS = {"llama": LlamaWorker, "st": SentenceTransformerWorker, "indexer": IndexerWorker, "qa": _qa_worker}
+KINDS = {"llama": LlamaWorker, "st": SentenceTransformerWorker, "indexer": IndexerWorker, "qa": _qa_worker,
+         "embed_equality": EmbedEqualityWorker, "embed_crossover": EmbedCrossoverWorker}
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ __all__ = ["Settings", "resolve_settings", "config_file_path", "data_dir", "runt
 
 PROMPT_STYLES = ("completion", "chat")
 EMBED_PRECISIONS = ("auto", "float32", "bfloat16")
+EMBED_BACKENDS = ("auto", "llama", "torch")
 SOCKET_ACCESS = ("auto", "user", "group")
 
 # The allowed values of requests (CLI flags and the daemon's API), defined here once.
@@ -136,6 +137,7 @@ class Settings:
     model: Path | None  # None: the bundled SmolLM2, requantized to Q4_0 on first use
     embed_model: Path | None  # None: the bundled all-MiniLM-L6-v2
     embed_precision: str
+    embed_backend: str
     threads: int
     n_ctx: int
     top_k: int
@@ -188,6 +190,8 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
     "model": (Path, "GGUF model file (empty: the bundled SmolLM2, requantized to Q4_0)"),
     "embed_model": (Path, "sentence-transformers model folder (empty: bundled all-MiniLM-L6-v2)"),
     "embed_precision": (str, "auto (bfloat16 where the CPU has it natively, else float32), float32 or bfloat16"),
+    "embed_backend": (str, "auto (llama.cpp in process for questions and small updates, torch in a worker process for bulk "
+                           "indexing), llama (llama.cpp only: no torch at all) or torch (sentence-transformers in process)"),
     "threads": (int, "CPU threads for generation and embedding (default: physical cores, capped by the cgroup CPU quota)"),
     "n_ctx": (int, "model context window in tokens (a default is lowered when free memory cannot hold it)"),
     "top_k": (int, "chunks retrieved per question"),
@@ -228,6 +232,7 @@ def _defaults(env: Mapping[str, str]) -> dict[str, Any]:
         "model": None,
         "embed_model": None,
         "embed_precision": "auto",
+        "embed_backend": "auto",
         "threads": physical_cores(),
         "n_ctx": 4096,
         "top_k": 5,
@@ -292,7 +297,7 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
     if key == "tcp_listen" and number:
         parse_loopback(number, origin)
     for name, choices in (("prompt_style", PROMPT_STYLES), ("embed_precision", EMBED_PRECISIONS),
-                          ("socket_access", SOCKET_ACCESS)):
+                          ("embed_backend", EMBED_BACKENDS), ("socket_access", SOCKET_ACCESS)):
         if key == name and number not in choices:
             raise ConfigError(f"setting {name!r} from {origin}: expected one of {', '.join(choices)}")
     if kind in (int, float) and key not in ("min_relevance", "chunk_overlap", "max_queue") and number <= 0:

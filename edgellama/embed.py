@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "bundled_embedder_path", "ensure_offline", "load_embedder",
-           "native_bf16", "resolve_precision", "PADDING"]
+           "native_bf16", "resolve_precision", "PADDING", "BUNDLED_EMBEDDER", "ProcessEmbedder", "TieredEmbedder"]
 
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
 PADDING = 1.25  # a batch's padded tokens, at most this times its texts' own (ask's sentences: 1.25 and 1.5 alike, 2 slower)
@@ -262,3 +262,141 @@ def load_embedder(path: Path | None, *, threads: int | None = None, precision: s
     if not path.is_dir():
         raise ModelError(f"embedding model folder not found: {path}")
     return SentenceTransformerEmbedder(path, threads=threads, precision=precision, batch_size=batch_size)
+
+
+class ProcessEmbedder:
+    """A sentence-transformers embedder run in a child process that exits on ``close()``: bulk
+    indexing keeps torch's speed (bfloat16, two threads) while the caller's resident set never holds
+    torch. The child is started on the first ``embed`` (about 3 s: importing torch, loading the model)."""
+
+    def __init__(self, path: Path, *, name: str, threads: int | None = None, precision: str = "auto",
+                 batch_size: int = 16):
+        self.path = Path(path)
+        self.name = name
+        self._options = {"name": name, "threads": threads, "precision": precision, "batch_size": batch_size}
+        self._conn = None
+        self._process = None
+        self._lock = threading.Lock()
+        self.started = 0  # children started, for status and tests
+
+    def _child(self):
+        if self._process is None or self._process.poll() is not None:
+            import json
+            import socket
+            import subprocess
+            import sys
+            from multiprocessing.connection import Connection
+
+            # A fresh interpreter, not fork (this process may hold llama.cpp's threads) nor
+            # multiprocessing's spawn (which re-runs the caller's __main__).
+            ours, theirs = socket.socketpair()
+            package_root = str(Path(__file__).resolve().parent.parent)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+            code = ("import sys, json; from edgellama.embed import _embed_worker; "
+                    "_embed_worker(int(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]))")
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", code, str(theirs.fileno()), str(self.path), json.dumps(self._options)],
+                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+            theirs.close()
+            self._conn = Connection(ours.detach())
+            self.started += 1
+        return self._conn
+
+    def embed(self, texts: Sequence[str]) -> "np.ndarray":
+        with self._lock:
+            conn = self._child()
+            try:
+                conn.send(list(texts))
+                kind, payload = conn.recv()
+            except (EOFError, OSError) as err:
+                self._stop()
+                raise ModelError(f"the embedding worker process died: {err or 'no reply'}") from None
+        if kind == "error":
+            raise ModelError(payload)
+        return payload
+
+    def _stop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+            self._conn.close()
+            self._conn = None
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=10)
+            except Exception:  # subprocess.TimeoutExpired: it does not answer, so it goes
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+
+def _embed_worker(fd: int, path: str, options: dict) -> None:
+    """The child of ``ProcessEmbedder``: embed each list of texts it is sent, until it is sent None
+    or its parent is gone."""
+    from multiprocessing.connection import Connection
+
+    conn = Connection(fd)
+    embedder = SentenceTransformerEmbedder(Path(path), **options)
+    while True:
+        try:
+            texts = conn.recv()
+        except EOFError:
+            return
+        if texts is None:
+            return
+        try:
+            conn.send(("ok", embedder.embed(texts)))
+        except ModelError as err:
+            conn.send(("error", str(err)))
+        except Exception as err:  # the library raises many types; the parent turns it into a one-line ModelError
+            conn.send(("error", f"embedding failed: {type(err).__name__}: {err}"))
+
+
+class TieredEmbedder:
+    """The ``Embedder`` a process keeps: small calls (a question, one edited file) run on llama.cpp in
+    this process; a call of at least ``bulk_texts`` texts goes to a sentence-transformers child process
+    (torch), which ``release()`` stops when an indexing run is over. Both give the same vectors (cosine
+    >= 0.9999), so the index does not care which one wrote a row."""
+
+    def __init__(self, small, bulk: ProcessEmbedder | None, *, bulk_texts: int):
+        self.small = small
+        self.bulk = bulk
+        self.bulk_texts = bulk_texts
+        self.name = small.name
+
+    @property
+    def dim(self) -> int:
+        return self.small.dim
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.small.max_input_tokens
+
+    def count_tokens(self, text: str) -> int:
+        return self.small.count_tokens(text)
+
+    def wants_bulk(self, count: int) -> bool:
+        return self.bulk is not None and count >= self.bulk_texts
+
+    def embed_bulk(self, texts: Sequence[str]) -> "np.ndarray":
+        return self.bulk.embed(texts)
+
+    def embed(self, texts: Sequence[str]) -> "np.ndarray":
+        if self.wants_bulk(len(texts)):
+            return self.bulk.embed(texts)
+        return self.small.embed(texts)
+
+    def release(self) -> None:
+        """Stop the bulk child (its torch and model go with it)."""
+        if self.bulk is not None:
+            self.bulk.close()
+
+    def close(self) -> None:
+        self.release()
+        self.small.close()

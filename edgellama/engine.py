@@ -143,6 +143,11 @@ class SharedEmbedder:
     def embed_background(self, texts: Sequence[str]):
         import numpy as np
 
+        wants_bulk = getattr(self.inner, "wants_bulk", None)
+        if wants_bulk is not None and wants_bulk(len(texts)):
+            # A torch worker process embeds it: queries keep the in-process model to themselves.
+            return self.inner.embed_bulk(texts)
+
         # Slices of texts of about the same length in tokens, so a slice pads little.
         order = sorted(range(len(texts)), key=lambda i: self.inner.count_tokens(texts[i]))
         vectors = None
@@ -175,6 +180,11 @@ class _BackgroundEmbedder:
 
     def embed(self, texts: Sequence[str]):
         return self._shared.embed_background(texts)
+
+    def release(self) -> None:
+        release = getattr(self._shared.inner, "release", None)
+        if release is not None:
+            release()
 
 
 class _InFlight:

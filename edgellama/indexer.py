@@ -560,6 +560,9 @@ class _EmbedPipeline:
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+        release = getattr(self.embedder, "release", None)
+        if release is not None:  # a bulk worker process (torch) goes when the run is done
+            release()
 
 
 def _write_pending(store: Store, embedder: Embedder, pending: list[_Pending], run: _Run,

@@ -26,10 +26,13 @@ from .config import Settings, physical_cores
 
 __all__ = ["Machine", "ModelFacts", "Planned", "ResourcePlan", "read_machine", "read_model_facts",
            "plan_resources", "current_plan", "load_planned_generator", "load_planned_embedder", "Models",
-           "MB", "EMBEDDER_BYTES", "N_CTX_MIN"]
+           "MB", "EMBEDDER_BYTES", "LLAMA_EMBEDDER_BYTES", "BULK_TEXTS", "N_CTX_MIN"]
 
 MB = 1_000_000
 EMBEDDER_BYTES = 560 * MB  # torch + sentence-transformers + all-MiniLM-L6-v2, measured 556 MB RSS alone
+LLAMA_EMBEDDER_BYTES = 80 * MB  # the same model as an F16 GGUF on llama.cpp (45 MB of weights, buffers, tokenizer)
+BUNDLED_N_CTX = 2048  # the bundled SmolLM2's default context: its prompts are ~1,300 tokens at most
+BULK_TEXTS = 64  # a call of this many texts goes to the torch worker process (auto backend): bench/embed_backends.py
 LLAMA_OVERHEAD_BYTES = 100 * MB  # llama.cpp beyond weights and KV: measured 83 MB (SmolLM2-135M, n_batch 512)
 KV_BYTES_PER_FILE_BYTE = 1 / 4000  # no readable metadata: SmolLM2-135M has 1/4,000, Llama-3-8B 1/36,000
 N_CTX_MIN = 512  # below this a cited answer does not fit: the lowest context the governor picks
@@ -101,12 +104,20 @@ class ResourcePlan:
     n_batch: Planned
     embed_batch_size: Planned
     embed_precision: Planned  # float32 or bfloat16 (never auto)
+    embed_backend: Planned  # llama, torch, or llama+worker (auto: llama.cpp in process, torch in a worker for bulk)
     requantize: Planned  # the bundled model is requantized to Q4_0
     machine: Machine
     model: ModelFacts | None
     warnings: tuple[str, ...] = field(default=())
 
-    VALUES = ("threads", "embed_threads", "n_ctx", "n_batch", "embed_batch_size", "embed_precision", "requantize")
+    VALUES = ("threads", "embed_threads", "n_ctx", "n_batch", "embed_batch_size", "embed_precision", "embed_backend",
+              "requantize")
+
+    @property
+    def embedder_bytes(self) -> int:
+        """What the embedder costs this process: torch in process, or llama.cpp (a bulk worker is
+        its own process, started only while a large batch is embedded)."""
+        return EMBEDDER_BYTES if self.embed_backend.value == "torch" else LLAMA_EMBEDDER_BYTES
 
     def as_dict(self) -> dict:
         """JSON-ready, for ``status``: each value with its reason, the machine, the warnings."""
@@ -341,17 +352,18 @@ def _threads(machine: Machine) -> Planned:
     return Planned(max(1, cores), reason)
 
 
-def _n_ctx(settings: Settings, machine: Machine, model: ModelFacts | None, warnings: list[str]) -> Planned:
+def _n_ctx(settings: Settings, machine: Machine, model: ModelFacts | None, warnings: list[str], *,
+           embedder_bytes: int = EMBEDDER_BYTES) -> Planned:
     configured = settings.n_ctx
     user = _user_set(settings, "n_ctx")
-    budget = machine.memory_budget_bytes - EMBEDDER_BYTES
+    budget = machine.memory_budget_bytes - embedder_bytes
     if model is None:
         warnings.append("model file unreadable: n_ctx not checked against memory")
         return Planned(configured, user or "default (model size unknown)")
     need = model.bytes_at(configured)
     fits = (f"model {model.fixed_bytes / MB:.0f} MB (weights and llama.cpp) + KV cache "
             f"{model.kv_bytes_per_token * configured / MB:.0f} MB")
-    room = (f"{machine.memory_budget_bytes / MB:.0f} MB free, {EMBEDDER_BYTES / MB:.0f} MB of it "
+    room = (f"{machine.memory_budget_bytes / MB:.0f} MB free, {embedder_bytes / MB:.0f} MB of it "
             f"kept for the embedder")
     if user:
         if need > budget:
@@ -361,7 +373,14 @@ def _n_ctx(settings: Settings, machine: Machine, model: ModelFacts | None, warni
                             "was trained on: answers degrade past them")
         return Planned(configured, user)
     target, why = configured, f"default; {fits} fit in {room}"
-    if model.n_ctx_train and model.n_ctx_train < configured:
+    if settings.model is None and configured > BUNDLED_N_CTX:
+        # The bundled model only ever sees a cited-answer prompt (context_tokens + examples + answer) or
+        # a summary batch: 2048 holds either with room, and its KV cache is 47 MB smaller than at 4096.
+        target = BUNDLED_N_CTX
+        why = (f"default for the bundled model: its prompts (context_tokens {settings.context_tokens} + examples + "
+               f"max_tokens {settings.max_tokens}) fit in {BUNDLED_N_CTX}; KV cache "
+               f"{model.kv_bytes_per_token * BUNDLED_N_CTX / MB:.0f} MB, model {model.fixed_bytes / MB:.0f} MB, in {room}")
+    if model.n_ctx_train and model.n_ctx_train < target:
         target, why = model.n_ctx_train, f"the model was trained on {model.n_ctx_train} tokens"
     if model.bytes_at(target) <= budget:
         return Planned(target, why)
@@ -376,6 +395,44 @@ def _n_ctx(settings: Settings, machine: Machine, model: ModelFacts | None, warni
                             f"and {model.kv_bytes_per_token / 1024:.1f} KiB a token of context")
 
 
+def _embed_backend(settings: Settings, machine: Machine, model: ModelFacts | None) -> Planned:
+    """Where embeddings are computed. ``auto``: llama.cpp in this process (no torch: 80 MB instead of
+    560, a question embedded within milliseconds of start) and, for calls of ``BULK_TEXTS`` texts or more,
+    torch in a worker process that exits when the batch is done, when the memory left can hold it."""
+    user = _user_set(settings, "embed_backend")
+    if settings.embed_backend != "auto":
+        return Planned(settings.embed_backend, user or "default")
+    if not _bert_folder(settings.embed_model):
+        return Planned("torch", "auto: the embedding model is not a BERT folder llama.cpp can run")
+    # The worker runs beside the loaded model: all of it must fit at once, or bulk stays on llama.cpp.
+    beside = LLAMA_EMBEDDER_BYTES + (model.bytes_at(settings.n_ctx) if model is not None else 0)
+    if machine.memory_budget_bytes < EMBEDDER_BYTES + beside:
+        return Planned("llama", f"auto: {machine.memory_budget_bytes / MB:.0f} MB left cannot hold a torch worker "
+                                f"({EMBEDDER_BYTES / MB:.0f} MB) beside the models ({beside / MB:.0f} MB): "
+                                "bulk indexing on llama.cpp too")
+    return Planned("llama+worker", f"auto: llama.cpp in process ({LLAMA_EMBEDDER_BYTES / MB:.0f} MB); batches of "
+                                   f"{BULK_TEXTS}+ texts in a torch worker process ({EMBEDDER_BYTES / MB:.0f} MB "
+                                   "while it runs), faster for bulk")
+
+
+def _bert_folder(path: Path | None) -> bool:
+    import json
+
+    if path is None:
+        try:
+            from .embed import bundled_embedder_path
+
+            path = bundled_embedder_path()
+        except Exception:  # ModelError: not installed; loading will say so
+            return True
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return config.get("model_type") == "bert" and (Path(path) / "model.safetensors").exists() \
+        and (Path(path) / "tokenizer.json").exists()
+
+
 def plan_resources(*, settings: Settings, machine: Machine, model: ModelFacts | None) -> ResourcePlan:
     """Decide every resource value from the settings, the machine and the model. A value the user set
     (file, environment, flag) is kept; a default is chosen for the machine. Nothing is cut silently:
@@ -387,7 +444,9 @@ def plan_resources(*, settings: Settings, machine: Machine, model: ModelFacts | 
         warnings.append(f"threads {settings.threads} ({user}) exceed the cgroup quota of {machine.cpu_quota:g} CPUs: "
                         "throttled threads stall each other")
     embed_threads = Planned(threads.value, "same as threads" + (f" ({user})" if user else ""))
-    n_ctx = _n_ctx(settings, machine, model, warnings)
+    backend = _embed_backend(settings, machine, model)
+    n_ctx = _n_ctx(settings, machine, model, warnings,
+                   embedder_bytes=EMBEDDER_BYTES if backend.value == "torch" else LLAMA_EMBEDDER_BYTES)
     user = _user_set(settings, "n_batch")
     if user:
         n_batch = Planned(settings.n_batch, user)
@@ -418,7 +477,8 @@ def plan_resources(*, settings: Settings, machine: Machine, model: ModelFacts | 
         warnings.append(f"n_ctx {n_ctx.value} is below context_tokens {settings.context_tokens} + max_tokens "
                         f"{settings.max_tokens}: answers will drop passages (each drop is reported)")
     return ResourcePlan(threads=threads, embed_threads=embed_threads, n_ctx=n_ctx, n_batch=n_batch,
-                        embed_batch_size=embed_batch, embed_precision=precision, requantize=requantize,
+                        embed_batch_size=embed_batch, embed_precision=precision, embed_backend=backend,
+                        requantize=requantize,
                         machine=machine, model=model, warnings=tuple(warnings))
 
 
@@ -436,11 +496,22 @@ def load_planned_generator(*, settings: Settings, plan: ResourcePlan):
 
 
 def load_planned_embedder(*, settings: Settings, plan: ResourcePlan):
-    """The embedder as planned (weights load on first use)."""
-    from .embed import load_embedder
+    """The embedder as planned (weights load on first use; a GGUF copy of the model is written on first
+    use of the llama.cpp backend)."""
+    from .embed import BUNDLED_EMBEDDER, ProcessEmbedder, TieredEmbedder, bundled_embedder_path, load_embedder
 
-    return load_embedder(settings.embed_model, threads=plan.embed_threads.value,
-                         precision=plan.embed_precision.value, batch_size=plan.embed_batch_size.value)
+    options = {"threads": plan.embed_threads.value, "precision": plan.embed_precision.value,
+               "batch_size": plan.embed_batch_size.value}
+    backend = plan.embed_backend.value
+    if backend == "torch":
+        return load_embedder(settings.embed_model, **options)
+    from .embed_gguf import LlamaCppEmbedder
+
+    folder = bundled_embedder_path() if settings.embed_model is None else Path(settings.embed_model)
+    name = BUNDLED_EMBEDDER if settings.embed_model is None else folder.name
+    small = LlamaCppEmbedder(folder, models_dir=settings.models_dir, name=name, threads=plan.embed_threads.value)
+    bulk = ProcessEmbedder(folder, name=name, **options) if backend == "llama+worker" else None
+    return TieredEmbedder(small, bulk, bulk_texts=BULK_TEXTS)
 
 
 class Models:

@@ -42,6 +42,9 @@ CUE_WEIGHT = 0.15  # for a word that flags an event or a warning (CUES)
 SPECIFIC_WEIGHT = 0.3  # for the particulars a unit states: numbers, codes, names (up to two)
 ONSET_WEIGHT = 0.25  # for a new word other speakers take up (its percentile, to the 4th power: only the top few)
 REACTION_WEIGHT = 0.3  # for an exclamation by another speaker within three units
+REFERENCE_WEIGHT = 0.3  # prose: for introducing a word the document mentions again much later (its percentile, squared)
+REFERENCE_GAP = 0.1  # share of the units: a mention at least this far after the first one refers back to it
+REFERENCE_MIN_UNITS = 100  # ... in a document this long at least: a note or a handful of retrieved sentences has no "later"
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,9 @@ def salience(units: Sequence[Unit]) -> list[float]:
     - events: an entry by a speaker label never heard before (someone new speaks, a call sign
       changes), a word nobody used for a long while that others then take up (a new subject
       the rest refers back to), an exclamation in reply. The bonus goes to the units around
-      it, so the clearest unit of the moment (the one that tells most) is the one picked.
+      it, so the clearest unit of the moment (the one that tells most) is the one picked;
+    - in prose, a small bonus for the sentence that introduces a term the document refers back
+      to much later (a definition, a rule stated once and invoked again).
     """
     n = len(units)
     if not n:
@@ -132,12 +137,25 @@ def salience(units: Sequence[Unit]) -> list[float]:
                     onset[i] = max(onset[i], idf.get(w, 0.0) * math.log1p(others) * min(1.0, i / ONSET_HORIZON))
             reaction[i] = float(any(units[j].speaker != unit.speaker and "!" in units[j].text
                                     for j in range(max(0, i - 3), min(n, i + 4))))
+    # Prose: the sentence that introduces a term the rest of the document refers back to much
+    # later (a definition, the first statement of a rule). A term used everywhere is not one
+    # (at most one unit in 50); in a log or transcript the onset of a word is its form of this. Only
+    # in a long document read in order (not, e.g., the sentences retrieved for a topic).
+    reference = [0.0] * n
+    if not voiced and n >= REFERENCE_MIN_UNITS:
+        gap = max(10, int(REFERENCE_GAP * n))
+        for w, places in where.items():
+            later = len(places) - bisect.bisect_left(places, places[0] + gap)
+            if later and len(places) <= max(3, n // 50):
+                reference[places[0]] = max(reference[places[0]], idf[w] * math.log1p(later))
+    reference_p = _percentiles(reference)
     told_p, onset_p = _percentiles(told), _percentiles(onset)
     event = [label[i] + ONSET_WEIGHT * onset_p[i] ** 4 + REACTION_WEIGHT * reaction[i] for i in range(n)]
     scores = []
     for i in range(n):
         near = max(event[max(0, i - MOMENT_WINDOW): i + MOMENT_WINDOW + 1])
         cue = (CUE_WEIGHT if sets[i] & CUES else 0.0) + SPECIFIC_WEIGHT * min(1.0, _specifics(units[i].text) / 2)
+        cue += REFERENCE_WEIGHT * reference_p[i] ** 2
         scores.append(told_p[i] - ROUTINE_WEIGHT * math.log(shapes[_shape(tokens[i])]) + near + cue)
     return scores
 

@@ -28,6 +28,9 @@ _PUNCTUATION = set(string.punctuation)
 # A sentence ends at . ! ? followed by white space and then a capital, a digit or an opening quote:
 # "e.g. the" and "3.5 kW" do not end one.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+# ... nor does a title or an abbreviation before a name or a number ("Dr. Ingrid Halvorsen", "No. 4").
+_NOT_AN_END = re.compile(r"(?:^|[\s(])(?:Dr|Mr|Mrs|Ms|Mx|Prof|Sr|Jr|St|Mt|Capt|Col|Gen|Lt|Sgt|Rev|Hon|No|Nos|Fig|Figs|"
+                         r"Vol|Eq|Ref|approx|cf|vs|ca|Inc|Ltd|Co|Corp)\.$")
 _MD_HEADING = re.compile(r"^\s*(#{1,6})\s+(.+?)\s*#*\s*$")
 _MD_HEADING_START = re.compile(r"^\s*#{1,6}\s")
 _UNDERLINE = re.compile(r"^\s*([=\-~^\"'`#*+])\1{2,}\s*$")  # an rst title's underline (or overline)
@@ -61,10 +64,15 @@ def truncate_to_tokens(text: str, budget: int, count_tokens: Callable[[str], int
 # -- sentences ------------------------------------------------------------------------------------
 
 
+def _sentence_ends(text: str, start: int = 0) -> list[re.Match]:
+    """Where sentences end in ``text`` (from ``start``): not after a title or abbreviation."""
+    return [m for m in _SENTENCE_END.finditer(text, start) if not _NOT_AN_END.search(text, max(0, m.start() - 8), m.start())]
+
+
 def line_sentence_spans(line: str, start: int = 0) -> list[tuple[int, int]]:
     """(start, end) of each sentence of one line, from offset ``start`` (its indentation) on."""
     spans, begin = [], start
-    for match in _SENTENCE_END.finditer(line, start):
+    for match in _sentence_ends(line, start):
         spans.append((begin, match.start()))
         begin = match.end()
     end = len(line.rstrip())
@@ -113,7 +121,7 @@ def sentence_spans_within_paragraphs(text: str) -> list[tuple[int, int]]:
     for a, b in blocks:
         block = text[a:b].replace("\n", " ")  # same length: offsets still point into ``text``
         pos = 0
-        for match in _SENTENCE_END.finditer(block):
+        for match in _sentence_ends(block):
             spans.append((a + pos, a + match.start()))
             pos = match.end()
         spans.append((a + pos, a + len(block.rstrip())))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgellama.config import resolve_settings
-from edgellama.resources import (EMBEDDER_BYTES, MB, N_CTX_MIN, Machine, ModelFacts, plan_resources, read_machine,
+from edgellama.resources import (EMBEDDER_BYTES, LLAMA_EMBEDDER_BYTES, MB, N_CTX_MIN, Machine, ModelFacts, plan_resources, read_machine,
                                  read_model_facts)
 
 from conftest import run_cli
@@ -32,10 +32,12 @@ def plan(env: dict | None = None, flags: dict | None = None, model: ModelFacts |
 def test_a_roomy_two_core_machine_keeps_the_defaults():
     p = plan()
     assert (p.threads.value, p.embed_threads.value, p.n_ctx.value, p.n_batch.value, p.embed_batch_size.value) == \
-        (2, 2, 4096, 512, 16)
+        (2, 2, 2048, 512, 16)
     assert p.threads.reason == "2 physical cores"
     assert p.requantize.value is True and p.warnings == ()
-    assert "fit in" in p.n_ctx.reason
+    assert p.n_ctx.reason.startswith("default for the bundled model")
+    own = plan(env={"EDGELLAMA_MODEL": "/models/llama-3.2-1b.gguf"})
+    assert own.n_ctx.value == 4096 and "fit in" in own.n_ctx.reason
 
 
 def test_one_core():
@@ -52,14 +54,19 @@ def test_the_cgroup_cpu_quota_caps_threads(quota, threads):
         assert f"cgroup quota {quota:g} CPUs" in p.threads.reason
 
 
+# The embedder in process (560 MB, as before llama.cpp embedded) and a model file of the user's own (the
+# bundled model's default context is 2048): the memory rules below are about any model's 4096 default.
+TORCH = {"EDGELLAMA_EMBED_BACKEND": "torch", "EDGELLAMA_MODEL": "/models/SmolLM2-135M-Instruct.Q4_0.gguf"}
+
+
 def test_one_gib_of_ram_still_holds_the_small_model_at_4096():
     # 1 GiB - 560 MB for the embedder leaves ~510 MB: weights + llama.cpp ~192 MB + KV 94 MB fit.
-    p = plan(mem_available_bytes=GIB)
+    p = plan(env=TORCH, mem_available_bytes=GIB)
     assert p.n_ctx.value == 4096 and p.warnings == ()
 
 
 def test_a_cgroup_memory_limit_counts_its_usage_and_lowers_n_ctx():
-    p = plan(memory_limit_bytes=GIB, memory_used_bytes=GIB - 800 * MB)
+    p = plan(env=TORCH, memory_limit_bytes=GIB, memory_used_bytes=GIB - 800 * MB)
     assert p.machine.memory_budget_bytes == 800 * MB
     budget = 800 * MB - EMBEDDER_BYTES
     assert p.n_ctx.value < 4096 and p.n_ctx.value % 256 == 0
@@ -68,7 +75,7 @@ def test_a_cgroup_memory_limit_counts_its_usage_and_lowers_n_ctx():
 
 
 def test_too_little_memory_for_any_context_is_a_warning_not_a_silent_cut():
-    p = plan(mem_available_bytes=600 * MB)
+    p = plan(env=TORCH, mem_available_bytes=600 * MB)
     assert p.n_ctx.value == 4096
     assert any("not enough memory for the model at any context size" in w for w in p.warnings)
     assert SMOLLM.bytes_at(N_CTX_MIN) > 600 * MB - EMBEDDER_BYTES
@@ -81,7 +88,7 @@ def test_a_small_context_that_cuts_the_prompt_budget_is_reported():
 
 
 def test_values_the_user_set_are_kept_and_say_where_from():
-    p = plan(env={"EDGELLAMA_THREADS": "4", "EDGELLAMA_N_BATCH": "128", "EDGELLAMA_EMBED_BATCH_SIZE": "8"},
+    p = plan(env={"EDGELLAMA_THREADS": "4", "EDGELLAMA_N_BATCH": "128", "EDGELLAMA_EMBED_BATCH_SIZE": "8", **TORCH},
              flags={"n_ctx": 16384}, cpu_quota=1.0, mem_available_bytes=GIB)
     assert (p.threads.value, p.n_ctx.value, p.n_batch.value, p.embed_batch_size.value) == (4, 16384, 128, 8)
     assert p.threads.reason == "set in env EDGELLAMA_THREADS"
@@ -91,6 +98,21 @@ def test_values_the_user_set_are_kept_and_say_where_from():
     assert "exceed the cgroup quota of 1 CPUs" in warnings
     assert "n_ctx 16384 (set by a flag) needs" in warnings  # 16384 x 22.5 KiB does not fit ~510 MB
     assert "beyond the 8192 tokens the model was trained on" in warnings
+
+
+def test_the_embedder_runs_on_llama_cpp_with_a_torch_worker_for_bulk_when_memory_allows():
+    roomy = plan()
+    assert roomy.embed_backend.value == "llama+worker" and roomy.embedder_bytes == LLAMA_EMBEDDER_BYTES
+    # Under MemoryMax=512M the worker cannot run beside the model: bulk stays on llama.cpp, and the
+    # model keeps its full context, since the embedder takes 80 MB, not 560.
+    small = plan(memory_limit_bytes=512 * MB, memory_used_bytes=0)
+    assert small.embed_backend.value == "llama"
+    assert "cannot hold a torch worker" in small.embed_backend.reason
+    assert small.n_ctx.value == 2048 and small.warnings == ()
+    assert SMOLLM.bytes_at(2048) + LLAMA_EMBEDDER_BYTES <= 512 * MB
+    chosen = plan(env=TORCH).embed_backend
+    assert (chosen.value, chosen.reason) == ("torch", "set in env EDGELLAMA_EMBED_BACKEND")
+    assert plan(env=TORCH).embedder_bytes == EMBEDDER_BYTES
 
 
 def test_embed_precision_follows_native_bf16_unless_set():
@@ -114,7 +136,7 @@ def test_an_unreadable_model_is_a_warning():
 def test_the_plan_is_json_ready():
     data = json.loads(json.dumps(plan().as_dict()))
     assert set(data["values"]) == {"threads", "embed_threads", "n_ctx", "n_batch", "embed_batch_size",
-                                   "embed_precision", "requantize"}
+                                   "embed_precision", "embed_backend", "requantize"}
     assert all(set(v) == {"value", "reason"} for v in data["values"].values())
     assert "2 physical cores" in data["machine"]["summary"]
 

@@ -53,6 +53,8 @@ def _clustered(rows: int, dim: int, seed: int = 3):
 
 
 def test_int8_candidates_rescored_in_float32_find_the_exact_top_10():
+    import torch  # noqa: F401 - the int8 pass runs only where torch is loaded already (the torch embedder)
+
     matrix = _clustered(30_000, 384)
     ids = np.arange(30_000, dtype=np.int64) * 3 + 7
     vm = VectorMatrix(ids, matrix, "m", {int(c): i for i, c in enumerate(ids)})
@@ -79,3 +81,17 @@ def test_similarity_of_given_chunks_is_exact_and_skips_unknown_ids():
     assert set(sims) == {5, 17} and abs(sims[5] - 1.0) < 1e-5
     # a dimension the int8 kernel cannot take falls back to exact search
     assert vm.nearest(matrix[5], 3, use_int8=True)[0][0] == 5
+
+
+def test_without_torch_loaded_search_stays_exact_and_torch_stays_out():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from edgellama.vectors import VectorMatrix;"
+            "m = np.random.default_rng(1).standard_normal((25_000, 384)).astype(np.float32);"
+            "m /= np.linalg.norm(m, axis=1, keepdims=True); ids = np.arange(25_000);"
+            "vm = VectorMatrix(ids, m, 'm', {int(i): int(i) for i in ids});"
+            "assert vm.nearest(m[5], 3)[0][0] == 5; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
