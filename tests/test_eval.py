@@ -184,7 +184,10 @@ def test_cli_eval_qa_on_the_corpus_qa_set(tmp_path, shared_data):
     assert report["citation_precision"] >= 0.90
     # ...and most hold a gold answer: measured 0.674; the misses are the 135M model picking the
     # wrong span of the right passage (exact match 0.28).
-    assert report["citation_gold"] >= 0.60
+    # Since issue 22 every outcome cites two evidence sentences (the one holding the answer and the
+    # best other), so about half of all citations are context: measured 0.53. What the user reads
+    # holds a gold answer for 72.5% (0.61 before issue 22).
+    assert report["citation_gold"] >= 0.45 and report["reads_gold"] >= 0.68
 
 
 def test_evaluate_qa_shows_each_answer_and_reports_add_up_over_parts(tmp_path):
