@@ -182,8 +182,6 @@ def test_cli_eval_qa_on_the_corpus_qa_set(tmp_path, shared_data):
     assert report["seconds_mean"] > 0 and len(report["results"]) == len(items)
     # Answers are span-verified (answer.py): a cited passage always holds the answer given...
     assert report["citation_precision"] >= 0.90
-    # ...and most hold a gold answer: measured 0.674; the misses are the 135M model picking the
-    # wrong span of the right passage (exact match 0.28).
     # Since issue 22 every outcome cites two evidence sentences (the one holding the answer and the
     # best other), so about half of all citations are context: measured 0.53. What the user reads
     # holds a gold answer for 72.5% (0.61 before issue 22).
