@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .config import LENGTHS, METHODS, SEARCH_MODES, one_of
 from .errors import BusyError, ClientGoneError, EdgeLlamaError, RequestError
-from .render import cite, quote_text
+from .render import answer_body, cite
 
 if TYPE_CHECKING:
     from .engine import Deadline, Engine
@@ -245,12 +245,9 @@ def _last_user_text(messages: Any, *, limit: int) -> str:
 
 
 def _cited_text(answer: dict) -> str:
-    """The answer as an OpenAI client shows it: text, then the sources, so any client sees them."""
-    if answer["kind"] == "quote":
-        text = quote_text(answer["answer"])
-    else:
-        text = answer["answer"]
-    return text + _sources_line(answer)
+    """The answer as an OpenAI client shows it: the same words as ``ask`` prints, then the sources,
+    so any client sees them. Only a verified answer has streamed, and it is the text's start."""
+    return "\n".join(answer_body(answer)) + _sources_line(answer)
 
 
 def _sources_line(answer: dict) -> str:
@@ -313,7 +310,7 @@ def chat_completions(engine: "Engine", body: dict, deadline: "Deadline") -> Repl
         write(chunk({"role": "assistant", "content": ""}))
         text, usage, sources = run(on_token)
         streamed = "".join(sent)
-        # The verified answer may differ from what streamed (a quote, the sources line): send the rest.
+        # Only a verified answer streams; its evidence and the sources line follow as the rest.
         rest = text[len(streamed):] if text.startswith(streamed) else ("\n\n" + text if streamed else text)
         if rest:
             write(chunk({"content": rest}))

@@ -373,6 +373,18 @@ class QaResult:
     citations_with_own_answer: int  # cited passages that contain the answer given (answers only)
     seconds: float
     reason: str
+    reads_gold: bool = False  # what the user reads (answer and its sentence, or the passage) holds a gold answer
+    method: str = ""  # answers only: "model" or "span"
+    first_byte_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One outcome's share of the answerable questions, and what its readers got."""
+
+    share: float
+    reads_gold: float  # of these, the share whose shown text holds a gold answer
+    f1: float  # of these, mean token F1 of ``answer`` (the short answer, or the passage)
 
 
 @dataclass(frozen=True)
@@ -388,17 +400,22 @@ class QaReport:
     citation_precision: float  # of answers' cited passages, those that contain the answer given
     citation_gold: float  # of all cited passages (answers and quotes), those that contain a gold answer
     flagged_citations: int  # passages the model was shown that lacked the answer's words: not cited
-    abstention: float  # share of unanswerable questions given no answer: "the documents do not say"
-    # outright, or "not in so many words" with the closest passage quoted (answer.py's "quote")
-    abstained_outright: float  # share of unanswerable questions stopped before the model (min_relevance)
+    abstention: float  # share of unanswerable questions given no short answer ("do not say" or a passage)
+    abstained_outright: float  # share of unanswerable questions told "The documents do not say." (not a quote)
     false_abstention: float  # share of answerable questions that got "the documents do not say"
     seconds_mean: float
     seconds_p50: float
     seconds_p95: float
     results: tuple[QaResult, ...]
+    reads_gold: float = 0.0  # answerable questions whose shown text (answer + its sentence, or passage) holds gold
+    short_answer_f1: float = 0.0  # mean F1 of the verified short answers alone
+    seconds_first_byte_p50: float = 0.0
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # "answer", "quote", "abstain" over answerable
 
     def as_dict(self) -> dict:
-        out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items() if k != "results"}
+        out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()
+               if k not in ("results", "outcomes")}
+        out["outcomes"] = {k: {f: round(v, 4) for f, v in o.__dict__.items()} for k, o in self.outcomes.items()}
         out["results"] = [r.__dict__ for r in self.results]
         return out
 
@@ -434,6 +451,7 @@ def evaluate_qa(
                      vectors=vectors, **dict(ask_options or {}))
         seconds = time.perf_counter() - started
         shown = "" if answer.abstained else answer.text
+        read = " ".join([shown, *(e.text for e in answer.evidence)]) if shown else ""
         cited = [c for c in answer.citations]
         flagged += sum(1 for c in answer.context if c.support < 0.5) if answer.kind == "answer" else 0
         results.append(QaResult(
@@ -446,6 +464,8 @@ def evaluate_qa(
             citations_with_own_answer=(sum(contains_answer(f"{c.heading} {c.text}", [shown]) for c in cited)
                                        if answer.kind == "answer" else 0),
             seconds=seconds, reason=answer.reason,
+            reads_gold=bool(item.answers) and contains_answer(read, item.answers),
+            method=answer.method, first_byte_seconds=answer.timings.first_byte_seconds,
         ))
         if on_answer:
             on_answer(item, answer)
@@ -463,6 +483,7 @@ def summarize_qa(results: Sequence[QaResult], *, k: int, gold_paths: Mapping[str
     cited = [r for r in answerable if r.citations]
     answered = [r for r in results if r.kind == "answer" and r.citations]
     seconds = sorted(r.seconds for r in results)
+    first_bytes = sorted(r.first_byte_seconds for r in results)
 
     def share(rows: list[QaResult], test: Callable[[QaResult], bool]) -> float:
         return sum(map(test, rows)) / len(rows) if rows else 0.0
@@ -485,7 +506,20 @@ def summarize_qa(results: Sequence[QaResult], *, k: int, gold_paths: Mapping[str
         seconds_p50=seconds[len(seconds) // 2] if seconds else 0.0,
         seconds_p95=seconds[min(len(seconds) - 1, int(len(seconds) * 0.95))] if seconds else 0.0,
         results=tuple(results),
+        reads_gold=share(answerable, lambda r: r.reads_gold),
+        short_answer_f1=(statistics.fmean(r.f1 for r in answerable if r.kind == "answer")
+                         if any(r.kind == "answer" for r in answerable) else 0.0),
+        seconds_first_byte_p50=first_bytes[len(first_bytes) // 2] if first_bytes else 0.0,
+        outcomes={kind: _outcome(answerable, kind) for kind in ("answer", "quote", "abstain")},
     )
+
+
+def _outcome(answerable: Sequence[QaResult], kind: str) -> Outcome:
+    rows = [r for r in answerable if r.kind == kind]
+    if not rows:
+        return Outcome(0.0, 0.0, 0.0)
+    return Outcome(len(rows) / len(answerable), sum(r.reads_gold for r in rows) / len(rows),
+                   statistics.fmean(r.f1 for r in rows))
 
 
 # -- whole runs (``edgellama eval``) ------------------------------------------------------------------

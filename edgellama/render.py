@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-__all__ = ["show_path", "cite", "status_lines", "resource_lines", "answer_tail", "quote_text", "search_lines",
+__all__ = ["show_path", "cite", "status_lines", "resource_lines", "answer_tail", "answer_body", "marked_passage",
+           "search_lines",
            "index_lines", "point_line", "summary_piece_lines", "summary_end", "retrieval_lines", "qa_lines",
            "selftest_step_line", "service_lines", "config_lines", "excerpt_lines", "export_lines", "import_lines"]
 
@@ -95,23 +96,31 @@ def resource_lines(resources: dict | None) -> list[str]:
 # -- ask and search -------------------------------------------------------------------------------
 
 
-def quote_text(passage: str) -> str:
-    """What an answer of kind ``quote`` says: no sentence was supported, here is the closest passage."""
-    return f'The documents do not say it in so many words. Closest passage: "{passage}"'
+def marked_passage(answer: dict) -> str:
+    """A quote's passage with the span that fits the question marked **like this** (Markdown, so
+    chat clients show it in bold)."""
+    passage, pointer = answer["answer"], answer.get("pointer") or ""
+    at = passage.find(pointer) if pointer else -1
+    return passage if at < 0 else f"{passage[:at]}**{pointer}**{passage[at + len(pointer):]}"
+
+
+def answer_body(answer: dict) -> list[str]:
+    """The outcome as the user reads it, without the sources (one wording for ``ask``, /ask's
+    clients and the chat completions): a short answer with the sentences it stands in, the
+    passage that answers, or "The documents do not say."."""
+    if answer["kind"] == "abstain":
+        return [answer["answer"]]
+    if answer["kind"] == "quote":
+        return ["The passage that answers (no short answer was verified):", f'  "{marked_passage(answer)}"']
+    evidence = answer.get("evidence") or []
+    return [answer["answer"]] + [f'  {"from" if n == 0 else "near"}: "{e["text"]}"' for n, e in enumerate(evidence)]
 
 
 def answer_tail(answer: dict) -> tuple[list[str], list[str]]:
-    """What ``edgellama ask`` prints after the streamed tokens: (stdout lines, stderr lines)."""
-    out: list[str] = []
-    streamed = answer["timings"]["completion_tokens"] > 0
-    if answer["kind"] == "abstain":
-        out.append(answer["answer"])
-    elif answer["kind"] == "quote":
-        if streamed:
-            out.append("\n(no passage supports that answer)")
-        out.append(quote_text(answer["answer"]))
-    else:
-        out.append("")
+    """What ``edgellama ask`` prints after the streamed answer (only a verified answer streams):
+    (stdout lines, stderr lines)."""
+    body = answer_body(answer)
+    out = [""] + body[1:] if answer["kind"] == "answer" else body
     if answer["sources"]:
         out.append("Sources:")
         out += [f"  {_cite_shown(s)}  ({s['heading']})" for s in answer["sources"]]
@@ -244,20 +253,26 @@ def retrieval_lines(report, path: str) -> list[str]:
     return out + [f"results: {show_path(path)}"]
 
 
+_OUTCOME_NAMES = {"answer": "short answer", "quote": "passage that answers", "abstain": "\"do not say\""}
+
+
 def qa_lines(report, path: str) -> list[str]:
     """``edgellama eval qa``: an ``evaluate.QaReport``; ``path`` the results file."""
     return [
         f"{report.questions} questions: {report.answerable} answerable, {report.unanswerable} unanswerable",
         f"gold document in top {report.k}   {report.hit_at_k:.1%}",
-        f"exact match / token F1    {report.exact_match:.1%} / {report.f1:.3f}",
-        f"answered (not quoted)     {report.answered:.1%}",
+        f"user reads the gold answer {report.reads_gold:.1%} of answerable (answer + its sentences, or the passage)",
+        f"verified short answers    {report.answered:.1%} of answerable, F1 {report.short_answer_f1:.3f}",
+        f"exact match / token F1    {report.exact_match:.1%} / {report.f1:.3f} (every answerable question)",
+        *(f"  {_OUTCOME_NAMES[kind]:<22}  {o.share:6.1%} of answerable; holds gold {o.reads_gold:6.1%}; F1 {o.f1:.3f}"
+          for kind, o in report.outcomes.items()),
         f"citation precision        {report.citation_precision:.1%} of answers' citations contain the answer "
         f"({report.flagged_citations} shown passages flagged as not supporting)",
         f"citations with gold       {report.citation_gold:.1%} of all citations contain a gold answer",
-        f"abstention, unanswerable  {report.abstention:.1%} ({report.abstained_outright:.1%} before the model)",
-        f"abstention, answerable    {report.false_abstention:.1%}",
+        f"\"do not say\", unanswerable {report.abstained_outright:.1%} (no short answer: {report.abstention:.1%})",
+        f"\"do not say\", answerable   {report.false_abstention:.1%}",
         f"seconds per question      mean {report.seconds_mean:.2f}, p50 {report.seconds_p50:.2f}, "
-        f"p95 {report.seconds_p95:.2f}",
+        f"p95 {report.seconds_p95:.2f}; first byte p50 {report.seconds_first_byte_p50:.2f}",
         f"results: {show_path(path)}",
     ]
 

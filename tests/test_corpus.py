@@ -153,7 +153,10 @@ def test_cli_index_then_ask_streams_a_cited_answer(tmp_path, shared_data):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "210 kWh"
-    assert lines[1] == "Sources:" and lines[2].strip().startswith("corpus/station/power.md:")
+    # the sentence it stands in is shown with it (issue 22), then the sources
+    assert lines[1].startswith('  from: "') and "210 kWh" in lines[1]
+    sources = lines.index("Sources:")
+    assert lines[sources + 1].strip().startswith("corpus/station/power.md:")
     as_json = json.loads(run_cli("ask", "--json", "Which HF frequency do we use for the daytime sked?", env=env).stdout)
     assert as_json["kind"] == "answer" and "7.812 MHz" in as_json["answer"]
     assert as_json["sources"][0]["path"].endswith("radio-schedule.html")

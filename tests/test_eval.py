@@ -182,9 +182,10 @@ def test_cli_eval_qa_on_the_corpus_qa_set(tmp_path, shared_data):
     assert report["seconds_mean"] > 0 and len(report["results"]) == len(items)
     # Answers are span-verified (answer.py): a cited passage always holds the answer given...
     assert report["citation_precision"] >= 0.90
-    # ...and most hold a gold answer: measured 0.674; the misses are the 135M model picking the
-    # wrong span of the right passage (exact match 0.28).
-    assert report["citation_gold"] >= 0.60
+    # Since issue 22 every outcome cites two evidence sentences (the one holding the answer and the
+    # best other), so about half of all citations are context: measured 0.53. What the user reads
+    # holds a gold answer for 72.5% (0.61 before issue 22).
+    assert report["citation_gold"] >= 0.45 and report["reads_gold"] >= 0.68
 
 
 def test_evaluate_qa_shows_each_answer_and_reports_add_up_over_parts(tmp_path):
@@ -217,9 +218,30 @@ def test_evaluate_qa_shows_each_answer_and_reports_add_up_over_parts(tmp_path):
     assert answer.kind == "answer" and answer.context and answer.context[0].path == gold["a"]
     merged = summarize_qa([r for p in parts for r in p.results], k=3, gold_paths=gold,
                           flagged_citations=sum(p.flagged_citations for p in parts))
-    # the dock: answered (F1 1); the tank: "key K-17" is not in its passage, so the passage is
-    # quoted ("treated water tank holds 4000 litres" against "4000 litres": F1 0.5)
-    assert whole.f1 == merged.f1 == pytest.approx(0.75)
-    assert [r.kind for r in whole.results] == ["answer", "quote", "abstain"]
+    # the dock: answered (F1 1); the tank: "key K-17" is not in its passage, so the model's answer
+    # is not shown; the number span of the passage is ("4,000" against "4,000 litres": F1 2/3)
+    assert whole.f1 == merged.f1 == pytest.approx((1 + 2 / 3) / 2)
+    assert [r.kind for r in whole.results] == ["answer", "answer", "abstain"]
+    assert [r.method for r in whole.results] == ["model", "span", ""]
+    assert whole.reads_gold == 1.0 and whole.outcomes["answer"].share == 1.0
     strip = lambda report: {k: v for k, v in report.as_dict().items() if not k.startswith("seconds") and k != "results"}  # noqa: E731
     assert strip(whole) == strip(merged)
+
+
+def test_the_qa_report_says_what_users_read_per_outcome():
+    from edgellama.evaluate import QaResult, summarize_qa
+
+    def row(qid, kind, f1, reads, answerable=True, method=""):
+        return QaResult(qid, "q", answerable, kind, "a", 1, 0.0, f1, 1, 1, 1, 0.5, "", reads_gold=reads,
+                        method=method, first_byte_seconds=0.25)
+
+    report = summarize_qa([row("1", "answer", 1.0, True, method="span"), row("2", "answer", 0.5, True, method="model"),
+                           row("3", "quote", 0.1, True), row("4", "abstain", 0.0, False),
+                           row("5", "abstain", 0.0, False, answerable=False), row("6", "quote", 0.0, False, answerable=False)],
+                          k=5, gold_paths={})
+    assert report.reads_gold == 0.75 and report.answered == 0.5 and report.short_answer_f1 == 0.75
+    assert report.outcomes["answer"].share == 0.5 and report.outcomes["quote"].reads_gold == 1.0
+    assert report.outcomes["abstain"].share == 0.25 and report.false_abstention == 0.25
+    assert report.abstained_outright == 0.5 and report.abstention == 1.0  # "do not say" vs "no short answer"
+    assert report.seconds_first_byte_p50 == 0.25
+    assert report.as_dict()["outcomes"]["quote"] == {"share": 0.25, "reads_gold": 1.0, "f1": 0.1}
