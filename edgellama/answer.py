@@ -173,7 +173,9 @@ def ask(
                 supporting_overlap(text, f"{passages[i][0].chunk.context} {passages[i][1]}"))
         for n, i in enumerate(plan.included, start=1)
     )
-    sentences = [(s.text, s.score) for s in picked] if style == "completion" else []
+    # The chat style's model saw whole chunks, but what is quoted (or pointed at) when its answer is
+    # not verified is still the best evidence sentences: never an empty passage.
+    sentences = [(s.text, s.score) for s in picked]
     model_supported = bool(text) and not _DONT_KNOW.match(text) and any(s.support >= MIN_SUPPORT for s in shown)
     decision = decide(question=question, sentences=sentences, model_text=text, model_supported=model_supported)
     if style != "completion" and model_supported:  # the chat style sees whole chunks: no span scoring

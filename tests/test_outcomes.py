@@ -127,3 +127,21 @@ def test_real_models_answer_quote_or_abstain_honestly(tmp_path, embedder, genera
         assert kinds[0] == "answer"
         off = ask(question="Who painted the Mona Lisa?", store=store, embedder=embedder, generator=generator)
         assert (off.kind, off.text) == ("abstain", NOT_IN_DOCUMENTS)
+
+
+def test_the_chat_style_quotes_the_evidence_when_its_answer_is_not_verified(tmp_path):
+    """``prompt_style = "chat"`` (whole chunks to the model, e.g. a bigger Llama): an unverified
+    answer is never shown, and the passage quoted is the best evidence sentence, never an empty one."""
+    embedder = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "a.db") as store:
+        index_paths(store=store, embedder=embedder, paths=[_docs(tmp_path)], chunk_tokens=200, chunk_overlap=30,
+                    max_file_bytes=10**6)
+        streamed: list[str] = []
+        wrong = ask(question="How many litres does the treated water tank hold?", store=store, embedder=embedder,
+                    generator=ScriptedGenerator("12 barrels of oil"), min_relevance=0.1, style="chat",
+                    on_token=streamed.append)
+        assert wrong.kind == "quote" and streamed == [] and "4,000 litres" in wrong.text
+        right = ask(question="How many litres does the treated water tank hold?", store=store, embedder=embedder,
+                    generator=ScriptedGenerator("4,000 litres"), min_relevance=0.1, style="chat",
+                    on_token=streamed.append)
+        assert right.kind == "answer" and streamed == ["4,000 litres"]
