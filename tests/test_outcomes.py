@@ -3,6 +3,8 @@ do not say."), the short-answer span scorer, and how the CLI and the API word th
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from edgellama.answer import (NOT_IN_DOCUMENTS, answer_to_dict, ask, candidate_spans, decide,
@@ -61,12 +63,19 @@ def _docs(tmp_path):
     return docs
 
 
-def test_only_the_verified_answer_streams(tmp_path):
-    """Nothing the model said streams before it is verified, so nothing is ever taken back."""
-    embedder = BagOfWordsEmbedder()
+@contextmanager
+def _indexed(tmp_path, embedder):
+    """A store holding the small water documents, indexed with ``embedder``."""
     with Store.open(tmp_path / "a.db") as store:
         index_paths(store=store, embedder=embedder, paths=[_docs(tmp_path)], chunk_tokens=200, chunk_overlap=30,
                     max_file_bytes=10**6)
+        yield store
+
+
+def test_only_the_verified_answer_streams(tmp_path):
+    """Nothing the model said streams before it is verified, so nothing is ever taken back."""
+    embedder = BagOfWordsEmbedder()
+    with _indexed(tmp_path, embedder) as store:
         streamed: list[str] = []
         wrong = ask(question="How many litres does the treated water tank hold?", store=store, embedder=embedder,
                     generator=ScriptedGenerator("12 barrels of oil"), min_relevance=0.1, on_token=streamed.append)
@@ -133,9 +142,7 @@ def test_the_chat_style_quotes_the_evidence_when_its_answer_is_not_verified(tmp_
     """``prompt_style = "chat"`` (whole chunks to the model, e.g. a bigger Llama): an unverified
     answer is never shown, and the passage quoted is the best evidence sentence, never an empty one."""
     embedder = BagOfWordsEmbedder()
-    with Store.open(tmp_path / "a.db") as store:
-        index_paths(store=store, embedder=embedder, paths=[_docs(tmp_path)], chunk_tokens=200, chunk_overlap=30,
-                    max_file_bytes=10**6)
+    with _indexed(tmp_path, embedder) as store:
         streamed: list[str] = []
         wrong = ask(question="How many litres does the treated water tank hold?", store=store, embedder=embedder,
                     generator=ScriptedGenerator("12 barrels of oil"), min_relevance=0.1, style="chat",
