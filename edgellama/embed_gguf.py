@@ -10,6 +10,7 @@ import json
 import os
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -190,8 +191,9 @@ class LlamaCppEmbedder:
                 self._max_tokens = 256
         return self._max_tokens
 
-    @property
+    @cached_property
     def dim(self) -> int:
+        """Read once: ``embed`` (every question) sizes its output with it."""
         return int(json.loads((self.folder / "config.json").read_text())["hidden_size"])
 
     def gguf_path(self) -> Path:
