@@ -545,6 +545,17 @@ class Store:
             raise StoreError(f"full-text query failed: {err}") from None
         return [(row[0], -row[1]) for row in rows]
 
+    def chunk_counts(self, words: Iterable[str]) -> dict[str, int]:
+        """For each word, how many chunks hold it (FTS5's match: stemmed, in the text or heading)."""
+        counts: dict[str, int] = {}
+        for word in dict.fromkeys(words):
+            try:
+                counts[word] = self._conn.execute(
+                    "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (f'"{word}"',)).fetchone()[0]
+            except sqlite3.OperationalError:  # a word FTS5 cannot parse as a phrase holds nothing
+                counts[word] = 0
+        return counts
+
     def chunks(self, ids: Iterable[int]) -> dict[int, ChunkRecord]:
         ids = list(ids)
         found: dict[int, ChunkRecord] = {}
