@@ -1,0 +1,98 @@
+"""The evidence ``ask`` shows and decides on: transcript entries as units, the question's rare words
+found in the evidence (abstention), and what the user reads beside an answer."""
+
+from __future__ import annotations
+
+from edgellama.answer import NOT_IN_DOCUMENTS, _passage, ask
+from edgellama.indexer import index_paths
+from edgellama.retrieve import best_sentences, evidence_units, question_coverage, search
+from edgellama.store import Store
+from edgellama.vectors import load_vectors
+
+from fakes import BagOfWordsEmbedder, ScriptedGenerator
+
+TRANSCRIPT = "\n".join([
+    "(Tape 66/2, page 327)",
+    *(f"04:06:{m:02d}:00 CC: Roger. Copy the readback number {m}." for m in range(10, 20)),
+    "04:06:45:57 CDR (TRANQ): Houston, Tranquility Base here. The Eagle has landed.",
+    "04:06:46:04 CC: Roger, Tranquility. We copy you on the ground. You got a bunch of guys",
+    "  about to turn blue. We're breathing again. Thanks a lot.",
+    "[garbled]",
+    "04:06:46:23 CDR (TRANQ): Thank you.",
+]) + "\n"
+
+
+def test_a_transcript_entry_is_one_unit_and_prose_is_split_into_sentences():
+    units = [TRANSCRIPT[a:b] for a, b in evidence_units(TRANSCRIPT)]
+    assert "04:06:45:57 CDR (TRANQ): Houston, Tranquility Base here. The Eagle has landed." in units
+    wrapped = next(u for u in units if u.startswith("04:06:46:04"))
+    assert wrapped.endswith("Thanks a lot.")  # the wrapped line belongs to its entry
+    assert not any(u.startswith(("(Tape", "[garbled")) for u in units)
+    prose = "The tank holds 4,000 litres. It is refilled on Mondays.\nThe pump runs at night."
+    assert [prose[a:b] for a, b in evidence_units(prose)] == [
+        "The tank holds 4,000 litres.", "It is refilled on Mondays.", "The pump runs at night."]
+
+
+def test_best_sentences_returns_whole_entries_once(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a11.txt").write_text(TRANSCRIPT * 2)  # overlapping chunks repeat entries
+    embedder = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "t.db") as store:
+        index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=120, chunk_overlap=30,
+                    max_file_bytes=10**6)
+        question = "What did Armstrong say after Houston, Tranquility Base here?"
+        found = search(store=store, embedder=embedder, query=question, k=5)
+        picked = best_sentences(query=question, chunks=found, embedder=embedder, limit=10)
+    texts = [s.text for s in picked]
+    assert len(texts) == len(set(texts))
+    assert any("Tranquility Base here. The Eagle has landed." in t for t in texts)
+
+
+def test_coverage_weighs_the_rare_words_of_the_question(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for n in range(6):
+        (docs / f"n{n}.md").write_text(f"# Note {n}\n\nThe crew checked the pressure of tank {n} on the moon.\n")
+    (docs / "seis.md").write_text("# Seismometer\n\nThe passive seismometer was deployed on the moon by the crew.\n")
+    embedder = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "c.db") as store:
+        index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=200, chunk_overlap=30,
+                    max_file_bytes=10**6)
+        total = len(load_vectors(store, model=embedder.name))
+
+        def coverage(question):
+            found = search(store=store, embedder=embedder, query=question, k=3)
+            return question_coverage(query=question, chunks=found, total=total,
+                                     counts=store.chunk_counts(["crew", "moon", "seismometer", "splashdown", "passive"]))
+
+        assert store.chunk_counts(["crew", "splashdown"]) == {"crew": 7, "splashdown": 0}
+        answerable = coverage("When was the passive seismometer deployed by the crew?")
+        near_miss = coverage("When did the crew splashdown after leaving the moon?")
+        assert answerable > 0.9 and near_miss < 0.5  # "splashdown" is rare (absent) and weighs most
+
+
+def test_a_near_miss_question_is_refused_when_its_rare_word_is_nowhere(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for n in range(6):
+        (docs / f"n{n}.md").write_text(f"# Log {n}\n\nThe crew reported the cabin pressure of the lander, reading {n}.\n")
+    embedder = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "r.db") as store:
+        index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=200, chunk_overlap=30,
+                    max_file_bytes=10**6)
+        options = dict(store=store, embedder=embedder, generator=ScriptedGenerator("3"), min_relevance=0.7)
+        near = ask(question="What cabin pressure did the crew report at splashdown?", **options)
+        hit = ask(question="What cabin pressure did the crew report?", **options)
+    assert (near.kind, near.text) == ("abstain", NOT_IN_DOCUMENTS) and "words found" in near.reason
+    assert hit.kind != "abstain"  # best passages score alike (0.79, 0.83): the missing rare word decides
+
+
+def test_the_passage_is_about_two_sentences_of_prose_and_more_short_entries():
+    prose = [(" ".join(["word"] * 25) + ".", 0.9), (" ".join(["more"] * 25) + ".", 0.8),
+             (" ".join(["else"] * 25) + ".", 0.7)]
+    assert _passage(1, prose) == (1, 0)
+    entries = [("04:06:46:04 CC: Roger, we copy you down.", 0.9), ("Heading", 0.85),
+               ("04:06:45:57 CDR: The Eagle has landed.", 0.8), ("04:06:47:00 CC: Stand by for T1.", 0.7),
+               ("04:06:48:00 LMP: Roger, standing by for it.", 0.6)]
+    assert _passage(2, entries) == (2, 0, 3, 4)  # short entries fill the budget; a heading is never one
