@@ -546,7 +546,7 @@ def decide(*, question: str, sentences: list[tuple[str, float]], model_text: str
                     best.confidence if best else 0.0, reason)
 
 
-PASSAGE_WORDS = 60  # what the user reads beside a short answer, or as the passage: about two sentences
+PASSAGE_WORDS = 70  # what the user reads beside a short answer, or as the passage: two or three sentences
 
 
 def _passage(first: int, sentences: list[tuple[str, float]]) -> tuple[int, ...]:
