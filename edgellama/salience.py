@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from .text import STOPWORDS, content_words
 
-__all__ = ["ACKNOWLEDGEMENTS", "SCORERS", "Scorer", "Unit", "salience", "salient_sentences"]
+__all__ = ["ACKNOWLEDGEMENTS", "SCORERS", "Scorer", "Unit", "content_terms", "salience", "salient_sentences"]
 
 REDUNDANCY_WEIGHT = 0.7  # penalty for similarity to a sentence already picked
 _WORD = re.compile(r"[^\W\d_][\w'-]*|\d[\w.-]*\w|\d")
@@ -41,7 +41,7 @@ ROUTINE_WEIGHT = 0.6  # per log-count of units shaped the same (numbers aside)
 CUE_WEIGHT = 0.15  # for a word that flags an event or a warning (CUES)
 SPECIFIC_WEIGHT = 0.3  # for the particulars a unit states: numbers, codes, names (up to two)
 ONSET_WEIGHT = 0.25  # for a new word other speakers take up (its percentile, to the 4th power: only the top few)
-REACTION_WEIGHT = 0.3  # for an exclamation by another speaker within three units
+REACTION_WEIGHT = 0.6  # for an exclamation by another speaker within three units (0.3 before: flag 0 -> 1 of 1)
 REFERENCE_WEIGHT = 0.3  # prose: for introducing a word the document mentions again much later (its percentile, squared)
 REFERENCE_GAP = 0.1  # share of the units: a mention at least this far after the first one refers back to it
 REFERENCE_MIN_UNITS = 100  # ... in a document this long at least: a note or a handful of retrieved sentences has no "later"
@@ -58,7 +58,8 @@ def _words(text: str) -> list[str]:
 
 
 @lru_cache(maxsize=16384)  # a text is scored once and compared at every level of the tree
-def _content(text: str) -> tuple[str, ...]:
+def content_terms(text: str) -> tuple[str, ...]:
+    """The words of ``text`` that can tell something: no stopwords, acknowledgements or single letters."""
     return tuple(w for w in _words(text) if w not in STOPWORDS and w not in ACKNOWLEDGEMENTS and len(w) > 1)
 
 
@@ -101,7 +102,7 @@ def salience(units: Sequence[Unit]) -> list[float]:
     n = len(units)
     if not n:
         return []
-    tokens = [_content(u.text) for u in units]
+    tokens = [content_terms(u.text) for u in units]
     sets = [set(t) for t in tokens]
     df = Counter(w for s in sets for w in s)
     idf = {w: math.log(n / c) for w, c in df.items()}
@@ -185,7 +186,7 @@ SCORERS = {"salience": salience, "centrality": centrality}
 
 @lru_cache(maxsize=16384)
 def _vector(text: str) -> dict[str, float]:  # shared: never modified
-    bag = Counter(_content(text))
+    bag = Counter(content_terms(text))
     norm = math.sqrt(sum(v * v for v in bag.values())) or 1.0
     return {w: v / norm for w, v in bag.items()}
 
@@ -245,8 +246,9 @@ def salient_sentences(texts: Sequence[str], *, points: int, query: str = "", sco
     for i, text in enumerate(texts):
         same.setdefault(" ".join(text.lower().split()), []).append(i)
     firsts = [ids[0] for ids in same.values()]
-    ranked = [scores[i] + (len(query_words & content_words(texts[i])) / len(query_words) if query_words else 0.0)
-              for i in firsts]
+    # A text shown for several units (the moment of a transcript they belong to) ranks by the best.
+    ranked = [max(scores[j] for j in ids) + (len(query_words & content_words(texts[ids[0]])) / len(query_words)
+                                            if query_words else 0.0) for ids in same.values()]
     chosen = pick([texts[i] for i in firsts], ranked, points=points, redundancy=REDUNDANCY_WEIGHT, gap=gap,
                   places=[places[i] for i in firsts] if places is not None else None)
     return [Pick(texts[firsts[k]], tuple(same[" ".join(texts[firsts[k]].lower().split())])) for k in chosen]
