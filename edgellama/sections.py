@@ -26,6 +26,7 @@ FLAT_PARTS = 8  # a document without headings is cut into about this many parts 
 EXCHANGE_LEAD = 2  # a log or transcript point: up to this many short entries before the picked one
 EXCHANGE_FOLLOW = 1  # ... and the one just after it
 EXCHANGE_WORDS = 12  # ... each of at most this many words
+MOMENT_START = 0.6  # ... and the first entry of its moment that scores at least this share of the pick's
 HEADLINE_ABOVE = 25  # words: an entry longer is shown through a short entry of its moment ...
 HEADLINE_RATIO = 0.9  # ... whose words are at least this rare on average (mean IDF) against its own
 
@@ -176,7 +177,7 @@ def document_sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens:
         shown = [(n, *_headline(item, u, units, items, density)) for n, item, u in found]
     out: list[Section] = []
     for number, (heading, _) in enumerate(cut):
-        sentences = [_exchange(item, u, units, written, scores[at]) if records
+        sentences = [_exchange(item, u, units, written, scores, at) if records
                      else SectionSentence(item.text, item.line_start, item.line_end, item.page, item.heading, scores[u])
                      for n, item, u, at in shown if n == number]
         if not sentences:
@@ -224,12 +225,17 @@ def _entry_spans(texts: Sequence[str], starts: Sequence[int]) -> list[tuple[int,
 
 
 def _exchange(item: SectionSentence, at: int, units: Sequence[Unit], written: Sequence[tuple[str, int]],
-              score: float) -> SectionSentence:
+              scores: Sequence[float], scored: int) -> SectionSentence:
     """A log or transcript entry with the short entries around it: those that lead up to it (a
     call, a question, a one-line report: "Houston, Tranquility Base here." before "Roger,
     Tranquility. We copy you on the ground.") and the short reply after it ("Roger. Eagle is
     undocked."): one entry alone is often a reply to nothing shown. Pure acknowledgements are
-    left out; the lines cited run from the first entry shown to the last."""
+    left out. An incident is told first and followed up ("Pump P-3 tripped ..." then "Why did P-4
+    not start?", "Keep P-3 locked out"): the first entry of the moment (within MOMENT_WINDOW
+    before it) that is not routine and scores at least MOMENT_START of the pick's score leads,
+    "…" marking entries left out after it. The lines cited run from the first entry shown to the
+    last; the point carries the score of the unit ``scored`` (see ``_headline``)."""
+    score = scores[scored]
     def short(j: int) -> bool:  # a short entry (a page marker or a note between entries is not one)
         return len(units[j].text.split()) <= EXCHANGE_WORDS and record_prefix(written[j][0]) is not None
 
@@ -242,8 +248,18 @@ def _exchange(item: SectionSentence, at: int, units: Sequence[Unit], written: Se
     follow = [j for j in range(at + 1, min(len(units), at + 1 + EXCHANGE_FOLLOW))
               if short(j) and content_words(units[j].text) - ACKNOWLEDGEMENTS]
     follow = follow[:1] if follow and follow[0] == at + 1 else []
+    first = lead[0] if lead else at
+    start = next((j for j in range(max(0, at - MOMENT_WINDOW), first)
+                  if scores[j] > 0 and scores[j] >= MOMENT_START * scores[at] and record_prefix(written[j][0]) is not None
+                  and len(units[j].text.split()) <= HEADLINE_ABOVE and content_words(units[j].text) - ACKNOWLEDGEMENTS),
+                 None)
+    if start is not None:
+        lead = [start, *lead]
     if not lead and not follow:
         return SectionSentence(item.text, item.line_start, item.line_end, item.page, item.heading, score)
-    text = " ".join([*(written[j][0] for j in lead), item.text, *(written[j][0] for j in follow)])
+    parts = [written[j][0] for j in lead]
+    if start is not None and start + 1 < first:
+        parts.insert(1, "…")
+    text = " ".join([*parts, item.text, *(written[j][0] for j in follow)])
     return SectionSentence(text, written[lead[0]][1] if lead else item.line_start,
                            written[follow[-1]][1] if follow else item.line_end, item.page, item.heading, score)
