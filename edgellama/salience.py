@@ -33,6 +33,7 @@ CUES = frozenset("""important importantly never warning caution critical essenti
     significant""".split())
 
 LABELS_SETTLED = 0.05  # share of the units before which every speaker is new (no bonus)
+LABEL_ONCE = 0.5  # share of the bonus for a new label not heard again within LABEL_RUN units
 LABEL_RUN = 30  # units: a new speaker label this close after another is part of the same change
 MOMENT_WINDOW = 4  # units either side of an event that share its bonus (a question, its answer, a reaction)
 ONSET_HORIZON = 300  # units: a word unused this long before is new when it comes up
@@ -124,6 +125,8 @@ def salience(units: Sequence[Unit]) -> list[float]:
         if voiced and unit.speaker and unit.speaker not in heard and i > LABELS_SETTLED * n:
             # New labels in a row (each crew member's new call sign) are one change, not several.
             label[i] = 1.0 if i - last_new > LABEL_RUN else 0.0
+            if LABEL_ONCE < 1.0 and not any(units[j].speaker == unit.speaker for j in range(i + 1, min(n, i + LABEL_RUN + 1))):
+                label[i] *= LABEL_ONCE  # heard once and not again soon: a stray or garbled label
             last_new = i
         heard.add(unit.speaker)
         if voiced:
