@@ -375,7 +375,7 @@ def events_kept(tmp_path, path: Path, events: list[dict], length: str, scorer=No
 
 # (document, length, at least this many key events in the overview, in everything printed):
 # a few below what bench/summarize_events.py measured, so that only a real loss fails.
-KEY_EVENTS = [("plant-log.txt", "long", 6, 7), ("nodejs-child-process.md", "long", 2, 5)]
+KEY_EVENTS = [("plant-log.txt", "long", 6, 7), ("plant-log.txt", "medium", 3, 7), ("nodejs-child-process.md", "long", 2, 5)]
 APOLLO_EVENTS = [("long", 3, 5), ("medium", 2, 4)]
 
 
@@ -386,11 +386,27 @@ def test_dev_documents_keep_their_key_events(tmp_path, name, length, in_overview
     assert len(overview) >= in_overview and len(everything) >= shown, (overview, everything)
 
 
+@pytest.mark.parametrize("seed", [7, 99])
+def test_other_generated_logs_keep_their_incidents(tmp_path, seed):
+    """Logs the dev set does not hold (tests/oplog.py with other seeds): at `medium` the printed
+    summary names 7 of the 8 incidents (measured 8 and 7; 4 and 4 before an incident's point led
+    with its first report: "Pump P-3 tripped ..." rather than only the follow-up after it)."""
+    from oplog import INCIDENTS, make_log
+
+    text, _ = make_log(seed=seed)
+    path = tmp_path / "log.txt"
+    path.write_text(text)
+    events = [{"event": i.name, "match": i.match} for i in INCIDENTS]
+    _, everything = events_kept(tmp_path, path, events, "medium")
+    assert len(everything) >= 7, everything
+
+
 @pytest.mark.skipif(APOLLO is None, reason="../shared/data/summarize-dev is not there")
 @pytest.mark.parametrize("length, in_overview, shown", APOLLO_EVENTS)
 def test_the_apollo_day_names_what_happened(tmp_path, length, in_overview, shown):
-    """The issue's target: the default summary of the Apollo 11 landing day names at least 6 of
-    its 8 events at `long`, 4 at `medium`; the former centrality score named none (it fails this)."""
+    """The Apollo 11 landing day (issue 21's target: 6 of its 8 events at `long`, 4 at `medium`).
+    Measured (overview / everything printed): 4 / 5 at `long`, 3 / 4 at `medium` (2 / 3 and 2 / 3
+    before this round); the test holds what is reached. The former centrality score names none."""
     from edgellama.salience import centrality
 
     name = "apollo11-get-096-120h.txt"
