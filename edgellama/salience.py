@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 
 from .text import STOPWORDS, content_words
 
-__all__ = ["ACKNOWLEDGEMENTS", "SCORERS", "Scorer", "Unit", "content_terms", "salience", "salient_sentences"]
+__all__ = ["ACKNOWLEDGEMENTS", "MOMENT_WINDOW", "SCORERS", "Scorer", "Unit", "centrality", "content_terms", "salience",
+           "salient_sentences"]
 
 REDUNDANCY_WEIGHT = 0.7  # penalty for similarity to a sentence already picked
 _WORD = re.compile(r"[^\W\d_][\w'-]*|\d[\w.-]*\w|\d")
