@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "bundled_embedder_path", "embedder_source", "ensure_offline",
            "load_embedder", "native_bf16", "resolve_precision", "PADDING", "BUNDLED_EMBEDDER", "ProcessEmbedder",
-           "TieredEmbedder"]
+           "TieredEmbedder", "RUNNING_BULK_TEXTS"]
 
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
 PADDING = 1.25  # a batch's padded tokens, at most this times its texts' own (ask's sentences: 1.25 and 1.5 alike, 2 slower)

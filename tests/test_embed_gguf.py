@@ -3,6 +3,7 @@ child process that holds torch, and the caller never imports it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,16 @@ def test_the_worker_takes_a_run_once_started_but_never_a_question():
     tiered.embed(["s"] * 30)  # a question's evidence sentences
     assert bulk.calls == [500, RUNNING_BULK_TEXTS]
     assert small.calls == [RUNNING_BULK_TEXTS + 10, 1, 30]
+
+
+def test_on_a_busy_box_the_embedder_drops_to_the_idle_cores_with_the_same_vectors(gguf_embedder, monkeypatch):
+    import edgellama.generate as generate
+
+    assert 1 <= generate.idle_cores() <= (os.cpu_count() or 1)
+    texts = corpus_texts()[:6]
+    monkeypatch.setattr(generate, "idle_cores", lambda: 2)
+    both = gguf_embedder.embed(texts)
+    monkeypatch.setattr(generate, "idle_cores", lambda: 1)
+    one = gguf_embedder.embed(texts)
+    assert gguf_embedder._threads_now == 1
+    assert (both * one).sum(axis=1).min() >= 0.9999
