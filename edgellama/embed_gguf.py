@@ -180,6 +180,7 @@ class LlamaCppEmbedder:
         self._llama = None
         self._tokenizer = None
         self._lock = threading.Lock()  # one llama.cpp context: one caller at a time
+        self._threads_now = threads or 1
 
     @property
     def max_input_tokens(self) -> int:
@@ -253,11 +254,19 @@ class LlamaCppEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         import llama_cpp
 
+        from .generate import idle_cores
+
         llama = self._load()
         rows = self.token_ids(texts)
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         budget = llama.n_batch
         with self._lock:
+            # As many threads as there are idle cores, up to ``threads``: on a busy box one thread
+            # is an order of magnitude faster than two that stall each other (generate.idle_cores).
+            threads = min(self.threads or 1, idle_cores())
+            if threads != self._threads_now:
+                llama_cpp.llama_set_n_threads(llama._ctx.ctx, threads, threads)
+                self._threads_now = threads
             start = 0
             while start < len(rows):
                 llama._batch.reset()
