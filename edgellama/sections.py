@@ -249,17 +249,23 @@ def _exchange(item: SectionSentence, at: int, units: Sequence[Unit], written: Se
               if short(j) and content_words(units[j].text) - ACKNOWLEDGEMENTS]
     follow = follow[:1] if follow and follow[0] == at + 1 else []
     first = lead[0] if lead else at
+
+    def telling(j: int) -> bool:  # not routine, not long, not a bare acknowledgement
+        return (scores[j] > 0 and record_prefix(written[j][0]) is not None
+                and len(units[j].text.split()) <= HEADLINE_ABOVE and bool(content_words(units[j].text) - ACKNOWLEDGEMENTS))
+
     start = next((j for j in range(max(0, at - MOMENT_WINDOW), first)
-                  if scores[j] > 0 and scores[j] >= MOMENT_START * scores[at] and record_prefix(written[j][0]) is not None
-                  and len(units[j].text.split()) <= HEADLINE_ABOVE and content_words(units[j].text) - ACKNOWLEDGEMENTS),
-                 None)
+                  if scores[j] >= MOMENT_START * scores[at] and telling(j)), None)
     if start is not None:
         lead = [start, *lead]
     if not lead and not follow:
         return SectionSentence(item.text, item.line_start, item.line_end, item.page, item.heading, score)
-    parts = [written[j][0] for j in lead]
-    if start is not None and start + 1 < first:
-        parts.insert(1, "…")
-    text = " ".join([*parts, item.text, *(written[j][0] for j in follow)])
+    shown = [*lead, at]
+    parts: list[str] = []
+    for k, j in enumerate(shown):
+        if k and j > shown[k - 1] + 1:
+            parts.append("…")
+        parts.append(written[j][0] if j != at else item.text)
+    text = " ".join([*parts, *(written[j][0] for j in follow)])
     return SectionSentence(text, written[lead[0]][1] if lead else item.line_start,
                            written[follow[-1]][1] if follow else item.line_end, item.page, item.heading, score)
