@@ -172,6 +172,9 @@ class LlamaCppEmbedder:
 
     def __init__(self, folder: Path, *, models_dir: Path, name: str | None = None, threads: int | None = None,
                  max_tokens: int | None = None):
+        from .embed import ensure_offline
+
+        ensure_offline()  # tokenizers and safetensors are Hugging Face libraries too: told once, here
         self.folder = Path(folder)
         self.models_dir = Path(models_dir)
         self.name = name or self.folder.name
