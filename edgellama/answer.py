@@ -541,28 +541,31 @@ def decide(*, question: str, sentences: list[tuple[str, float]], model_text: str
     pointer = best.span.text if best is not None else ""
     reason = ("the model's answer " + repr(model_text) + " is not in the passages" if model_text and not model_supported
               else "no short answer was verified")
-    shown = _passage(at, sentences)
+    shown = _passage(at, sentences, words=QUOTE_WORDS)
     return Decision("quote", " ".join(sentences[i][0] for i in shown), "", shown, pointer,
                     best.confidence if best else 0.0, reason)
 
 
-PASSAGE_WORDS = 70  # what the user reads beside a short answer, or as the passage: two or three sentences
+PASSAGE_WORDS = 70  # what the user reads beside a short answer: two or three sentences
+# A passage given instead of a short answer is cited whole, every sentence of it: kept shorter.
+QUOTE_WORDS = 60
 
 
-def _passage(first: int, sentences: list[tuple[str, float]]) -> tuple[int, ...]:
+def _passage(first: int, sentences: list[tuple[str, float]], *, words: int | None = None) -> tuple[int, ...]:
     """The sentence holding the answer, then the best others that are more than a heading, within
     PASSAGE_WORDS words (at least one other): two sentences of prose, three or four entries of a
     transcript. The best sentence holds a gold answer for 75% of xquad-dev questions, the best two
     for 85%; on the transcript the best entry 60%, the best three 77%."""
-    shown, words = [first], len(sentences[first][0].split()) if first < len(sentences) else 0
+    budget = PASSAGE_WORDS if words is None else words
+    shown, used = [first], len(sentences[first][0].split()) if first < len(sentences) else 0
     for i, (text, _) in enumerate(sentences):
         size = len(text.split())
         if i == first or size <= 3:
             continue
-        if len(shown) > 1 and words + size > PASSAGE_WORDS:
+        if len(shown) > 1 and used + size > budget:
             break
         shown.append(i)
-        words += size
+        used += size
     return tuple(shown)
 
 
