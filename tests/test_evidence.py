@@ -96,4 +96,4 @@ def test_the_passage_is_about_two_sentences_of_prose_and_more_short_entries():
                ("04:06:45:57 CDR: The Eagle has landed.", 0.8), ("04:06:47:00 CC: Stand by for T1.", 0.7),
                ("04:06:48:00 LMP: Roger, standing by for it.", 0.6)]
     assert _passage(2, entries) == (2, 0, 3, 4)  # short entries fill the budget; a heading is never one
-    assert _passage(2, entries, words=20) == (2, 0)  # a quote's budget (QUOTE_WORDS) is its own
+    assert _passage(2, entries, words=15) == (2, 0)  # a quote's budget (QUOTE_WORDS) is its own
