@@ -49,6 +49,12 @@ class Sentence:
     score: float
     line_start: int  # where the sentence stands in the source file
     line_end: int
+    said_from: int = 0  # a transcript or log entry: where its words start, after the time stamp and speaker
+
+    @property
+    def said(self) -> str:
+        """The words of the sentence: an entry without its time stamp and speaker."""
+        return self.text[self.said_from:]
 
 
 def fts_query(text: str) -> str:
@@ -165,14 +171,18 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     QA set: token F1 0.40 from the best 4 sentences of the top 3 chunks, 0.31 from the top chunk).
     Score: cosine similarity plus 0.3 x the share of the query's content words in the sentence."""
     sentences: list[tuple[int, str, tuple[int, int]]] = []
+    said_from: dict[str, int] = {}
     seen: set[str] = set()  # neighbouring chunks overlap: a sentence counts once
     for index, found in enumerate(chunks):
         text = found.chunk.text
+        records = _is_record_block(text.split("\n"))
         for start, end in evidence_units(text):
             sentence = " ".join(text[start:end].split())
             if len(sentence) > 3 and sentence not in seen:
                 seen.add(sentence)
                 sentences.append((index, sentence, found.chunk.source_lines(start, end)))
+                prefix = record_prefix(sentence) if records else None
+                said_from[sentence] = prefix[0] if prefix else 0
     if not sentences:
         return []
     if query_vector is None:
@@ -184,7 +194,7 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     words = content_words(query)
     scored = [
         Sentence(index, text, float(sims[i]) + 0.3 * (len(words & content_words(text)) / max(1, len(words))),
-                 lines[0], lines[1])
+                 lines[0], lines[1], said_from[text])
         for i, (index, text, lines) in enumerate(sentences)
     ]
     return sorted(scored, key=lambda s: -s.score)[:limit]

@@ -46,7 +46,9 @@ def test_best_sentences_returns_whole_entries_once(tmp_path):
         picked = best_sentences(query=question, chunks=found, embedder=embedder, limit=10)
     texts = [s.text for s in picked]
     assert len(texts) == len(set(texts))
-    assert any("Tranquility Base here. The Eagle has landed." in t for t in texts)
+    landed = next(s for s in picked if "The Eagle has landed." in s.text)
+    assert landed.text.startswith("04:06:45:57 CDR (TRANQ): ")  # shown and cited with when and who
+    assert landed.said == "Houston, Tranquility Base here. The Eagle has landed."  # short answers come from this
 
 
 def test_coverage_weighs_the_rare_words_of_the_question(tmp_path):
