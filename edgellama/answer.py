@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .embed import Embedder
@@ -199,6 +199,8 @@ def ask(
         decision = Decision("answer", text, "model", (), "", 1.0, "")
     elif style != "completion":
         decision = Decision("quote", picked[0].text, "", (0,), "", 0.0, "no passage supports the model's answer")
+    if decision.kind == "quote":  # the passage as written: a transcript entry with its time stamp and speaker
+        decision = replace(decision, text=" ".join(picked[i].text for i in decision.sentences if i < len(picked)))
     first_byte = time.perf_counter() - started
     if decision.kind == "answer" and on_token:
         on_token(decision.text)

@@ -74,6 +74,20 @@ def test_coverage_weighs_the_rare_words_of_the_question(tmp_path):
         assert answerable > 0.9 and near_miss < 0.5  # "splashdown" is rare (absent) and weighs most
 
 
+def test_a_transcript_passage_is_shown_with_its_time_stamps_and_speakers(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a11.txt").write_text(TRANSCRIPT)
+    embedder = BagOfWordsEmbedder()
+    with Store.open(tmp_path / "q.db") as store:
+        index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=200, chunk_overlap=30,
+                    max_file_bytes=10**6)
+        quote = ask(question="What did the CC say they were about to do?", store=store,
+                    embedder=embedder, generator=ScriptedGenerator("a rocket"), min_relevance=0.1)
+    assert quote.kind == "quote" and quote.text.startswith("04:06:46:04 CC: Roger, Tranquility.")
+    assert quote.text.startswith(quote.evidence[0].text) and quote.pointer in quote.text
+
+
 def test_a_near_miss_question_is_refused_when_its_rare_word_is_nowhere(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
