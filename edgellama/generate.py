@@ -233,6 +233,49 @@ class LlamaGenerator:
             completion_seconds=end - first, stopped_by=finish,
         )
 
+    def answer_logprobs(self, prompt: str, answers: Sequence[str], *, end: str = "\n") -> list[float]:
+        """The model's log-probability of each of ``answers`` as the whole completion of ``prompt``
+        (" " + answer, then ``end``), summed over its tokens. The prompt is evaluated once (or
+        reused from the KV cache: right after ``stream`` on the same prompt nothing is evaluated
+        again); each answer then costs one small decode of its own tokens."""
+        import numpy as np
+
+        with self._lock:
+            llama = self.llama
+            tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            if not tokens or not answers:
+                return [0.0] * len(answers)
+            past = len(tokens) - 1  # the last prompt token is decoded with each answer: its logits predict the first
+            cached = llama.n_tokens
+            same = 0
+            while same < min(cached, past) and llama.input_ids[same] == tokens[same]:
+                same += 1
+            llama.n_tokens = same
+            if same < past:
+                llama.eval(tokens[same:past])
+            end_tokens = llama.tokenize(end.encode("utf-8"), add_bos=False, special=True) if end else []
+            batch, ctx, vocab = llama._batch, llama._ctx, llama.n_vocab()
+            out: list[float] = []
+            try:
+                for answer in answers:
+                    sequence = [tokens[-1], *llama.tokenize((" " + answer.strip()).encode("utf-8"), add_bos=False,
+                                                            special=False), *end_tokens][: self.n_batch]
+                    ctx.kv_cache_seq_rm(-1, past, -1)
+                    batch.set_batch(batch=sequence, n_past=past, logits_all=True)
+                    ctx.decode(batch)
+                    total = 0.0
+                    for i, token in enumerate(sequence[1:]):
+                        logits = np.ctypeslib.as_array(ctx.get_logits_ith(i), shape=(vocab,))
+                        top = float(logits.max())
+                        total += float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
+                    out.append(total)
+            finally:
+                # The KV cache holds the prompt without its last token: the next prompt that starts
+                # the same way reuses it.
+                ctx.kv_cache_seq_rm(-1, past, -1)
+                llama.n_tokens = past
+            return out
+
     def warm_prefix(self, prefix: str, *, cache_dir: Path | None = None) -> PrefixCache:
         """Put the KV cache of ``prefix`` (the fixed start of every prompt) in the model, so the next
         prompts that start with it evaluate only the rest (llama-cpp-python reuses the longest common
