@@ -402,10 +402,6 @@ SPAN_FEATURES = (
     "sentence_score", "after_preposition",
     # the finer type of a number or a "what X" question, matched against the span
     "year_for_year", "other_for_year", "percent_for_percent", "unit_for_duration", "head_noun_near",
-    # the question's words right before and right after the span (the SQuAD sliding window)
-    "question_words_before", "question_words_after",
-    # the share of the question's words in the span's sentence; the span stands in parentheses
-    "sentence_overlap", "in_parentheses",
     # the model's own log-probability of the span as its whole answer, relative to the best
     # candidate's (only the likeliest candidates of the other features are asked; the rest are flagged)
     "model_logprob", "not_rescored",
@@ -505,7 +501,6 @@ def score_spans(*, question: str, sentences: list[tuple[str, float]], model_text
         in_question = [i for i, word in enumerate(words)
                        if word and word not in STOPWORDS and (word in question_words or _stem(word) in question_stems)]
         heads = [i for i, word in enumerate(words) if head_stem and _stem(word) == head_stem]
-        overlap = len({_stem(words[i]) for i in in_question}) / max(1, len(question_stems))
         for span in candidate_spans(sentence):
             own = content_words(span.text)
             if not own:
@@ -535,10 +530,6 @@ def score_spans(*, question: str, sentences: list[tuple[str, float]], model_text
                 float(wants_percent and any(_PERCENT.search(word) for word in span.text.split())),
                 float(wants_duration and span.number and any(word in _TIME_UNITS for word in inner)),
                 float(any(span.first - 2 <= i <= span.last + 2 for i in heads)),
-                len({words[i] for i in outside if span.first - 3 <= i < span.first}) / 3,
-                len({words[i] for i in outside if span.last < i <= span.last + 3}) / 3,
-                overlap,
-                float(sentence[:span.start].count("(") > sentence[:span.start].count(")")),
                 0.0, 0.0,
             ]
             rows.append((span, rank, x))
