@@ -550,8 +550,8 @@ def score_spans(*, question: str, sentences: list[tuple[str, float]], model_text
     if not rows:
         return []
     raw = [sum(a * b for a, b in zip(w, x)) for _, _, x in rows]
-    if answer_logprobs is not None:
-        # The model is asked only about the likeliest candidates: one decode each.
+    if answer_logprobs is not None and rescore > 0:
+        # The model is asked only about the likeliest candidates, all in one decode.
         order = sorted(range(len(rows)), key=lambda i: -raw[i])
         texts = list(dict.fromkeys(rows[i][0].text for i in order))[:rescore]
         logprobs = dict(zip(texts, answer_logprobs(texts)))
