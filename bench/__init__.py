@@ -19,4 +19,5 @@ BENCHMARKS = (
     "footprint",  # issue 19: daemon RSS and cold ask with the llama.cpp embedder vs torch in process
     "context_budget",  # answer quality and prompt eval against context tokens vs the largest setting
     "bundle",  # export, import and the first index on an edge box vs indexing from scratch
+    "summarize_events",  # key events kept by summaries of the dev documents vs all key events (issue 21)
 )

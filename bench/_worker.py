@@ -237,7 +237,7 @@ class EmbedCrossoverWorker:
 
     def __init__(self, *, quick: bool):
         self.texts = _corpus_texts(False)
-        self.sizes = (4, 32) if quick else (4, 16, 64, 160)
+        self.sizes = (4, 32) if quick else (4, 16, 64, 160, 400, 1000)
 
     def ready(self) -> dict:
         return {}

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Embedder", "SentenceTransformerEmbedder", "bundled_embedder_path", "embedder_source", "ensure_offline",
            "load_embedder", "native_bf16", "resolve_precision", "PADDING", "BUNDLED_EMBEDDER", "ProcessEmbedder",
-           "TieredEmbedder"]
+           "TieredEmbedder", "RUNNING_BULK_TEXTS"]
 
 BUNDLED_EMBEDDER = "all-MiniLM-L6-v2"
 PADDING = 1.25  # a batch's padded tokens, at most this times its texts' own (ask's sentences: 1.25 and 1.5 alike, 2 slower)
@@ -309,6 +309,11 @@ class ProcessEmbedder:
             self.started += 1
         return self._conn
 
+    @property
+    def running(self) -> bool:
+        """Whether the child is up (its start is already paid)."""
+        return self._process is not None and self._process.poll() is None
+
     def embed(self, texts: Sequence[str]) -> "np.ndarray":
         with self._lock:
             conn = self._child()
@@ -365,6 +370,9 @@ def _embed_worker(fd: int, path: str, options: dict) -> None:
             conn.send(("error", f"embedding failed: {type(err).__name__}: {err}"))
 
 
+RUNNING_BULK_TEXTS = 64  # once the worker runs, calls this large go to it too
+
+
 class TieredEmbedder:
     """The ``Embedder`` a process keeps: small calls (a question, one edited file) run on llama.cpp in
     this process; a call of at least ``bulk_texts`` texts goes to a sentence-transformers child process
@@ -389,7 +397,12 @@ class TieredEmbedder:
         return self.small.count_tokens(text)
 
     def wants_bulk(self, count: int) -> bool:
-        return self.bulk is not None and count >= self.bulk_texts
+        """A call large enough to pay for the worker's start, or a batch of a bulk run once the worker runs
+        (the run's last, smaller batch). A question and its evidence sentences (tens of texts) stay here:
+        they must not queue behind an indexing batch in the worker."""
+        if self.bulk is None:
+            return False
+        return count >= self.bulk_texts or (count >= RUNNING_BULK_TEXTS and self.bulk.running)
 
     def embed_bulk(self, texts: Sequence[str]) -> "np.ndarray":
         return self.bulk.embed(texts)

@@ -172,6 +172,9 @@ class LlamaCppEmbedder:
 
     def __init__(self, folder: Path, *, models_dir: Path, name: str | None = None, threads: int | None = None,
                  max_tokens: int | None = None):
+        from .embed import ensure_offline
+
+        ensure_offline()  # tokenizers and safetensors are Hugging Face libraries too: told once, here
         self.folder = Path(folder)
         self.models_dir = Path(models_dir)
         self.name = name or self.folder.name
@@ -180,6 +183,7 @@ class LlamaCppEmbedder:
         self._llama = None
         self._tokenizer = None
         self._lock = threading.Lock()  # one llama.cpp context: one caller at a time
+        self._threads_now = threads or 1
 
     @property
     def max_input_tokens(self) -> int:
@@ -253,11 +257,19 @@ class LlamaCppEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         import llama_cpp
 
+        from .generate import idle_cores
+
         llama = self._load()
         rows = self.token_ids(texts)
         out = np.empty((len(rows), self.dim), dtype=np.float32)
         budget = llama.n_batch
         with self._lock:
+            # As many threads as there are idle cores, up to ``threads``: on a busy box one thread
+            # is an order of magnitude faster than two that stall each other (generate.idle_cores).
+            threads = min(self.threads or 1, idle_cores())
+            if threads != self._threads_now:
+                llama_cpp.llama_set_n_threads(llama._ctx.ctx, threads, threads)
+                self._threads_now = threads
             start = 0
             while start < len(rows):
                 llama._batch.reset()

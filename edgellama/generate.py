@@ -16,7 +16,7 @@ from typing import Iterator, Protocol, Sequence
 from .errors import ModelError
 
 __all__ = ["Generator", "LlamaGenerator", "GenerationStats", "PrefixCache", "resolve_model_path", "bundled_gguf",
-           "requantized_path", "requantize", "passive_openmp", "describe_model", "load_generator"]
+           "requantized_path", "requantize", "passive_openmp", "idle_cores", "describe_model", "load_generator"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,21 @@ def passive_openmp() -> None:
     imported (libgomp reads it once, and torch's runtime may serve llama.cpp's OpenMP calls too);
     a value the user set is kept."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def idle_cores() -> int:
+    """Cores nothing else wants right now: the CPUs less the other runnable tasks of the whole box
+    (``/proc/loadavg``'s fourth field, read at this instant; it counts the reader itself). Even with
+    passive waiting, llama.cpp's threads meet at a barrier after every operation, so a thread that
+    waits for a core stalls the others: the BERT embedder with 2 threads took a median 936 ms for
+    one sentence and 4.0 s for 16 while two other jobs ran, against 14 ms and 301 ms with 1 thread
+    (2026-12-05, 2 cores)."""
+    cpus = os.cpu_count() or 1
+    try:
+        running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return cpus
+    return max(1, min(cpus, cpus - (running - 1)))
 
 
 def requantize(source: Path, target: Path, *, threads: int) -> Path:

@@ -32,11 +32,11 @@ MB = 1_000_000
 EMBEDDER_BYTES = 560 * MB  # torch + sentence-transformers + all-MiniLM-L6-v2, measured 556 MB RSS alone
 LLAMA_EMBEDDER_BYTES = 80 * MB  # the same model as an F16 GGUF on llama.cpp (45 MB of weights, buffers, tokenizer)
 BUNDLED_N_CTX = 2048  # the bundled SmolLM2's default context: its prompts are ~1,300 tokens at most
-# A call of this many texts goes to the torch worker process (auto backend). Break-even from quiet-machine
-# figures (bench/RESULTS.md): llama.cpp F16 + flash attention 25 chunks/s, torch bfloat16 60 chunks/s, the
-# worker's start (torch import, model load) about 3.5 s: 3.5 / (1/25 - 1/60) = 150 chunks. bench/footprint.py
-# measures the crossover again.
-BULK_TEXTS = 160
+# A call of this many texts goes to the torch worker process (auto backend); once it runs, every batch of
+# the run does. Crossover measured by bench/footprint.py (2026-12-05, load 2): llama.cpp in process 4.58 s
+# for 400 corpus chunks and 9.73 s for 1,000; the worker 5.60 s and 6.58 s, its start (torch import,
+# model load) 4.2 s of it: break-even near 550 chunks.
+BULK_TEXTS = 500
 LLAMA_OVERHEAD_BYTES = 100 * MB  # llama.cpp beyond weights and KV: measured 83 MB (SmolLM2-135M, n_batch 512)
 KV_BYTES_PER_FILE_BYTE = 1 / 4000  # no readable metadata: SmolLM2-135M has 1/4,000, Llama-3-8B 1/36,000
 N_CTX_MIN = 512  # below this a cited answer does not fit: the lowest context the governor picks

@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 
 from .text import STOPWORDS, content_words
 
-__all__ = ["ACKNOWLEDGEMENTS", "SCORERS", "Scorer", "Unit", "salience", "salient_sentences"]
+__all__ = ["ACKNOWLEDGEMENTS", "MOMENT_WINDOW", "SCORERS", "Scorer", "Unit", "centrality", "content_terms", "salience",
+           "salient_sentences"]
 
 REDUNDANCY_WEIGHT = 0.7  # penalty for similarity to a sentence already picked
 _WORD = re.compile(r"[^\W\d_][\w'-]*|\d[\w.-]*\w|\d")
@@ -33,6 +34,7 @@ CUES = frozenset("""important importantly never warning caution critical essenti
     significant""".split())
 
 LABELS_SETTLED = 0.05  # share of the units before which every speaker is new (no bonus)
+LABEL_ONCE = 0.5  # share of the bonus for a new label not heard again within LABEL_RUN units
 LABEL_RUN = 30  # units: a new speaker label this close after another is part of the same change
 MOMENT_WINDOW = 4  # units either side of an event that share its bonus (a question, its answer, a reaction)
 ONSET_HORIZON = 300  # units: a word unused this long before is new when it comes up
@@ -41,7 +43,7 @@ ROUTINE_WEIGHT = 0.6  # per log-count of units shaped the same (numbers aside)
 CUE_WEIGHT = 0.15  # for a word that flags an event or a warning (CUES)
 SPECIFIC_WEIGHT = 0.3  # for the particulars a unit states: numbers, codes, names (up to two)
 ONSET_WEIGHT = 0.25  # for a new word other speakers take up (its percentile, to the 4th power: only the top few)
-REACTION_WEIGHT = 0.3  # for an exclamation by another speaker within three units
+REACTION_WEIGHT = 0.6  # for an exclamation by another speaker within three units
 REFERENCE_WEIGHT = 0.3  # prose: for introducing a word the document mentions again much later (its percentile, squared)
 REFERENCE_GAP = 0.1  # share of the units: a mention at least this far after the first one refers back to it
 REFERENCE_MIN_UNITS = 100  # ... in a document this long at least: a note or a handful of retrieved sentences has no "later"
@@ -58,7 +60,8 @@ def _words(text: str) -> list[str]:
 
 
 @lru_cache(maxsize=16384)  # a text is scored once and compared at every level of the tree
-def _content(text: str) -> tuple[str, ...]:
+def content_terms(text: str) -> tuple[str, ...]:
+    """The words of ``text`` that can tell something: no stopwords, acknowledgements or single letters."""
     return tuple(w for w in _words(text) if w not in STOPWORDS and w not in ACKNOWLEDGEMENTS and len(w) > 1)
 
 
@@ -101,7 +104,7 @@ def salience(units: Sequence[Unit]) -> list[float]:
     n = len(units)
     if not n:
         return []
-    tokens = [_content(u.text) for u in units]
+    tokens = [content_terms(u.text) for u in units]
     sets = [set(t) for t in tokens]
     df = Counter(w for s in sets for w in s)
     idf = {w: math.log(n / c) for w, c in df.items()}
@@ -123,6 +126,8 @@ def salience(units: Sequence[Unit]) -> list[float]:
         if voiced and unit.speaker and unit.speaker not in heard and i > LABELS_SETTLED * n:
             # New labels in a row (each crew member's new call sign) are one change, not several.
             label[i] = 1.0 if i - last_new > LABEL_RUN else 0.0
+            if LABEL_ONCE < 1.0 and not any(units[j].speaker == unit.speaker for j in range(i + 1, min(n, i + LABEL_RUN + 1))):
+                label[i] *= LABEL_ONCE  # heard once and not again soon: a stray or garbled label
             last_new = i
         heard.add(unit.speaker)
         if voiced:
@@ -185,7 +190,7 @@ SCORERS = {"salience": salience, "centrality": centrality}
 
 @lru_cache(maxsize=16384)
 def _vector(text: str) -> dict[str, float]:  # shared: never modified
-    bag = Counter(_content(text))
+    bag = Counter(content_terms(text))
     norm = math.sqrt(sum(v * v for v in bag.values())) or 1.0
     return {w: v / norm for w, v in bag.items()}
 
@@ -245,8 +250,9 @@ def salient_sentences(texts: Sequence[str], *, points: int, query: str = "", sco
     for i, text in enumerate(texts):
         same.setdefault(" ".join(text.lower().split()), []).append(i)
     firsts = [ids[0] for ids in same.values()]
-    ranked = [scores[i] + (len(query_words & content_words(texts[i])) / len(query_words) if query_words else 0.0)
-              for i in firsts]
+    # A text shown for several units (the moment of a transcript they belong to) ranks by the best.
+    ranked = [max(scores[j] for j in ids) + (len(query_words & content_words(texts[ids[0]])) / len(query_words)
+                                            if query_words else 0.0) for ids in same.values()]
     chosen = pick([texts[i] for i in firsts], ranked, points=points, redundancy=REDUNDANCY_WEIGHT, gap=gap,
                   places=[places[i] for i in firsts] if places is not None else None)
     return [Pick(texts[firsts[k]], tuple(same[" ".join(texts[firsts[k]].lower().split())])) for k in chosen]

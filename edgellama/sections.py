@@ -6,13 +6,14 @@ text.py's, scores salience.py's. A log or transcript is a sequence of entries, n
 from __future__ import annotations
 
 import json
+import math
 import re
 from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .salience import ACKNOWLEDGEMENTS, Scorer, Unit, salience
+from .salience import ACKNOWLEDGEMENTS, MOMENT_WINDOW, Scorer, Unit, content_terms, salience
 from .store import ChunkRecord
 from .text import (content_words, heading_at, is_record_document, record_prefix, sentence_spans_within_paragraphs,
                    without_bullet)
@@ -25,6 +26,9 @@ FLAT_PARTS = 8  # a document without headings is cut into about this many parts 
 EXCHANGE_LEAD = 2  # a log or transcript point: up to this many short entries before the picked one
 EXCHANGE_FOLLOW = 1  # ... and the one just after it
 EXCHANGE_WORDS = 12  # ... each of at most this many words
+MOMENT_START = 0.6  # ... and the first entry of its moment that scores at least this share of the pick's
+HEADLINE_ABOVE = 25  # words: an entry longer is shown through a short entry of its moment ...
+HEADLINE_RATIO = 0.9  # ... whose words are at least this rare on average (mean IDF) against its own
 
 
 @dataclass(frozen=True)
@@ -163,11 +167,19 @@ def document_sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens:
             (items if records or _FINISHED.search(text) else loose).append((item, len(units) - 1))
         found += [(number, item, u) for item, u in (items or loose)]
     scores = scorer(units) if units else []
+    # (part, the sentence shown, its unit, the unit whose score it carries)
+    shown: list[tuple[int, SectionSentence, int, int]] = [(n, item, u, u) for n, item, u in found]
+    if records:
+        terms = [set(content_terms(unit.text)) for unit in units]
+        df = Counter(w for t in terms for w in t)
+        density = [sum(math.log(len(units) / df[w]) for w in t) / len(t) if t else 0.0 for t in terms]
+        items = {u: item for _, item, u in found}
+        shown = [(n, *_headline(item, u, units, items, density)) for n, item, u in found]
     out: list[Section] = []
     for number, (heading, _) in enumerate(cut):
-        sentences = [_exchange(item, u, units, written, scores[u]) if records
+        sentences = [_exchange(item, u, units, written, scores, at) if records
                      else SectionSentence(item.text, item.line_start, item.line_end, item.page, item.heading, scores[u])
-                     for n, item, u in found if n == number]
+                     for n, item, u, at in shown if n == number]
         if not sentences:
             continue
         if not heading:  # a part of a document without headings: named by where it stands
@@ -176,6 +188,23 @@ def document_sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens:
                        else f"page {first.page}" if first.page else f"lines {first.line_start}-{last.line_end}")
         out.append(Section(heading, tuple(sentences)))
     return out
+
+
+def _headline(item: SectionSentence, at: int, units: Sequence[Unit], items: dict[int, SectionSentence],
+              density: Sequence[float]) -> tuple[SectionSentence, int, int]:
+    """(the entry to show, its unit, the unit whose score it carries) for the entry ``at``: a long
+    entry (a monologue, a description, a read-out) is shown through the short entry of its moment
+    (MOMENT_WINDOW units either side) whose words are rarest on average in the document, when
+    they are nearly as rare as its own: a moment's memorable line is short ("That's one small step
+    for man, one giant leap for mankind." beside a long description of the surface). The moment
+    keeps the long entry's score; several long entries shown through one line are one point."""
+    if len(units[at].text.split()) <= HEADLINE_ABOVE:
+        return item, at, at
+    best, value = at, HEADLINE_RATIO * density[at]
+    for j in range(max(0, at - MOMENT_WINDOW), min(len(units), at + MOMENT_WINDOW + 1)):
+        if j in items and len(units[j].text.split()) <= EXCHANGE_WORDS and density[j] > value:
+            best, value = j, density[j]
+    return items[best], best, at
 
 
 def _entry_spans(texts: Sequence[str], starts: Sequence[int]) -> list[tuple[int, int]]:
@@ -196,12 +225,17 @@ def _entry_spans(texts: Sequence[str], starts: Sequence[int]) -> list[tuple[int,
 
 
 def _exchange(item: SectionSentence, at: int, units: Sequence[Unit], written: Sequence[tuple[str, int]],
-              score: float) -> SectionSentence:
+              scores: Sequence[float], scored: int) -> SectionSentence:
     """A log or transcript entry with the short entries around it: those that lead up to it (a
     call, a question, a one-line report: "Houston, Tranquility Base here." before "Roger,
     Tranquility. We copy you on the ground.") and the short reply after it ("Roger. Eagle is
     undocked."): one entry alone is often a reply to nothing shown. Pure acknowledgements are
-    left out; the lines cited run from the first entry shown to the last."""
+    left out. An incident is told first and followed up ("Pump P-3 tripped ..." then "Why did P-4
+    not start?", "Keep P-3 locked out"): the first entry of the moment (within MOMENT_WINDOW
+    before it) that is not routine and scores at least MOMENT_START of the pick's score leads,
+    "…" marking entries left out after it. The lines cited run from the first entry shown to the
+    last; the point carries the score of the unit ``scored`` (see ``_headline``)."""
+    score = scores[scored]
     def short(j: int) -> bool:  # a short entry (a page marker or a note between entries is not one)
         return len(units[j].text.split()) <= EXCHANGE_WORDS and record_prefix(written[j][0]) is not None
 
@@ -214,8 +248,24 @@ def _exchange(item: SectionSentence, at: int, units: Sequence[Unit], written: Se
     follow = [j for j in range(at + 1, min(len(units), at + 1 + EXCHANGE_FOLLOW))
               if short(j) and content_words(units[j].text) - ACKNOWLEDGEMENTS]
     follow = follow[:1] if follow and follow[0] == at + 1 else []
+    first = lead[0] if lead else at
+
+    def telling(j: int) -> bool:  # not routine, not long, not a bare acknowledgement
+        return (scores[j] > 0 and record_prefix(written[j][0]) is not None
+                and len(units[j].text.split()) <= HEADLINE_ABOVE and bool(content_words(units[j].text) - ACKNOWLEDGEMENTS))
+
+    start = next((j for j in range(max(0, at - MOMENT_WINDOW), first)
+                  if scores[j] >= MOMENT_START * scores[at] and telling(j)), None)
+    if start is not None:
+        lead = [start, *lead]
     if not lead and not follow:
         return SectionSentence(item.text, item.line_start, item.line_end, item.page, item.heading, score)
-    text = " ".join([*(written[j][0] for j in lead), item.text, *(written[j][0] for j in follow)])
+    shown = [*lead, at]
+    parts: list[str] = []
+    for k, j in enumerate(shown):
+        if k and j > shown[k - 1] + 1:
+            parts.append("…")
+        parts.append(written[j][0] if j != at else item.text)
+    text = " ".join([*parts, *(written[j][0] for j in follow)])
     return SectionSentence(text, written[lead[0]][1] if lead else item.line_start,
                            written[follow[-1]][1] if follow else item.line_end, item.page, item.heading, score)

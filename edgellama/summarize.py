@@ -26,10 +26,10 @@ __all__ = [
     "summarize_topic", "summarize_target", "summary_to_dict", "piece_to_event", "final_summary", "PROMPT_VERSION",
 ]
 
-PROMPT_VERSION = "sum-2"  # change it whenever a prompt or a reducer changes: old cache entries then miss
+PROMPT_VERSION = "sum-3"  # change it whenever a prompt or a reducer changes: old cache entries then miss
 
 LEAF_POINTS = 3  # points kept per leaf batch (both methods; length-independent so the cache is shared)
-SECTION_POINTS = 4  # points kept per section; `long` shows all, `medium` the first two
+SECTION_POINTS = 4  # points kept per section; `long` shows all, `medium` the best two
 LEAF_TOKENS = 48  # the model's output budget for a leaf
 SECTION_TOKENS = 80  # ... and for a section
 MOMENT_GAP = 8  # extract: lines around a pick that wait until nothing else is left (one moment, one point)
@@ -424,15 +424,22 @@ def _document_tree(run: _SummaryRun, path: str, plan: LengthPlan) -> Iterator[Pi
         summaries.append(section)
         if plan.section_points:
             yield SectionDone(path, SectionSummary(section.heading, section.line_start, section.line_end,
-                                                   points[: plan.section_points]))
+                                                   _best(points, plan.section_points)))
     yield Progress(done, total, "overview")
     tops = [_Input(p.text, p.citations, p.salience) for s in summaries for p in s.points]
     overview = run.reduce(level="document", path=path, inputs=tops, points=plan.overview_points,
                           max_tokens=plan.overview_tokens) if tops else ()
     tokens = sum(run.count_tokens(c.text) for c in chunks) if run.method == "model" else sum(c.token_count for c in chunks)
-    shown = tuple(SectionSummary(s.heading, s.line_start, s.line_end, s.points[: plan.section_points])
+    shown = tuple(SectionSummary(s.heading, s.line_start, s.line_end, _best(s.points, plan.section_points))
                   for s in summaries) if plan.section_points else ()
     yield DocumentDone(DocumentSummary(path, document.title, overview, shown, len(chunks), tokens))
+
+
+def _best(points: Sequence[Point], n: int) -> tuple[Point, ...]:
+    """The ``n`` most salient of a section's points, in document order (a section keeps more
+    than it shows: the overview chooses among them)."""
+    keep = set(sorted(range(len(points)), key=lambda i: -points[i].salience)[:n])
+    return tuple(p for i, p in enumerate(points) if i in keep)
 
 
 def summarize_document(*, store: Store, path: str, method: str = DEFAULT_METHOD, length: str = "medium",

@@ -8,13 +8,15 @@ import socket
 import subprocess
 import tempfile
 import threading
+import json
 import time
 from pathlib import Path
 
 from conftest import run_cli
 from daemon_process import QUICK_FILES, DaemonProcess, UnixHTTP, call, copy_corpus, free_port
 
-__all__ = ["Daemon", "Notifications", "UnixHTTP", "call", "eventually"]
+__all__ = ["Daemon", "Notifications", "UnixHTTP", "api_fuzz_schema", "assert_no_server_error", "call", "eventually",
+           "long_chat_stream"]
 
 
 class Notifications:
@@ -109,3 +111,39 @@ def eventually(check, *, timeout: float = 10.0):
         if result or time.monotonic() > deadline:
             return result
         time.sleep(0.2)
+
+
+def long_chat_stream(path: Path, content: str):
+    """A streamed chat completion of up to 1,000 tokens, started and read to its first event:
+    (the connection, the response) for a test that interrupts it."""
+    conn = UnixHTTP(path)
+    conn.request("POST", "/v1/chat/completions", body=json.dumps(
+        {"rag": False, "stream": True, "max_tokens": 1000, "messages": [{"role": "user", "content": content}]}),
+        headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.readline().startswith(b"data:")
+    return conn, response
+
+
+def api_fuzz_schema(*, max_examples: int, exclude: tuple[str, ...] = ()):
+    """The daemon's OpenAPI document as a schemathesis schema (valid and invalid bodies alike), or
+    None where schemathesis, a test extra, is not installed."""
+    try:
+        import schemathesis
+    except ImportError:
+        return None
+    from edgellama.api import openapi_document
+
+    schema = schemathesis.openapi.from_dict(openapi_document())
+    schema.config.generation.update(modes=list(schemathesis.GenerationMode), max_examples=max_examples)
+    return schema.exclude(path=list(exclude)) if exclude else schema
+
+
+def assert_no_server_error(case, daemon) -> None:
+    """One fuzzed request through the TCP listener (the same handler as the UNIX socket): no 5xx but
+    a 503 that says when to retry."""
+    response = case.call(base_url=f"http://127.0.0.1:{daemon.port}",
+                         headers={"Authorization": f"Bearer {daemon.token}"}, timeout=120)
+    assert response.status_code < 500 or (response.status_code == 503 and response.headers.get("Retry-After")), (
+        response.status_code, response.text[:300])

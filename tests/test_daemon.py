@@ -24,7 +24,7 @@ from urllib.parse import quote
 import pytest
 
 from conftest import CORPUS, run_cli
-from daemon_harness import Daemon, call, eventually
+from daemon_harness import Daemon, api_fuzz_schema, assert_no_server_error, call, eventually, long_chat_stream
 
 pytestmark = pytest.mark.models
 
@@ -238,31 +238,16 @@ def test_a_full_queue_answers_503_with_retry_after(daemon):
     assert daemon.process.poll() is None  # SIGHUP reloaded, it did not stop
 
 
-def _fuzz_schema():
-    schemathesis = pytest.importorskip("schemathesis")
-    from edgellama.server import openapi_document
-
-    return schemathesis.openapi.from_dict(openapi_document())
-
-
-try:
-    from hypothesis import HealthCheck, settings as hypothesis_settings
-
-    FUZZ = _fuzz_schema()
-except (ImportError, pytest.skip.Exception):  # schemathesis is a test extra
-    FUZZ = None
+FUZZ = api_fuzz_schema(max_examples=6)  # the endpoints that generate for minutes: a few examples
 
 
 if FUZZ is not None:
+    from hypothesis import HealthCheck, settings as hypothesis_settings
+
     @FUZZ.parametrize()
-    @hypothesis_settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @hypothesis_settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def test_fuzzing_the_api_from_its_openapi_document_gives_no_5xx(case, daemon):
-        """Bounded fuzzing through the TCP listener (the same handler as the UNIX socket)."""
-        response = case.call(base_url=f"http://127.0.0.1:{daemon.port}",
-                             headers={"Authorization": f"Bearer {daemon.token}"}, timeout=120)
-        assert response.status_code < 500 or response.status_code == 503, (response.status_code, response.text[:300])
-        if response.status_code == 503:
-            assert response.headers.get("Retry-After")
+        assert_no_server_error(case, daemon)
 
 
 def test_peers_of_other_users_are_refused(daemon):
@@ -291,17 +276,8 @@ def test_peers_of_other_users_are_refused(daemon):
 
 
 def test_sigterm_stops_cleanly_and_says_stopping(daemon):
-    from daemon_harness import UnixHTTP
-
     # A long generation is running when SIGTERM comes: it ends at its next token, with an error event.
-    conn = UnixHTTP(daemon.socket)
-    conn.request("POST", "/v1/chat/completions", body=json.dumps(
-        {"rag": False, "stream": True, "max_tokens": 1000,
-         "messages": [{"role": "user", "content": "Write a very long story about a lighthouse."}]}),
-        headers={"Content-Type": "application/json"})
-    response = conn.getresponse()
-    assert response.status == 200
-    assert response.readline().startswith(b"data:")
+    conn, response = long_chat_stream(daemon.socket, "Write a very long story about a lighthouse.")
     daemon.process.send_signal(signal.SIGTERM)
     rest = response.read().decode()
     conn.close()

@@ -3,6 +3,7 @@ child process that holds torch, and the caller never imports it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,47 @@ def test_the_query_path_never_imports_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+class _Counting:
+    """An embedder that records the size of each call (for the routing rule alone)."""
+
+    def __init__(self, *, running: bool = False):
+        self.calls: list[int] = []
+        self.running = running
+        self.name, self.dim, self.max_input_tokens = "fake", 3, 256
+
+    def embed(self, texts):
+        import numpy as np
+
+        self.calls.append(len(texts))
+        self.running = True
+        return np.zeros((len(texts), 3), dtype="float32")
+
+
+def test_the_worker_takes_a_run_once_started_but_never_a_question():
+    from edgellama.embed import RUNNING_BULK_TEXTS
+
+    small, bulk = _Counting(), _Counting()
+    tiered = TieredEmbedder(small, bulk, bulk_texts=500)
+    tiered.embed(["q"] * (RUNNING_BULK_TEXTS + 10))  # below the start threshold, worker not running
+    assert (small.calls, bulk.calls) == ([RUNNING_BULK_TEXTS + 10], [])
+    tiered.embed(["c"] * 500)  # pays for the start
+    tiered.embed(["c"] * RUNNING_BULK_TEXTS)  # the run's last batch: the worker already runs
+    tiered.embed(["a question"])
+    tiered.embed(["s"] * 30)  # a question's evidence sentences
+    assert bulk.calls == [500, RUNNING_BULK_TEXTS]
+    assert small.calls == [RUNNING_BULK_TEXTS + 10, 1, 30]
+
+
+def test_on_a_busy_box_the_embedder_drops_to_the_idle_cores_with_the_same_vectors(gguf_embedder, monkeypatch):
+    import edgellama.generate as generate
+
+    assert 1 <= generate.idle_cores() <= (os.cpu_count() or 1)
+    texts = corpus_texts()[:6]
+    monkeypatch.setattr(generate, "idle_cores", lambda: 2)
+    both = gguf_embedder.embed(texts)
+    monkeypatch.setattr(generate, "idle_cores", lambda: 1)
+    one = gguf_embedder.embed(texts)
+    assert gguf_embedder._threads_now == 1
+    assert (both * one).sum(axis=1).min() >= 0.9999

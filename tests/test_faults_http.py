@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from daemon_harness import Daemon, UnixHTTP, call, eventually
+from daemon_harness import Daemon, UnixHTTP, api_fuzz_schema, assert_no_server_error, call, eventually, long_chat_stream
 from daemon_process import free_port
 
 pytestmark = pytest.mark.models
@@ -250,33 +250,18 @@ def test_a_long_attack_on_both_listeners(daemon):
 # -- schemathesis against the new server ---------------------------------------------------------------
 
 
-def _fuzz_schema():
-    schemathesis = pytest.importorskip("schemathesis")
-    from edgellama.api import openapi_document
-
-    schema = schemathesis.openapi.from_dict(openapi_document())
-    # Valid and invalid bodies alike (wrong types, missing fields, out-of-range numbers). The
-    # endpoints that generate for minutes are fuzzed in test_daemon.py with a few examples.
-    schema.config.generation.update(modes=list(schemathesis.GenerationMode), max_examples=40)
-    return schema.exclude(path=["/summarize", "/v1/chat/completions"])
-
-
-try:
-    from hypothesis import HealthCheck, settings as hypothesis_settings
-
-    FUZZ = _fuzz_schema()
-except (ImportError, pytest.skip.Exception):  # schemathesis is a test extra
-    FUZZ = None
+# Valid and invalid bodies alike (wrong types, missing fields, out-of-range numbers). The endpoints that
+# generate for minutes are fuzzed in test_daemon.py with a few examples.
+FUZZ = api_fuzz_schema(max_examples=40, exclude=("/summarize", "/v1/chat/completions"))
 
 
 if FUZZ is not None:
+    from hypothesis import HealthCheck, settings as hypothesis_settings
+
     @FUZZ.parametrize()
     @hypothesis_settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def test_schemathesis_finds_no_server_error(case, daemon):
-        response = case.call(base_url=f"http://127.0.0.1:{daemon.port}",
-                             headers={"Authorization": f"Bearer {daemon.token}"}, timeout=120)
-        assert response.status_code < 500 or (response.status_code == 503 and response.headers.get("Retry-After")), (
-            response.status_code, response.text[:300])
+        assert_no_server_error(case, daemon)
 
 
 # -- finding 8: deadlines and hang-ups ----------------------------------------------------------------
@@ -304,14 +289,7 @@ def test_a_request_whose_client_hangs_up_stops_and_frees_the_queue(daemon):
 
 
 def test_a_stream_whose_client_hangs_up_stops(daemon):
-    conn = UnixHTTP(daemon.socket)
-    conn.request("POST", "/v1/chat/completions", body=json.dumps(
-        {"rag": False, "stream": True, "max_tokens": 1000,
-         "messages": [{"role": "user", "content": "Count from 1 to 1000, one number a line."}]}),
-        headers={"Content-Type": "application/json"})
-    response = conn.getresponse()
-    assert response.status == 200
-    assert response.readline().startswith(b"data:")
+    conn, _ = long_chat_stream(daemon.socket, "Count from 1 to 1000, one number a line.")
     conn.close()
     assert eventually(lambda: _queue_active(daemon) == 0, timeout=5), "the stream went on for nobody"
 

@@ -349,3 +349,70 @@ def test_summary_of_a_log_names_its_incidents_and_keeps_the_lengths(tmp_path):
     for point in summaries["long"].overview:
         c = point.citations[0]
         assert point.text.startswith(lines[c.line_start - 1]) and point.text.endswith(lines[c.line_end - 1])
+
+
+# -- key events of the dev documents (issue 21; the full table: python -m bench summarize_events) ---
+
+DEV = Path(__file__).resolve().parent.parent / "bench" / "data" / "summarize"
+APOLLO = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "data" / "summarize-dev",
+                           Path("/work/shared/data/summarize-dev")) if (p / "key-events.json").exists()), None)
+
+
+def key_events(folder: Path, name: str) -> list[dict]:
+    return json.loads((folder / "key-events.json").read_text())[name]
+
+
+def events_kept(tmp_path, path: Path, events: list[dict], length: str, scorer=None) -> tuple[list[str], list[str]]:
+    """(events the overview names, events anything printed names) of the default summary."""
+    with Store.open(tmp_path / f"{length}.db") as store:
+        index(store, BagOfWordsEmbedder(), path)
+        summary = final_summary(summarize_document(store=store, path=str(path), length=length, scorer=scorer))
+    overview = " ".join(" ".join(p.text for p in summary.overview).split())
+    shown = text_of(summary)
+    return ([e["event"] for e in events if re.search(e["match"], overview, re.I)],
+            [e["event"] for e in events if re.search(e["match"], shown, re.I)])
+
+
+# (document, length, at least this many key events in the overview, in everything printed):
+# a few below what bench/summarize_events.py measured, so that only a real loss fails.
+KEY_EVENTS = [("plant-log.txt", "long", 6, 7), ("plant-log.txt", "medium", 3, 7), ("nodejs-child-process.md", "long", 2, 5)]
+APOLLO_EVENTS = [("long", 3, 5), ("medium", 2, 4)]
+
+
+@pytest.mark.parametrize("name, length, in_overview, shown", KEY_EVENTS)
+def test_dev_documents_keep_their_key_events(tmp_path, name, length, in_overview, shown):
+    events = key_events(DEV, name)
+    overview, everything = events_kept(tmp_path, DEV / name, events, length)
+    assert len(overview) >= in_overview and len(everything) >= shown, (overview, everything)
+
+
+@pytest.mark.parametrize("seed", [7, 99])
+def test_other_generated_logs_keep_their_incidents(tmp_path, seed):
+    """Logs the dev set does not hold (tests/oplog.py with other seeds): at `medium` the printed
+    summary names 7 of the 8 incidents (measured 8 and 7; 4 and 4 before an incident's point led
+    with its first report: "Pump P-3 tripped ..." rather than only the follow-up after it)."""
+    from oplog import INCIDENTS, make_log
+
+    text, _ = make_log(seed=seed)
+    path = tmp_path / "log.txt"
+    path.write_text(text)
+    events = [{"event": i.name, "match": i.match} for i in INCIDENTS]
+    _, everything = events_kept(tmp_path, path, events, "medium")
+    assert len(everything) >= 7, everything
+
+
+@pytest.mark.skipif(APOLLO is None, reason="../shared/data/summarize-dev is not there")
+@pytest.mark.parametrize("length, in_overview, shown", APOLLO_EVENTS)
+def test_the_apollo_day_names_what_happened(tmp_path, length, in_overview, shown):
+    """The Apollo 11 landing day (issue 21's target: 6 of its 8 events at `long`, 4 at `medium`).
+    Measured (overview / everything printed): 4 / 5 at `long`, 3 / 4 at `medium` (2 / 3 and 2 / 3
+    before this round); the test holds what is reached. The former centrality score names none."""
+    from edgellama.salience import centrality
+
+    name = "apollo11-get-096-120h.txt"
+    events = key_events(APOLLO, name)
+    overview, everything = events_kept(tmp_path, APOLLO / name, events, length)
+    assert len(overview) >= in_overview and len(everything) >= shown, (overview, everything)
+    (tmp_path / "centrality").mkdir()
+    _, former = events_kept(tmp_path / "centrality", APOLLO / name, events, length, scorer=centrality)
+    assert len(former) < shown
