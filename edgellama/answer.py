@@ -15,7 +15,7 @@ from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
 from .retrieve import ScoredChunk, best_sentences, question_coverage, search
 from .store import Store
-from .text import STOPWORDS, content_words, normalize_answer
+from .text import STOPWORDS, content_words, crude_stem, normalize_answer
 
 __all__ = ["Answer", "ask", "answer_to_dict", "NOT_IN_DOCUMENTS", "decide", "Decision", "score_spans",
            "candidate_spans", "question_type", "head_noun", "SPAN_FEATURES", "SPAN_WEIGHTS"]
@@ -467,7 +467,6 @@ SPAN_WEIGHTS = {
 SPAN_RESCORE = 16
 LOGPROB_FLOOR = 12.0
 
-_SUFFIX = re.compile(r"(ing|ed|es|s)$")
 _YEAR = re.compile(r"^(1[0-9]{3}|20[0-9]{2})s?$")
 _PERCENT = re.compile(r"%$|^percent$", re.I)
 _TIME_UNITS = frozenset(
@@ -482,9 +481,7 @@ _HEAD_NOUN = re.compile(r"\b(?:what|which|whose|how many|how much)\s+(?:kind of 
 _NOT_HEAD = frozenset("is was are were do does did has have had can could will would should may might".split())
 
 
-def _stem(word: str) -> str:
-    """Crude, but enough to match "holds" with "hold" and "financed" with "finance"."""
-    return (_SUFFIX.sub("", word) if len(word) > 4 else word)[:6]
+_stem = crude_stem  # "holds" meets "hold", "financed" meets "finance"
 
 
 def _stems(words) -> set[str]:

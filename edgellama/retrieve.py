@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .config import SearchMode
 from .embed import Embedder
 from .store import ChunkRecord, Store
-from .text import STOPWORDS, content_words, record_prefix, sentence_spans_within_lines
+from .text import STOPWORDS, content_words, crude_stem, record_prefix, sentence_spans_within_lines
 
 if TYPE_CHECKING:
     import numpy as np
@@ -200,14 +200,6 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     return sorted(scored, key=lambda s: -s.score)[:limit]
 
 
-_SUFFIX = re.compile(r"(ing|ed|es|s)$")
-
-
-def _stem(word: str) -> str:
-    """Crude, enough for "landed" to meet "land": the words are compared, not shown."""
-    return (_SUFFIX.sub("", word) if len(word) > 4 else word)[:6]
-
-
 def question_coverage(*, query: str, chunks: list[ScoredChunk], counts: dict[str, int], total: int) -> float:
     """The share of the question's content words found in ``chunks`` (text and heading), each word
     weighted by its rarity in the index (IDF from ``counts``: chunks holding it, of ``total``): a
@@ -219,9 +211,9 @@ def question_coverage(*, query: str, chunks: list[ScoredChunk], counts: dict[str
     words = {w for w in content_words(query) if len(w) > 1}
     if not words:
         return 1.0
-    found = {_stem(w) for c in chunks for w in content_words(f"{c.chunk.context} {c.chunk.text}")}
+    found = {crude_stem(w) for c in chunks for w in content_words(f"{c.chunk.context} {c.chunk.text}")}
     weight = {w: math.log((total + 1) / (counts.get(w, 0) + 0.5)) for w in words}
     whole = sum(weight.values())
     if whole <= 0:
         return 1.0
-    return sum(v for w, v in weight.items() if _stem(w) in found) / whole
+    return sum(v for w, v in weight.items() if crude_stem(w) in found) / whole

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 __all__ = [
     "STOPWORDS", "content_words", "normalize_answer", "truncate_to_tokens", "line_sentence_spans",
     "sentence_spans_within_lines", "sentence_spans_within_paragraphs", "heading_at", "is_underline", "without_bullet",
-    "record_prefix", "is_record_document",
+    "record_prefix", "is_record_document", "crude_stem",
 ]
 
 # Words that carry no topic; dropping them keeps BM25 (and word overlaps) on the words that matter.
@@ -195,3 +195,12 @@ def is_record_document(lines: Sequence[str]) -> bool:
         return False
     records = sum(1 for line in filled if record_prefix(line))
     return records >= 0.6 * len(filled) and len(filled) >= 0.8 * len(lines)
+
+
+_STEM_SUFFIX = re.compile(r"(ing|ed|es|s)$")
+
+
+def crude_stem(word: str) -> str:
+    """Crude, but enough for "landed" to meet "land" and "holds" to meet "hold": words are compared
+    with it, never shown."""
+    return (_STEM_SUFFIX.sub("", word) if len(word) > 4 else word)[:6]
