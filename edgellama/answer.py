@@ -419,11 +419,10 @@ SPAN_WEIGHTS = {
 }
 
 
-_stem = crude_stem  # "holds" meets "hold", "financed" meets "finance"
 
 
 def _stems(words) -> set[str]:
-    return {_stem(w) for w in words}
+    return {crude_stem(w) for w in words}
 
 
 @dataclass(frozen=True)
@@ -449,7 +448,7 @@ def score_spans(*, question: str, sentences: list[tuple[str, float]], model_text
     for rank, (sentence, sentence_score) in enumerate(sentences):
         words = [normalize_answer(w[0]) for w in _words(sentence)]
         in_question = [i for i, word in enumerate(words)
-                       if word and word not in STOPWORDS and (word in question_words or _stem(word) in question_stems)]
+                       if word and word not in STOPWORDS and (word in question_words or crude_stem(word) in question_stems)]
         for span in candidate_spans(sentence):
             own = content_words(span.text)
             if not own:

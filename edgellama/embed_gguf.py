@@ -257,7 +257,7 @@ class LlamaCppEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         import llama_cpp
 
-        from .generate import idle_cores
+        from .generate import fit_threads
 
         llama = self._load()
         rows = self.token_ids(texts)
@@ -265,11 +265,8 @@ class LlamaCppEmbedder:
         budget = llama.n_batch
         with self._lock:
             # As many threads as there are idle cores, up to ``threads``: on a busy box one thread
-            # is an order of magnitude faster than two that stall each other (generate.idle_cores).
-            threads = min(self.threads or 1, idle_cores())
-            if threads != self._threads_now:
-                llama_cpp.llama_set_n_threads(llama._ctx.ctx, threads, threads)
-                self._threads_now = threads
+            # is an order of magnitude faster than two that stall each other (generate.fit_threads).
+            self._threads_now = fit_threads(llama._ctx.ctx, wanted=self.threads or 1, now=self._threads_now)
             start = 0
             while start < len(rows):
                 llama._batch.reset()

@@ -15,7 +15,7 @@ from typing import Iterator, Protocol, Sequence
 from .errors import ModelError
 
 __all__ = ["Generator", "LlamaGenerator", "GenerationStats", "PrefixCache", "resolve_model_path", "bundled_gguf",
-           "requantized_path", "requantize", "passive_openmp", "idle_cores", "describe_model", "load_generator"]
+           "requantized_path", "requantize", "passive_openmp", "idle_cores", "fit_threads", "describe_model", "load_generator"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,17 @@ def idle_cores() -> int:
     except (OSError, ValueError, IndexError):
         return cpus
     return max(1, min(cpus, cpus - (running - 1)))
+
+
+def fit_threads(ctx, *, wanted: int, now: int) -> int:
+    """Give the llama.cpp context ``ctx`` as many threads as there are idle cores, up to ``wanted``
+    (``now`` is what it has); returns the count it has after. Called before each evaluation."""
+    import llama_cpp
+
+    threads = max(1, min(wanted, idle_cores()))
+    if threads != now:
+        llama_cpp.llama_set_n_threads(ctx, threads, threads)
+    return threads
 
 
 def requantize(source: Path, target: Path, *, threads: int) -> Path:
@@ -194,14 +205,8 @@ class LlamaGenerator:
         return self._llama
 
     def _fit_threads(self, llama) -> None:
-        """As many threads as there are idle cores, up to ``threads`` (see ``idle_cores``): at load 5
-        on 2 cores, two threads took 1-3.7 s for a 250-token prompt. Called under the lock."""
-        import llama_cpp
-
-        threads = min(self.threads, idle_cores())
-        if threads != self._threads_now:
-            llama_cpp.llama_set_n_threads(llama.ctx, threads, threads)
-            self._threads_now = threads
+        """Under the lock. At load 5 on 2 cores two fixed threads took 1-3.7 s for a 250-token prompt."""
+        self._threads_now = fit_threads(llama.ctx, wanted=self.threads, now=self._threads_now)
 
     @property
     def last_stats(self) -> GenerationStats | None:
