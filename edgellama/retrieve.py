@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from .config import SearchMode
 from .embed import Embedder
 from .store import ChunkRecord, Store
-from .text import STOPWORDS, content_words, crude_stem, record_prefix, sentence_spans_within_lines
+from .text import (STOPWORDS, content_words, crude_stem, entry_spans, is_note_line, record_prefix,
+                   sentence_spans_within_lines)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -129,14 +130,8 @@ def search(
 
 def _is_record_block(lines: list[str]) -> bool:
     """A chunk of a log or transcript: at least 3 entries, most of its lines start like one."""
-    filled = [line for line in lines if line.strip() and not _is_note(line)]
+    filled = [line for line in lines if line.strip() and not is_note_line(line)]
     return len(filled) >= 3 and sum(1 for line in filled if record_prefix(line)) >= 0.6 * len(filled)
-
-
-def _is_note(line: str) -> bool:
-    """A transcriber's note or page marker between entries: "(Tape 62/2, page 275)", "[garbled]"."""
-    stripped = line.strip()
-    return bool(stripped) and stripped[0] in "([" and stripped[-1] in ")]"
 
 
 def evidence_units(text: str) -> list[tuple[int, int]]:
@@ -149,17 +144,10 @@ def evidence_units(text: str) -> list[tuple[int, int]]:
     lines = text.split("\n")
     if not _is_record_block(lines):
         return sentence_spans_within_lines(text)
-    entries: list[list[int]] = []
-    pos = 0
-    for k, line in enumerate(lines):
-        if line.strip() and not _is_note(line):
-            lead = len(line) - len(line.lstrip())
-            if entries and record_prefix(line) is None and lines[k - 1].strip() and not _is_note(lines[k - 1]):
-                entries[-1][1] = pos + len(line.rstrip())
-            else:
-                entries.append([pos + lead, pos + len(line.rstrip())])
-        pos += len(line) + 1
-    return [(a, b) for a, b in entries]
+    starts = [0]
+    for line in lines[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+    return [(a, b) for a, b, note in entry_spans(lines, starts) if not note]
 
 
 def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder, limit: int,

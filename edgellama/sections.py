@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from .salience import ACKNOWLEDGEMENTS, MOMENT_WINDOW, Scorer, Unit, content_terms, salience
 from .store import ChunkRecord
-from .text import (content_words, heading_at, is_record_document, record_prefix, sentence_spans_within_paragraphs,
+from .text import (content_words, entry_spans, heading_at, is_record_document, record_prefix, sentence_spans_within_paragraphs,
                    without_bullet)
 
 __all__ = ["document_sections"]
@@ -151,7 +151,7 @@ def document_sections(chunks: Sequence[ChunkRecord], *, name: str, count_tokens:
             starts.append(starts[-1] + len(lines[i].text if not code[i] else "") + 1)
         items: list[tuple[SectionSentence, int]] = []
         loose: list[tuple[SectionSentence, int]] = []  # no final punctuation (lists, menus): only if nothing else
-        spans = _entry_spans([lines[i].text for i in indexes], starts) if records else \
+        spans = [(a, b) for a, b, _ in entry_spans([lines[i].text for i in indexes], starts)] if records else \
             sentence_spans_within_paragraphs(block)
         for start, end in spans:
             text = _MARKUP.sub("", without_bullet(" ".join(block[start:end].split())))
@@ -205,23 +205,6 @@ def _headline(item: SectionSentence, at: int, units: Sequence[Unit], items: dict
         if j in items and len(units[j].text.split()) <= EXCHANGE_WORDS and density[j] > value:
             best, value = j, density[j]
     return items[best], best, at
-
-
-def _entry_spans(texts: Sequence[str], starts: Sequence[int]) -> list[tuple[int, int]]:
-    """(start, end) of each entry of a log or transcript block: a line that does not start like an
-    entry continues the one before it (a long utterance wrapped), unless it is a note in brackets
-    ("(Tape 62/2, page 275)", "[garbled]") or follows a blank line."""
-    spans: list[list[int]] = []
-    for k, text in enumerate(texts):
-        stripped = text.strip()
-        if not stripped:
-            continue
-        note = stripped[0] in "([" and stripped[-1] in ")]"
-        if spans and not note and record_prefix(text) is None and texts[k - 1].strip() and not spans[-1][2]:
-            spans[-1][1] = starts[k] + len(text)
-        else:
-            spans.append([starts[k], starts[k] + len(text), note])
-    return [(a, b) for a, b, _ in spans]
 
 
 def _exchange(item: SectionSentence, at: int, units: Sequence[Unit], written: Sequence[tuple[str, int]],

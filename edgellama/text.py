@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 __all__ = [
     "STOPWORDS", "content_words", "normalize_answer", "truncate_to_tokens", "line_sentence_spans",
     "sentence_spans_within_lines", "sentence_spans_within_paragraphs", "heading_at", "is_underline", "without_bullet",
-    "record_prefix", "is_record_document", "crude_stem",
+    "record_prefix", "is_record_document", "crude_stem", "is_note_line", "entry_spans",
 ]
 
 # Words that carry no topic; dropping them keeps BM25 (and word overlaps) on the words that matter.
@@ -195,6 +195,29 @@ def is_record_document(lines: Sequence[str]) -> bool:
         return False
     records = sum(1 for line in filled if record_prefix(line))
     return records >= 0.6 * len(filled) and len(filled) >= 0.8 * len(lines)
+
+
+def is_note_line(line: str) -> bool:
+    """A transcriber's note or page marker between entries: "(Tape 62/2, page 275)", "[garbled]"."""
+    stripped = line.strip()
+    return bool(stripped) and stripped[0] in "([" and stripped[-1] in ")]"
+
+
+def entry_spans(lines: Sequence[str], starts: Sequence[int]) -> list[tuple[int, int, bool]]:
+    """(start, end, is a note) of each entry of a log or transcript block whose ``lines`` begin at
+    ``starts``: a line that does not start like an entry continues the one before it (a long
+    utterance wrapped), unless it is a note in brackets or follows a blank line or a note."""
+    spans: list[list] = []
+    for k, line in enumerate(lines):
+        if not line.strip():
+            continue
+        note = is_note_line(line)
+        end = starts[k] + len(line.rstrip())
+        if spans and not note and record_prefix(line) is None and lines[k - 1].strip() and not spans[-1][2]:
+            spans[-1][1] = end
+        else:
+            spans.append([starts[k] + len(line) - len(line.lstrip()), end, note])
+    return [(a, b, note) for a, b, note in spans]
 
 
 _STEM_SUFFIX = re.compile(r"(ing|ed|es|s)$")
