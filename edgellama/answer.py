@@ -13,7 +13,7 @@ from .embed import Embedder
 from .generate import Generator
 from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
-from .retrieve import ScoredChunk, best_sentences, question_coverage, search
+from .retrieve import ScoredChunk, best_sentences, quantity_missing, question_coverage, search
 from .store import Store
 from .text import STOPWORDS, content_words, crude_stem, normalize_answer
 
@@ -108,6 +108,13 @@ def supporting_overlap(answer: str, passage: str) -> float:
 # corpus_qa and two Apollo 11 transcript sets (docs/retrieval.md, "Abstention across kinds of text").
 COVERAGE_WEIGHT = 0.5
 COVERAGE_NEUTRAL = 0.46  # the share at which min_relevance applies to the best sentence's score alone
+# Above min_relevance but below min_relevance + QUANTITY_MARGIN, a question asking for a quantity
+# ("how far", "what year") is not answered when no evidence unit scoring within QUANTITY_NEAR of the
+# best names a number (retrieve.quantity_missing): the near-miss that shares every rare word with a
+# passage. Above the band the passage is trusted (xquad-dev's "How long did the fighting last in
+# Seven Years War?" finds "six years" a sentence away). docs/retrieval.md, "Quantity check".
+QUANTITY_MARGIN = 0.35
+QUANTITY_NEAR = 0.15
 
 
 def _clean(text: str) -> str:
@@ -157,16 +164,23 @@ def ask(
                   f"relevance {relevance:.2f} (best passage {best:.2f}; the question's words found, weighted by rarity: "
                   f"{coverage:.2f}), below min_relevance {min_relevance:.2f}")
         return _abstain(question, reason, time.perf_counter() - started, started)
+    if relevance < min_relevance + QUANTITY_MARGIN and quantity_missing(question=question, sentences=picked,
+                                                                        near=QUANTITY_NEAR):
+        reason = (f"the question asks for a quantity and no passage near the best names one (relevance "
+                  f"{relevance:.2f}, below {min_relevance + QUANTITY_MARGIN:.2f}, where a passage is trusted without)")
+        return _abstain(question, reason, time.perf_counter() - started, started)
     if style == "completion":
         passages = [(found[s.chunk_index], s.text, (s.line_start, s.line_end)) for s in picked]
+        prompted = [s.spoken for s in picked]  # a transcript entry without its time stamp: a shorter prompt
     else:
         passages = [(c, c.chunk.text, (c.chunk.line_start, c.chunk.line_end)) for c in found]
+        prompted = [c.chunk.text for c in found]
     retrieve_seconds = time.perf_counter() - started
 
     gen = generator() if callable(generator) and not hasattr(generator, "stream") else generator
     plan = build_prompt(
         question=question,
-        chunks=[(c.chunk.context, text) for c, text, _ in passages],
+        chunks=[(c.chunk.context, text) for (c, _, _), text in zip(passages, prompted)],
         count_tokens=gen.count_tokens,
         context_budget=context_tokens,
         n_ctx=gen.n_ctx,

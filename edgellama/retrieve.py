@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,7 +23,8 @@ if TYPE_CHECKING:
 
     from .vectors import VectorMatrix
 
-__all__ = ["ScoredChunk", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "question_coverage"]
+__all__ = ["ScoredChunk", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "question_coverage",
+           "asks_for_quantity", "quantity_words", "quantity_missing"]
 
 
 
@@ -56,6 +60,18 @@ class Sentence:
     def said(self) -> str:
         """The words of the sentence: an entry without its time stamp and speaker."""
         return self.text[self.said_from:]
+
+    @property
+    def spoken(self) -> str:
+        """What the model is shown: an entry without its time stamp, its speaker kept ("CDR (EVA): The
+        laser reflector is installed"). A stamp such as 04:15:03:57 is 11 of the 135M model's tokens:
+        four entries' stamps were a seventh of a transcript prompt, which the model reads before its
+        first word (docs/retrieval.md, "Transcript latency")."""
+        if not self.said_from:
+            return self.text
+        prefix = record_prefix(self.text)
+        label = prefix[1] if prefix else ""
+        return f"{label}: {self.said}" if label else self.said
 
 
 def fts_query(text: str) -> str:
@@ -150,6 +166,38 @@ def evidence_units(text: str) -> list[tuple[int, int]]:
     return [(a, b) for a, b, note in entry_spans(lines, starts) if not note]
 
 
+# Evidence units embedded lately, per embedder (a model object: the daemon's lives as long as it
+# does), by text: questions about one part of the documents meet the same chunks, and embedding
+# their units was a third of a warm transcript question (docs/retrieval.md, "Transcript latency").
+# At most 4096 units of 384 floats an embedder: 6 MiB.
+_UNIT_CACHES: "weakref.WeakKeyDictionary[object, OrderedDict[str, np.ndarray]]" = weakref.WeakKeyDictionary()
+_UNIT_CACHE_SIZE = 4096
+_UNIT_LOCK = threading.Lock()
+
+
+def _unit_vectors(embedder: Embedder, texts: list[str]) -> "np.ndarray":
+    """``embedder.embed(texts)``, the units this embedder embedded lately taken from its cache."""
+    import numpy as np
+
+    with _UNIT_LOCK:
+        try:
+            cache = _UNIT_CACHES.setdefault(embedder, OrderedDict())
+        except TypeError:  # an embedder that cannot be referenced weakly is not cached
+            cache = OrderedDict()
+        known = {t: cache[t] for t in texts if t in cache}
+        for t in known:
+            cache.move_to_end(t)
+    new = [t for t in dict.fromkeys(texts) if t not in known]
+    if new:
+        known.update(zip(new, embedder.embed(new)))
+        with _UNIT_LOCK:
+            for t in new:
+                cache[t] = known[t]
+            while len(cache) > _UNIT_CACHE_SIZE:
+                cache.popitem(last=False)
+    return np.stack([known[t] for t in texts])
+
+
 def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder, limit: int,
                    query_vector: "np.ndarray | None" = None) -> list[Sentence]:
     """The ``limit`` sentences (``evidence_units``: in a transcript, entries) of ``chunks`` closest
@@ -174,10 +222,8 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     if not sentences:
         return []
     if query_vector is None:
-        vectors = embedder.embed([query, *(s for _, s, _ in sentences)])
-        query_vector, vectors = vectors[0], vectors[1:]
-    else:
-        vectors = embedder.embed([s for _, s, _ in sentences])
+        query_vector = embedder.embed([query])[0]
+    vectors = _unit_vectors(embedder, [s for _, s, _ in sentences])
     sims = vectors @ query_vector
     words = content_words(query)
     scored = [
@@ -205,3 +251,39 @@ def question_coverage(*, query: str, chunks: list[ScoredChunk], counts: dict[str
     if whole <= 0:
         return 1.0
     return sum(v for w, v in weight.items() if crude_stem(w) in found) / whole
+
+
+# A question asking how many / how far / what year... is answered by a number (a figure, a number
+# word, a day or a month); one whose best passage names no number asks what the passage does not
+# say: "How far from the LM was the passive seismometer placed?" against "the passive seismometer
+# has been deployed manually" shares every rare word and scores 0.76, above any word or cosine bar.
+_ASKS_QUANTITY = re.compile(
+    r"\bhow (many|much|long|far|deep|old|often|fast|big|large|high|tall|wide|heavy)\b|"
+    r"\bwhat (percentage|percent|number|amount|speed|temperature|weight|distance|size|year)\b|"
+    r"\b(which|what) (year|day)\b", re.I)
+_QUANTITY_WORDS = frozenset(
+    """zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen
+    seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million
+    billion dozen half twice once monday tuesday wednesday thursday friday saturday sunday january february
+    march april may june july august september october november december""".split())
+
+
+def asks_for_quantity(question: str) -> bool:
+    """The question asks for a number, a measure, a year or a day ("how far", "what year")."""
+    return bool(_ASKS_QUANTITY.search(question))
+
+
+def quantity_words(text: str) -> set[str]:
+    """The figures ("108", "3" of "3.5"), number words, days and months of ``text``, lower-cased."""
+    return {t for t in re.findall(r"[a-z]+|\d+", text.lower()) if t.isdigit() or t in _QUANTITY_WORDS}
+
+
+def quantity_missing(*, question: str, sentences: list[Sentence], near: float) -> bool:
+    """True when ``question`` asks for a quantity and none of the evidence units scoring within
+    ``near`` of the best one (``sentences``: best first; an entry's words, not its time stamp) names a
+    number the question does not already name."""
+    if not sentences or not asks_for_quantity(question):
+        return False
+    asked = quantity_words(question)
+    top = sentences[0].score
+    return not any(quantity_words(s.said) - asked for s in sentences if s.score >= top - near)
