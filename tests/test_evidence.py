@@ -113,3 +113,74 @@ def test_the_passage_is_about_two_sentences_of_prose_and_more_short_entries():
                ("04:06:48:00 LMP: Roger, standing by for it.", 0.6)]
     assert _passage(2, entries) == (2, 0, 3, 4)  # short entries fill the budget; a heading is never one
     assert _passage(2, entries, words=15) == (2, 0)  # a quote's budget (QUOTE_WORDS) is its own
+
+
+SEISMOMETER = "\n".join([
+    *(f"04:14:{m:02d}:00 CC: Roger. We copy the readback of item {m}." for m in range(10, 22)),
+    "04:14:55:42 LMP (EVA): Houston, the passive seismometer has been deployed manually.",
+    "04:14:56:10 CC: Roger. We see the passive seismometer on the television.",
+    "04:14:57:00 CDR (EVA): The laser reflector is installed and the bubble is leveled.",
+]) + "\n"
+
+
+def _transcript_store(tmp_path, text):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a11.txt").write_text(text)
+    embedder = BagOfWordsEmbedder()
+    store = Store.open(tmp_path / "s.db")
+    index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=300, chunk_overlap=30,
+                max_file_bytes=10**6)
+    return store, embedder
+
+
+def test_a_quantity_question_is_refused_when_no_passage_near_the_best_names_a_number(tmp_path):
+    store, embedder = _transcript_store(tmp_path, SEISMOMETER)
+    with store:
+        options = dict(store=store, embedder=embedder, generator=ScriptedGenerator("manually"), min_relevance=0.3)
+        near = ask(question="How far from the lander was the passive seismometer deployed?", **options)
+        what = ask(question="How was the passive seismometer deployed?", **options)
+    # Every rare word of the near-miss stands in one entry; only its asked-for kind of thing is missing.
+    assert (near.kind, near.text) == ("abstain", NOT_IN_DOCUMENTS) and "quantity" in near.reason
+    assert what.kind != "abstain"  # the same passage answers a question that asks for no number
+
+
+def test_a_quantity_question_is_answered_when_the_passage_names_one(tmp_path):
+    text = SEISMOMETER.replace("has been deployed manually.", "has been deployed 20 feet south of the LM.")
+    store, embedder = _transcript_store(tmp_path, text)
+    with store:
+        answer = ask(question="How far from the lander was the passive seismometer deployed?", store=store,
+                     embedder=embedder, generator=ScriptedGenerator("20 feet"), min_relevance=0.3)
+    assert answer.kind == "answer" and answer.text == "20 feet"
+
+
+def test_quantity_words_and_the_questions_that_ask_for_them():
+    from edgellama.retrieve import asks_for_quantity, quantity_words
+
+    assert all(asks_for_quantity(q) for q in ("How far was it?", "What year did it open?",
+                                               "On which day of the week did Eagle land?", "How many minutes?"))
+    assert not any(asks_for_quantity(q) for q in ("Who landed?", "Where was the plaque placed?"))
+    assert quantity_words("About forty feet, on Sunday, 3.5 m") == {"forty", "sunday", "3", "5"}
+
+
+def test_the_model_reads_transcript_entries_without_their_time_stamps(tmp_path):
+    store, embedder = _transcript_store(tmp_path, SEISMOMETER)
+    generator = ScriptedGenerator("manually")
+    with store:
+        answer = ask(question="How was the passive seismometer deployed?", store=store, embedder=embedder,
+                     generator=generator, min_relevance=0.3)
+    prompt = generator.prompts[-1].rsplit("Context:", 1)[1]
+    assert "LMP (EVA): Houston, the passive seismometer has been deployed manually." in prompt
+    assert "04:14:55:42" not in prompt  # 11 tokens of a stamp, 4 entries a prompt: the first byte waits on them
+    assert any(s.text.startswith("04:14:55:42 LMP (EVA):") for s in answer.evidence)  # the user still sees when
+
+
+def test_units_embedded_for_one_question_are_not_embedded_again(tmp_path):
+    store, embedder = _transcript_store(tmp_path, SEISMOMETER)
+    with store:
+        options = dict(store=store, embedder=embedder, generator=ScriptedGenerator("manually"), min_relevance=0.3)
+        ask(question="How was the passive seismometer deployed?", **options)
+        before = len(embedder.embedded)
+        again = ask(question="Who deployed the passive seismometer?", **options)
+    assert again.kind != "abstain"
+    assert embedder.embedded[before:] == ["Who deployed the passive seismometer?"]  # its units came from the cache
