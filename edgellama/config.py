@@ -202,7 +202,8 @@ SETTING_HELP: dict[str, tuple[type, str]] = {
     "max_file_mb": (float, "files larger than this are skipped"),
     "min_relevance": (float, "below this relevance (best evidence sentence's cosine + 0.3 x word overlap, moved by 0.5 x "
                              "(the IDF-weighted share of the question's words found in the evidence - 0.46)), ask says "
-                             "the documents do not say; topic summaries keep sentences scoring this much"),
+                             "the documents do not say (also below it + 0.35 when a question asking for a quantity finds "
+                             "no number near the best passage); topic summaries keep sentences scoring this much"),
     "prompt_style": (str, "completion (one-shot Context/Question/Answer) or chat (the GGUF chat template)"),
     "requantize": (bool, "requantize the bundled model to Q4_0 on first use"),
     "folders": (list, "folders the daemon watches and keeps indexed (env: separated by ':')"),
