@@ -265,7 +265,7 @@ _QUANTITY_WORDS = frozenset(
     """zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen
     seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million
     billion dozen half twice once monday tuesday wednesday thursday friday saturday sunday january february
-    march april may june july august september october november december""".split())
+    april june july august september october november december""".split())  # not "may", "march": verbs too
 
 
 def asks_for_quantity(question: str) -> bool:
