@@ -46,6 +46,9 @@ ONSET_WEIGHT = 0.25  # for a new word other speakers take up (its percentile, to
 REACTION_WEIGHT = 0.6  # for an exclamation by another speaker within three units
 REFERENCE_WEIGHT = 0.3  # prose: for introducing a word the document mentions again much later (its percentile, squared)
 REFERENCE_GAP = 0.1  # share of the units: a mention at least this far after the first one refers back to it
+READOUT_WEIGHT = 0.6  # log or transcript: for an entry that reads out a quoted text of READOUT_WORDS words or more
+READOUT_WORDS = 6
+_QUOTED = re.compile(r'["\u201c]([^"\u201c\u201d]+)["\u201d]')
 REFERENCE_MIN_UNITS = 100  # ... in a document this long at least: a note or a handful of retrieved sentences has no "later"
 
 
@@ -154,13 +157,36 @@ def salience(units: Sequence[Unit]) -> list[float]:
             if later and len(places) <= max(3, n // 50):
                 reference[places[0]] = max(reference[places[0]], idf[w] * math.log1p(later))
     reference_p = _percentiles(reference)
+    import os
+    X = lambda k: float(os.environ.get(k, "0"))
+    extra = [0.0] * n
+    if voiced and X("X_ECHO"):
+        W = int(X("X_ECHOW") or 4)
+        pairs = [set(zip(t, t[1:])) - {p for p in zip(t, t[1:]) if p[0][0].isdigit() or p[1][0].isdigit()} for t in tokens]
+        pdf = Counter(p for ps in pairs for p in ps)
+        for i in range(n):
+            if not pairs[i]:
+                continue
+            new = pairs[i] - set().union(*pairs[max(0, i - W): i])
+            if X("X_ECHODF"):
+                new = {p for p in new if pdf[p] <= X("X_ECHODF")}
+            if any(units[j].speaker and units[j].speaker != units[i].speaker and new & pairs[j] for j in range(i + 1, min(n, i + W + 1))):
+                extra[i] += X("X_ECHO")
+    if voiced and X("X_ASK"):
+        for i in range(n):
+            if any(units[j].speaker and units[j].speaker != units[i].speaker and "?" in units[j].text
+                   and (sets[i] & sets[j]) for j in range(i + 1, min(n, i + 4))):
+                extra[i] += X("X_ASK")
+    # A log or transcript: an entry that reads out a written text (a plaque, a message, a
+    # statement quoted word for word) marks a moment; a quoted word or two is not one.
+    readout = [float(voiced and any(len(q.split()) >= READOUT_WORDS for q in _QUOTED.findall(u.text))) for u in units]
     told_p, onset_p = _percentiles(told), _percentiles(onset)
     event = [label[i] + ONSET_WEIGHT * onset_p[i] ** 4 + REACTION_WEIGHT * reaction[i] for i in range(n)]
     scores = []
     for i in range(n):
         near = max(event[max(0, i - MOMENT_WINDOW): i + MOMENT_WINDOW + 1])
         cue = (CUE_WEIGHT if sets[i] & CUES else 0.0) + SPECIFIC_WEIGHT * min(1.0, _specifics(units[i].text) / 2)
-        cue += REFERENCE_WEIGHT * reference_p[i] ** 2
+        cue += REFERENCE_WEIGHT * reference_p[i] ** 2 + READOUT_WEIGHT * readout[i] + extra[i]
         scores.append(told_p[i] - ROUTINE_WEIGHT * math.log(shapes[_shape(tokens[i])]) + near + cue)
     return scores
 
