@@ -410,7 +410,7 @@ def _document_tree(run: _SummaryRun, path: str, plan: LengthPlan) -> Iterator[Pi
                          group_tokens=4 * run.input_tokens, scorer=run.scorer)
     # Enough section points for the longest overview to choose from, whatever the structure
     # (one length-independent figure, so every length shares the cached section nodes).
-    per_section = max(int(os.environ.get("X_PER", SECTION_POINTS)), -(-max(p.overview_points for p in LENGTHS.values()) // max(1, len(sections))))
+    per_section = max(SECTION_POINTS, -(-max(p.overview_points for p in LENGTHS.values()) // max(1, len(sections))))
     total = sum(len(run.batches(items)) for _, items in sections) + len(sections) + 1
     done = 0
     summaries: list[SectionSummary] = []
@@ -432,15 +432,6 @@ def _document_tree(run: _SummaryRun, path: str, plan: LengthPlan) -> Iterator[Pi
     tokens = sum(run.count_tokens(c.text) for c in chunks) if run.method == "model" else sum(c.token_count for c in chunks)
     shown = tuple(SectionSummary(s.heading, s.line_start, s.line_end, _best(s.points, plan.section_points))
                   for s in summaries) if plan.section_points else ()
-    if os.environ.get("X_ALLOC") and plan.section_points:
-        floor = int(os.environ["X_ALLOC"])
-        budget = plan.section_points * len(summaries)
-        keep = {k: set(sorted(range(len(s.points)), key=lambda i: -s.points[i].salience)[:floor]) for k, s in enumerate(summaries)}
-        rest = sorted(((p.salience, k, i) for k, s in enumerate(summaries) for i, p in enumerate(s.points) if i not in keep[k]), reverse=True)
-        for _, k, i in rest[:max(0, budget - sum(len(v) for v in keep.values()))]:
-            keep[k].add(i)
-        shown = tuple(SectionSummary(s.heading, s.line_start, s.line_end, tuple(p for i, p in enumerate(s.points) if i in keep[k]))
-                      for k, s in enumerate(summaries))
     yield DocumentDone(DocumentSummary(path, document.title, overview, shown, len(chunks), tokens))
 
 
