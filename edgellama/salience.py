@@ -52,6 +52,7 @@ ECHO_MAX_UNITS = 3  # a pair in more units than this is not rare
 ECHO_MAX_SHARE = 0.01  # echo counts only where at most this share of the units have it (not a radio loop)
 READOUT_WEIGHT = 0.6  # log or transcript: for an entry that reads out a quoted text of READOUT_WORDS words or more
 READOUT_WORDS = 6
+READOUT_BACK = 10
 _QUOTED = re.compile(r'["\u201c]([^"\u201c\u201d]+)["\u201d]')
 REFERENCE_MIN_UNITS = 100  # ... in a document this long at least: a note or a handful of retrieved sentences has no "later"
 
@@ -173,8 +174,15 @@ def salience(units: Sequence[Unit]) -> list[float]:
     if sum(echo) > ECHO_MAX_SHARE * n:
         echo = [0.0] * n
     # A log or transcript: an entry that reads out a written text (a plaque, a message, a
-    # statement quoted word for word) marks a moment; a quoted word or two is not one.
-    readout = [float(voiced and any(len(q.split()) >= READOUT_WORDS for q in _QUOTED.findall(u.text))) for u in units]
+    # statement quoted word for word) marks a moment; a quoted word or two is not one, nor a
+    # quote of what was said just before (a read-back: most of its words in the READOUT_BACK units before).
+    readout = [0.0] * n
+    for i, unit in enumerate(units if voiced else ()):
+        for quote in _QUOTED.findall(unit.text):
+            said = set(content_terms(quote))
+            before = set().union(*sets[max(0, i - READOUT_BACK): i])
+            if len(quote.split()) >= READOUT_WORDS and len(said - before) > len(said) / 2:
+                readout[i] = 1.0
     told_p, onset_p = _percentiles(told), _percentiles(onset)
     event = [label[i] + ONSET_WEIGHT * onset_p[i] ** 4 + REACTION_WEIGHT * reaction[i] for i in range(n)]
     scores = []
