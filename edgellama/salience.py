@@ -46,15 +46,15 @@ ONSET_WEIGHT = 0.25  # for a new word other speakers take up (its percentile, to
 REACTION_WEIGHT = 0.6  # for an exclamation by another speaker within three units
 REFERENCE_WEIGHT = 0.3  # prose: for introducing a word the document mentions again much later (its percentile, squared)
 REFERENCE_GAP = 0.1  # share of the units: a mention at least this far after the first one refers back to it
+REFERENCE_MIN_UNITS = 100  # ... in a document this long at least: a note or a handful of retrieved sentences has no "later"
 ECHO_WEIGHT = 0.4  # log: for bringing up a rare word pair that another speaker takes up at once (_echoes)
 ECHO_WINDOW = 2  # entries before (not new) and after (taken up)
 ECHO_MAX_UNITS = 3  # a pair in more units than this is not rare
 ECHO_MAX_SHARE = 0.01  # echo counts only where at most this share of the units have it (not a radio loop)
 READOUT_WEIGHT = 0.6  # log or transcript: for an entry that reads out a quoted text of READOUT_WORDS words or more
-READOUT_WORDS = 6
-READOUT_BACK = 10
+READOUT_WORDS = 6  # ... a quoted word or two is a term, not a text
+READOUT_BACK = 10  # units: a quote of what was said this recently is a read-back
 _QUOTED = re.compile(r'["\u201c]([^"\u201c\u201d]+)["\u201d]')
-REFERENCE_MIN_UNITS = 100  # ... in a document this long at least: a note or a handful of retrieved sentences has no "later"
 
 
 @dataclass(frozen=True)

@@ -465,7 +465,8 @@ def _shared(sections: Sequence[SectionSummary], n: int) -> tuple[SectionSummary,
 
 def summarize_document(*, store: Store, path: str, method: str = DEFAULT_METHOD, length: str = "medium",
                        generator=None, input_tokens: int = 1024, scorer: Scorer | None = None) -> Iterator[Piece]:
-    """Summarize one indexed document: section summaries as they finish, then the overview.
+    """Summarize one indexed document: section summaries (with the model as each finishes; by
+    extract all together, sharing one budget of points), then the overview.
     ``generator``: a Generator, a factory of one, or None (extract only). The last piece is the
     ``Summary``."""
     run = _begin(store, method, length, generator, input_tokens, scorer)
