@@ -250,7 +250,7 @@ def ask(
 # names), the question's words around the span and not inside it, the sentence's rank.
 
 _WORD = re.compile(r"\S+")
-_EDGE = "\"'“”‘’()[]{},.;:!?"
+_EDGE = "\"'“”‘’()[]{},.;:!?*"  # "*": Markdown emphasis ("**Python 3.11 is required.**")
 _MONTHS = frozenset("january february march april may june july august september october november december".split())
 _NUMBER_WORDS = frozenset(
     "one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty sixty seventy "
@@ -334,6 +334,11 @@ def _is_capital(word: str) -> bool:
     return word[:1].isupper()
 
 
+def _starts_sentence(sentence: str, words, i: int) -> bool:
+    """Word ``i`` opens the unit or follows a full stop ("version.** Today"): its capital is the sentence's."""
+    return i == 0 or any(c in ".!?" for c in sentence[words[i - 1][2]:words[i][1]])
+
+
 def candidate_spans(sentence: str, *, max_words: int = 6) -> list[Span]:
     """Number groups ("1870 to 1939", "about 4 1/2 degrees"), runs of capitalized words ("University
     of Warsaw") and runs of content words with their sub-runs, none starting or ending on a stopword."""
@@ -408,9 +413,9 @@ def candidate_spans(sentence: str, *, max_words: int = 6) -> list[Span]:
         inner = [w[0] for w in words[a:b + 1]]
         spans.append(Span(sentence[words[a][1]:words[b][2]], words[a][1], words[b][2], a, b,
                           number=any(_is_number(w) for w in inner),
-                          # a lone capitalized first word is the sentence's capital, not a name
+                          # a lone capitalized word opening a sentence is the sentence's capital, not a name
                           name=all(_is_capital(w) for w in inner if w.lower() not in _NAME_JOINS)
-                          and not (a == 0 and b == 0 and not inner[0].isupper())))
+                          and not (a == b and _starts_sentence(sentence, words, a) and not inner[0].isupper())))
     return spans
 
 
@@ -431,7 +436,9 @@ SPAN_FEATURES = (
 # 4th (its answer and log-probabilities recorded once). Fitted on one half of the articles, they
 # pick a span of F1 0.43 on the other half (0.39 without the log-probabilities; the first pass's
 # weights 0.38 on the very questions they were fitted on);
-# corpus_qa and the transcript set were never fitted on (docs/retrieval.md, issue 22).
+# corpus_qa and the transcript set were never fitted on (docs/retrieval.md, issue 22). Fitted with
+# head_noun_near unbounded; bounded (``_names_span``) they still pick as well, and refits on a third of
+# xquad-dev's questions picked worse on every set (docs/retrieval.md, s24-spans).
 SPAN_WEIGHTS = {
     "bias": 0.00,
     "number_for_number": 1.15,
@@ -495,6 +502,16 @@ def head_noun(question: str) -> str:
     return "" if word in _NOT_HEAD or word in STOPWORDS else word
 
 
+def _names_span(head: int, span: Span, words) -> bool:
+    """The question's head noun (word ``head``) names ``span``: a name or a number within 2 words of
+    it, no punctuation between ("the Vistula river", "4,500 litres"). Unbounded, "version.** Today"
+    answered "Which Python version does EdgeLlama need?" with "Today" (tests/test_corpus.py q001)."""
+    if not (span.name or span.number) or not span.first - 2 <= head <= span.last + 2:
+        return False
+    lo, hi = (head, span.first) if head < span.first else (span.last, head)
+    return not any(words[k][3] for k in range(lo, hi))
+
+
 @dataclass(frozen=True)
 class ScoredSpan:
     span: Span
@@ -526,7 +543,8 @@ def score_spans(*, question: str, sentences: list[tuple[str, float]], model_text
     model_norm = f" {normalize_answer(model_text)} " if model_text.strip() else ""
     rows: list[tuple[Span, int, list[float]]] = []
     for rank, (sentence, sentence_score) in enumerate(sentences):
-        words = [normalize_answer(w[0]) for w in _words(sentence)]
+        raw_words = _words(sentence)
+        words = [normalize_answer(w[0]) for w in raw_words]
         in_question = [i for i, word in enumerate(words)
                        if word and word not in STOPWORDS and (word in question_words or crude_stem(word) in question_stems)]
         heads = [i for i, word in enumerate(words) if head_stem and crude_stem(word) == head_stem]
@@ -558,7 +576,7 @@ def score_spans(*, question: str, sentences: list[tuple[str, float]], model_text
                 float(wants_year and year), float(wants_year and not year),
                 float(wants_percent and any(_PERCENT.search(word) for word in span.text.split())),
                 float(wants_duration and span.number and any(word in _TIME_UNITS for word in inner)),
-                float(any(span.first - 2 <= i <= span.last + 2 for i in heads)),
+                float(any(_names_span(i, span, raw_words) for i in heads)),
                 0.0, 0.0,
             ]
             rows.append((span, rank, x))
