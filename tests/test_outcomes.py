@@ -39,6 +39,20 @@ def test_head_noun_names_the_kind_of_answer():
     assert head_noun("What was Warsaw's first cabaret?") == ""
 
 
+def test_the_head_noun_names_a_name_or_number_beside_it_in_the_same_phrase():
+    near = SPAN_FEATURES.index("head_noun_near")
+
+    def named(question: str, sentence: str) -> set[str]:
+        return {s.span.text for s in score_spans(question=question, sentences=[(sentence, 0.9)]) if s.features[near]}
+
+    assert "Vistula" in named("What river flows through Warsaw?", "Warsaw lies on the Vistula river, in the east.")
+    assert "4,000 litres" in named("How many litres does the tank hold?", TANK)
+    # q001 of tests/test_corpus.py: not the word after a sentence ending in "version", nor an adjective of it
+    service = "It is not part of the current version.** Today every EdgeLlama command runs in the foreground."
+    assert named("Which Python version does EdgeLlama need?", service) == set()
+    assert not next(s for s in candidate_spans(service) if s.text == "Today").name
+
+
 def test_candidate_spans_keep_numbers_dates_and_names_whole():
     texts = {s.text for s in candidate_spans("The Summer Theatre ran from 1870 to 1939, near the University of Warsaw.")}
     assert {"1870 to 1939", "Summer Theatre", "University of Warsaw"} <= texts
