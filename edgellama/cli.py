@@ -222,9 +222,9 @@ def serve(
     """Run the daemon: warm models, live index of the folders, HTTP API on a UNIX socket."""
     import logging
 
-    from .daemon import serve as run_daemon
+    from .daemon import log_stream, serve as run_daemon
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=log_stream(),
                         format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("watchdog", "sentence_transformers", "urllib3", "httpx", "uvicorn"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -11,8 +11,9 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
-from typing import Any, Mapping
+from typing import Any, Mapping, TextIO
 
 from .config import Settings, resolve_settings
 from .engine import Engine, Priority, SharedEmbedder
@@ -20,9 +21,17 @@ from .errors import EdgeLlamaError
 from .server import HTTPServer, bind_unix, read_token
 
 # Engine, Priority and SharedEmbedder live in engine.py; they stay importable from here.
-__all__ = ["sd_notify", "serve", "Engine", "Priority", "SharedEmbedder"]
+__all__ = ["log_stream", "sd_notify", "serve", "Engine", "Priority", "SharedEmbedder"]
 
 log = logging.getLogger("edgellama.daemon")
+
+
+def log_stream() -> TextIO:
+    """Where the daemon's log goes: its own duplicate of stderr's file descriptor. llama-cpp-python
+    points descriptor 2 at /dev/null while it loads a model (``suppress_stdout_stderr``, for the whole
+    process), and a line that another thread logged meanwhile was lost: a refused peer's warning
+    was, in CI, while the embedder loaded. The duplicate still points at the journal or the log file."""
+    return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
 
 
 def sd_notify(message: str) -> bool:

@@ -47,6 +47,14 @@ REACTION_WEIGHT = 0.6  # for an exclamation by another speaker within three unit
 REFERENCE_WEIGHT = 0.3  # prose: for introducing a word the document mentions again much later (its percentile, squared)
 REFERENCE_GAP = 0.1  # share of the units: a mention at least this far after the first one refers back to it
 REFERENCE_MIN_UNITS = 100  # ... in a document this long at least: a note or a handful of retrieved sentences has no "later"
+ECHO_WEIGHT = 0.4  # log: for bringing up a rare word pair that another speaker takes up at once (_echoes)
+ECHO_WINDOW = 2  # entries before (not new) and after (taken up)
+ECHO_MAX_UNITS = 3  # a pair in more units than this is not rare
+ECHO_MAX_SHARE = 0.01  # echo counts only where at most this share of the units have it (not a radio loop)
+READOUT_WEIGHT = 0.6  # log or transcript: for an entry that reads out a quoted text of READOUT_WORDS words or more
+READOUT_WORDS = 6  # ... a quoted word or two is a term, not a text
+READOUT_BACK = 10  # units: a quote of what was said this recently is a read-back
+_QUOTED = re.compile(r'["\u201c]([^"\u201c\u201d]+)["\u201d]')
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,9 @@ def salience(units: Sequence[Unit]) -> list[float]:
       changes), a word nobody used for a long while that others then take up (a new subject
       the rest refers back to), an exclamation in reply. The bonus goes to the units around
       it, so the clearest unit of the moment (the one that tells most) is the one picked;
+    - in a log or transcript, an entry that reads out a quoted text (a plaque, a message), and,
+      where few entries are repeated back (a log, not a radio loop), one that brings up a rare
+      word pair another speaker takes up at once (``_echoes``);
     - in prose, a small bonus for the sentence that introduces a term the document refers back
       to much later (a definition, a rule stated once and invoked again).
     """
@@ -154,15 +165,48 @@ def salience(units: Sequence[Unit]) -> list[float]:
             if later and len(places) <= max(3, n // 50):
                 reference[places[0]] = max(reference[places[0]], idf[w] * math.log1p(later))
     reference_p = _percentiles(reference)
+    # A log: a rare word pair (in at most ECHO_MAX_UNITS units) that another speaker takes up
+    # within ECHO_WINDOW entries ("Is the combined filtered water still in spec?" answered by
+    # "Combined filtered turbidity 0.19 NTU, ..." just after a filter bed's turbidity rose): people
+    # asking and answering about something unusual. Only where that is rare (at most ECHO_MAX_SHARE
+    # of the units): in a radio loop every call is read back, and echo is routine.
+    echo = _echoes(units, tokens) if voiced else [0.0] * n
+    if sum(echo) > ECHO_MAX_SHARE * n:
+        echo = [0.0] * n
+    # A log or transcript: an entry that reads out a written text (a plaque, a message, a
+    # statement quoted word for word) marks a moment; a quoted word or two is not one, nor a
+    # quote of what was said just before (a read-back: most of its words in the READOUT_BACK units before).
+    readout = [0.0] * n
+    for i, unit in enumerate(units if voiced else ()):
+        for quote in _QUOTED.findall(unit.text):
+            said = set(content_terms(quote))
+            before = set().union(*sets[max(0, i - READOUT_BACK): i])
+            if len(quote.split()) >= READOUT_WORDS and len(said - before) > len(said) / 2:
+                readout[i] = 1.0
     told_p, onset_p = _percentiles(told), _percentiles(onset)
     event = [label[i] + ONSET_WEIGHT * onset_p[i] ** 4 + REACTION_WEIGHT * reaction[i] for i in range(n)]
     scores = []
     for i in range(n):
         near = max(event[max(0, i - MOMENT_WINDOW): i + MOMENT_WINDOW + 1])
         cue = (CUE_WEIGHT if sets[i] & CUES else 0.0) + SPECIFIC_WEIGHT * min(1.0, _specifics(units[i].text) / 2)
-        cue += REFERENCE_WEIGHT * reference_p[i] ** 2
+        cue += REFERENCE_WEIGHT * reference_p[i] ** 2 + READOUT_WEIGHT * readout[i] + ECHO_WEIGHT * echo[i]
         scores.append(told_p[i] - ROUTINE_WEIGHT * math.log(shapes[_shape(tokens[i])]) + near + cue)
     return scores
+
+
+def _echoes(units: Sequence[Unit], tokens: Sequence[tuple[str, ...]]) -> list[float]:
+    """1.0 for a unit that brings up a rare word pair (no number in it, in at most ECHO_MAX_UNITS
+    units, not in the ECHO_WINDOW units before) that another speaker repeats within ECHO_WINDOW after."""
+    n = len(units)
+    pairs = [{p for p in zip(t, t[1:]) if not (p[0][0].isdigit() or p[1][0].isdigit())} for t in tokens]
+    counts = Counter(p for ps in pairs for p in ps)
+    out = [0.0] * n
+    for i, unit in enumerate(units):
+        new = {p for p in pairs[i] if counts[p] <= ECHO_MAX_UNITS}.difference(*pairs[max(0, i - ECHO_WINDOW): i])
+        if new and any(units[j].speaker and units[j].speaker != unit.speaker and new & pairs[j]
+                       for j in range(i + 1, min(n, i + ECHO_WINDOW + 1))):
+            out[i] = 1.0
+    return out
 
 
 def centrality(units: Sequence[Unit]) -> list[float]:

@@ -422,16 +422,24 @@ def _document_tree(run: _SummaryRun, path: str, plan: LengthPlan) -> Iterator[Pi
         lines = [c for i in items for c in i.citations]
         section = SectionSummary(name, min(c.line_start for c in lines), max(c.line_end for c in lines), points)
         summaries.append(section)
-        if plan.section_points:
+        if plan.section_points and run.method == "model":  # the model is slow: each section as it is done
             yield SectionDone(path, SectionSummary(section.heading, section.line_start, section.line_end,
                                                    _best(points, plan.section_points)))
+    # Extract: the whole tree takes well under a second, so the sections share one budget
+    # (plan.section_points a section on average): each shows its best point, and the rest of the
+    # budget goes to the most salient of the points left, wherever they are: a dense section
+    # (the descent and landing of a flight) shows more than a quiet one.
+    shown = (tuple(SectionSummary(s.heading, s.line_start, s.line_end, _best(s.points, plan.section_points))
+                   for s in summaries) if run.method == "model" else _shared(summaries, plan.section_points)
+             ) if plan.section_points else ()
+    if run.method != "model":
+        for section in shown:
+            yield SectionDone(path, section)
     yield Progress(done, total, "overview")
     tops = [_Input(p.text, p.citations, p.salience) for s in summaries for p in s.points]
     overview = run.reduce(level="document", path=path, inputs=tops, points=plan.overview_points,
                           max_tokens=plan.overview_tokens) if tops else ()
     tokens = sum(run.count_tokens(c.text) for c in chunks) if run.method == "model" else sum(c.token_count for c in chunks)
-    shown = tuple(SectionSummary(s.heading, s.line_start, s.line_end, _best(s.points, plan.section_points))
-                  for s in summaries) if plan.section_points else ()
     yield DocumentDone(DocumentSummary(path, document.title, overview, shown, len(chunks), tokens))
 
 
@@ -442,9 +450,23 @@ def _best(points: Sequence[Point], n: int) -> tuple[Point, ...]:
     return tuple(p for i, p in enumerate(points) if i in keep)
 
 
+def _shared(sections: Sequence[SectionSummary], n: int) -> tuple[SectionSummary, ...]:
+    """``n`` points a section on average: each section's most salient point, then the most salient
+    of all points left until the budget is spent; each section's points in document order."""
+    keep = [{max(range(len(s.points)), key=lambda i: s.points[i].salience)} if s.points else set() for s in sections]
+    rest = sorted(((-p.salience, k, i) for k, s in enumerate(sections) for i, p in enumerate(s.points)
+                   if i not in keep[k]))
+    for _, k, i in rest[:max(0, n * len(sections) - sum(map(len, keep)))]:
+        keep[k].add(i)
+    return tuple(SectionSummary(s.heading, s.line_start, s.line_end,
+                                tuple(p for i, p in enumerate(s.points) if i in keep[k]))
+                 for k, s in enumerate(sections))
+
+
 def summarize_document(*, store: Store, path: str, method: str = DEFAULT_METHOD, length: str = "medium",
                        generator=None, input_tokens: int = 1024, scorer: Scorer | None = None) -> Iterator[Piece]:
-    """Summarize one indexed document: section summaries as they finish, then the overview.
+    """Summarize one indexed document: section summaries (with the model as each finishes; by
+    extract all together, sharing one budget of points), then the overview.
     ``generator``: a Generator, a factory of one, or None (extract only). The last piece is the
     ``Summary``."""
     run = _begin(store, method, length, generator, input_tokens, scorer)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from daemon_harness import Daemon, UnixHTTP, api_fuzz_schema, assert_no_server_error, call, eventually, long_chat_stream
 from daemon_process import free_port
 
@@ -441,6 +441,24 @@ def test_without_xdg_runtime_dir_the_socket_is_in_the_data_folder_for_its_user_o
     assert settings.socket_access == "user"
     assert resolve_settings(env={**env, "XDG_RUNTIME_DIR": "/run/user/1000"}).socket_access == "group"
     assert resolve_settings(env={**env, "EDGELLAMA_SOCKET_ACCESS": "group"}).socket_access == "group"
+
+
+def test_a_line_logged_while_llama_cpp_silences_stderr_still_reaches_the_log(tmp_path):
+    """llama-cpp-python points descriptor 2 at /dev/null while it loads a model, for the whole
+    process; a refused peer's warning logged by the event loop meanwhile was lost (seen in CI).
+    The daemon logs to its own duplicate of stderr (``daemon.log_stream``); plain stderr shows the loss."""
+    code = ("import logging, sys\n"
+            "from llama_cpp._utils import suppress_stdout_stderr\n"
+            "from edgellama.daemon import log_stream\n"
+            "stream = log_stream() if sys.argv[1] == 'daemon' else sys.stderr\n"
+            "logging.basicConfig(stream=stream, format='%(message)s')\n"
+            "with suppress_stdout_stderr(disable=False):\n"
+            "    logging.getLogger('edgellama.server').warning('refused peer pid=1 uid=2 gid=3')\n")
+    for stream, heard in (("daemon", True), ("stderr", False)):
+        log = tmp_path / f"{stream}.log"
+        with open(log, "w") as out:
+            subprocess.run([sys.executable, "-c", code, stream], stderr=out, cwd=ROOT, check=True, timeout=60)
+        assert ("refused peer" in log.read_text()) is heard, (stream, log.read_text())
 
 
 def test_a_daemon_outside_xdg_runtime_dir_admits_only_its_own_user(tmp_path, shared_data):
