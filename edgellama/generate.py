@@ -8,6 +8,7 @@ import importlib.util
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
@@ -166,6 +167,31 @@ def resolve_model_path(*, model: Path | None, models_dir: Path, requantize_bundl
         return shipped  # slower, but answers still work; `edgellama status` shows which file is used
 
 
+# Sequences the KV cache holds at once: the answer and the candidate answers scored beside it in
+# one decode (``answer_logprobs``). One unified cache for all, so each still has the whole n_ctx.
+ANSWER_SEQUENCES = 17
+
+
+@contextmanager
+def _parallel_sequences(count: int):
+    """llama_cpp.Llama takes no n_seq_max: its context parameters start from llama.cpp's defaults,
+    which this sets for the duration of one construction."""
+    import llama_cpp.llama_cpp as low
+
+    default = low.llama_context_default_params
+
+    def params():
+        p = default()
+        p.n_seq_max, p.kv_unified = count, True
+        return p
+
+    low.llama_context_default_params = params
+    try:
+        yield
+    finally:
+        low.llama_context_default_params = default
+
+
 class LlamaGenerator:
     """A GGUF model in llama.cpp. One generation at a time (a lock); greedy decoding."""
 
@@ -191,15 +217,16 @@ class LlamaGenerator:
             except ImportError as err:
                 raise ModelError(f"llama-cpp-python is not installed: {err}") from None
             try:
-                self._llama = Llama(
-                    model_path=str(_check_gguf(self.model_path)),
-                    n_ctx=self.n_ctx,
-                    n_threads=self.threads,
-                    n_threads_batch=self.threads,
-                    n_batch=self.n_batch,
-                    flash_attn=True,
-                    verbose=False,
-                )
+                with _parallel_sequences(ANSWER_SEQUENCES):
+                    self._llama = Llama(
+                        model_path=str(_check_gguf(self.model_path)),
+                        n_ctx=self.n_ctx,
+                        n_threads=self.threads,
+                        n_threads_batch=self.threads,
+                        n_batch=self.n_batch,
+                        flash_attn=True,
+                        verbose=False,
+                    )
             except (ValueError, RuntimeError, OSError) as err:
                 raise ModelError(f"cannot load model {self.model_path}: {err}") from None
         return self._llama
@@ -265,6 +292,70 @@ class LlamaGenerator:
             prompt_tokens=prompt_tokens, prompt_seconds=first - started, completion_tokens=count,
             completion_seconds=end - first, stopped_by=finish,
         )
+
+    def answer_logprobs(self, prompt: str, answers: Sequence[str], *, end: str = "\n") -> list[float]:
+        """The model's log-probability of each of ``answers`` as the whole completion of ``prompt``
+        (" " + answer, then ``end``), summed over its tokens. The prompt is evaluated once (or
+        reused from the KV cache: right after ``stream`` on the same prompt nothing is evaluated
+        again); then up to ``ANSWER_SEQUENCES - 1`` answers share one decode, each in its own
+        sequence of the KV cache, a copy of the prompt's (one decode a few ms per answer)."""
+        import llama_cpp
+        import numpy as np
+
+        with self._lock:
+            llama = self.llama
+            self._fit_threads(llama)
+            tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            if not tokens or not answers:
+                return [0.0] * len(answers)
+            past = len(tokens) - 1  # the last prompt token is decoded with each answer: its logits predict the first
+            same = 0
+            while same < min(llama.n_tokens, past) and llama.input_ids[same] == tokens[same]:
+                same += 1
+            llama.n_tokens = same
+            if same < past:
+                llama.eval(tokens[same:past])
+            end_tokens = llama.tokenize(end.encode("utf-8"), add_bos=False, special=True) if end else []
+            sequences = [[tokens[-1], *llama.tokenize((" " + a.strip()).encode("utf-8"), add_bos=False, special=False),
+                          *end_tokens][:32] for a in answers]
+            ctx, memory, vocab = llama._ctx, llama._ctx.memory, llama.n_vocab()
+            parallel = max(1, llama.context_params.n_seq_max - 1)
+            batch = llama._batch.batch
+            out: list[float] = []
+            try:
+                llama_cpp.llama_memory_seq_rm(memory, 0, past, -1)
+                for first in range(0, len(sequences), parallel):
+                    group = sequences[first:first + parallel]
+                    batch.n_tokens = 0
+                    for number, sequence in enumerate(group, start=1 if parallel > 1 else 0):
+                        if number:  # a sequence of its own: a copy of the prompt's cache (cells are shared)
+                            llama_cpp.llama_memory_seq_rm(memory, number, -1, -1)
+                            llama_cpp.llama_memory_seq_cp(memory, 0, number, 0, past)
+                        for offset, token in enumerate(sequence):
+                            j = batch.n_tokens
+                            batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, past + offset, 1
+                            batch.seq_id[j][0], batch.logits[j] = number, True
+                            batch.n_tokens += 1
+                    ctx.decode(llama._batch)
+                    at = 0
+                    for sequence in group:
+                        total = 0.0
+                        for offset, token in enumerate(sequence[1:]):
+                            logits = np.ctypeslib.as_array(ctx.get_logits_ith(at + offset), shape=(vocab,))
+                            top = float(logits.max())
+                            total += float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
+                        out.append(total)
+                        at += len(sequence)
+                    for number in range(1, len(group) + 1 if parallel > 1 else 1):
+                        llama_cpp.llama_memory_seq_rm(memory, number, -1, -1)
+                    if parallel == 1:
+                        llama_cpp.llama_memory_seq_rm(memory, 0, past, -1)
+            finally:
+                # The KV cache holds the prompt without its last token: the next prompt that starts
+                # the same way reuses it.
+                llama_cpp.llama_memory_seq_rm(memory, 0, past, -1)
+                llama.n_tokens = past
+            return out
 
     def warm_prefix(self, prefix: str, *, cache_dir: Path | None = None) -> PrefixCache:
         """Put the KV cache of ``prefix`` (the fixed start of every prompt) in the model, so the next

@@ -7,8 +7,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from edgellama.answer import (NOT_IN_DOCUMENTS, answer_to_dict, ask, candidate_spans, decide,
-                              question_type, score_spans)
+from edgellama.answer import (NOT_IN_DOCUMENTS, SPAN_FEATURES, SPAN_WEIGHTS, answer_to_dict, ask, candidate_spans, decide,
+                              head_noun, question_type, score_spans)
+from edgellama.prompt import STOP, build_prompt
 from edgellama.indexer import index_paths
 from edgellama.render import answer_body, answer_tail
 from edgellama.store import Store
@@ -25,6 +26,31 @@ def test_question_types():
     assert question_type("Who financed the company?") == "name"
     assert question_type("Where is the stadium?") == "place"
     assert question_type("What was Warsaw's first cabaret?") == "other"
+    # the question word of the asking clause, not of a clause before it or of a name
+    assert question_type("When many people are arrested, what is a common tactic?") == "other"
+    assert question_type("What does Doctor Who do when his body is damaged?") == "other"
+    assert question_type("Approximately how many items are in the collection?") == "number"
+
+
+def test_head_noun_names_the_kind_of_answer():
+    assert head_noun("What river flows through Warsaw?") == "river"
+    assert head_noun("In which year did Tesla die?") == "year"
+    assert head_noun("How many litres does the tank hold?") == "litres"
+    assert head_noun("What was Warsaw's first cabaret?") == ""
+
+
+def test_the_head_noun_names_a_name_or_number_beside_it_in_the_same_phrase():
+    near = SPAN_FEATURES.index("head_noun_near")
+
+    def named(question: str, sentence: str) -> set[str]:
+        return {s.span.text for s in score_spans(question=question, sentences=[(sentence, 0.9)]) if s.features[near]}
+
+    assert "Vistula" in named("What river flows through Warsaw?", "Warsaw lies on the Vistula river, in the east.")
+    assert "4,000 litres" in named("How many litres does the tank hold?", TANK)
+    # q001 of tests/test_corpus.py: not the word after a sentence ending in "version", nor an adjective of it
+    service = "It is not part of the current version.** Today every EdgeLlama command runs in the foreground."
+    assert named("Which Python version does EdgeLlama need?", service) == set()
+    assert not next(s for s in candidate_spans(service) if s.text == "Today").name
 
 
 def test_candidate_spans_keep_numbers_dates_and_names_whole():
@@ -33,14 +59,27 @@ def test_candidate_spans_keep_numbers_dates_and_names_whole():
     assert not any(t.split()[0].lower() in ("the", "from") for t in texts)
     texts = {s.text for s in candidate_spans("We have you pitched up about 4 1/2 degrees.")}
     assert {"about 4 1/2 degrees", "4 1/2 degrees"} <= texts
+    texts = {s.text for s in candidate_spans("ABC launched a nighttime service over cable, with over 14,000 items.")}
+    assert "over 14,000 items" in texts and not any(t.split()[-1] == "over" for t in texts)
 
 
-def test_the_span_that_fits_the_question_wins_without_the_model():
-    spans = score_spans(question="How many litres does the treated water tank hold?", sentences=[(TANK, 0.9)])
-    assert spans[0].span.text.startswith("4,000")
-    assert abs(sum(s.confidence for s in spans) - 1.0) < 1e-6  # a probability over the candidates
-    who = score_spans(question="Who refills the tank?", sentences=[(TANK, 0.9)])
-    assert "4,000" not in who[0].span.text
+def test_the_models_log_probability_is_one_more_vote():
+    question = "Who refills the tank?"
+    plain = score_spans(question=question, sentences=[(TANK, 0.9)])
+    target = plain[1].span.text  # what the other features rank second, the model likes best
+    asked: list[list[str]] = []
+
+    def prefers(answers: list[str]) -> list[float]:
+        asked.append(answers)
+        return [0.0 if a == target else -12.0 for a in answers]
+
+    voted = score_spans(question=question, sentences=[(TANK, 0.9)], answer_logprobs=prefers, rescore=5,
+                        weights={**SPAN_WEIGHTS, "model_logprob": 20.0})
+    assert plain[0].span.text != target and voted[0].span.text == target
+    assert len(asked) == 1 and len(asked[0]) == 5 == len(set(asked[0]))  # the likeliest 5 only, once
+    assert asked[0][:2] == [plain[0].span.text, target]
+    flagged = [s for s in voted if s.span.text not in asked[0]]
+    assert flagged and all(s.features[SPAN_FEATURES.index("not_rescored")] == 1.0 for s in flagged)
 
 
 def test_decide_tells_the_three_outcomes_apart():
@@ -106,6 +145,24 @@ def test_the_wording_of_each_outcome():
     assert "**every Monday**" in body and "do not say" not in body
     abstain = {**base, "kind": "abstain", "answer": NOT_IN_DOCUMENTS, "sources": [], "evidence": [], "pointer": ""}
     assert answer_tail(abstain)[0] == [NOT_IN_DOCUMENTS]
+
+
+@pytest.mark.models
+def test_answer_logprobs_prefer_the_answer_and_leave_the_cache_as_it_was(generator):
+    def prompt(question: str) -> str:
+        return build_prompt(question=question, chunks=[("Water", "The treated water tank holds 4,500 litres. "
+                                                                  "It is cleaned in May by the duty engineer.")],
+                            count_tokens=generator.count_tokens, context_budget=500, n_ctx=4096, max_tokens=16).prompt
+
+    how_much = prompt("How much does the treated water tank hold?")
+    plain = "".join(generator.stream(how_much, max_tokens=12, stop=STOP))
+    right, wrong, cut = generator.answer_logprobs(how_much, ["4,500 litres", "the duty engineer", "4,500 litres. It"])
+    assert right > wrong and right > cut and right < 0
+    # the same numbers from a cold prompt (after another one) and again; generation is unchanged
+    generator.answer_logprobs(prompt("Who cleans the tank?"), ["the duty engineer"])
+    assert generator.answer_logprobs(how_much, ["4,500 litres"])[0] == pytest.approx(right, abs=0.05)
+    assert generator.answer_logprobs(how_much, ["4,500 litres"])[0] == pytest.approx(right, abs=0.05)
+    assert "".join(generator.stream(how_much, max_tokens=12, stop=STOP)) == plain
 
 
 @pytest.mark.models
