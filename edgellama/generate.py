@@ -192,6 +192,52 @@ def _parallel_sequences(count: int):
         low.llama_context_default_params = default
 
 
+def _score_group(llama, group: list[list[int]], *, last: int, past: int, single: bool) -> list[float]:
+    """The log-probability of each token list of ``group`` after the prompt's first ``past`` tokens
+    (in sequence 0 of the KV cache) and its ``last`` token, in one decode. The answers share a
+    prefix tree: the prompt's last token and any first tokens that answers have in common are
+    decoded once, in every sequence that passes through them (one sequence per answer, a copy
+    of the prompt's cells); a token costs about as much as the prompt's tokens do, so the shared
+    ones are what this saves (the same log-probabilities as one branch per answer)."""
+    import llama_cpp
+    import numpy as np
+
+    ctx, memory, vocab = llama._ctx, llama._ctx.memory, llama.n_vocab()
+    ids = [0] if single else list(range(1, len(group) + 1))
+    nodes: dict[tuple[int, ...], int] = {(): 0}  # a prefix of an answer's tokens -> its batch row
+    rows: list[tuple[int, int, list[int]]] = [(last, past, list(ids))]  # token, position, sequences
+    for seq, sequence in zip(ids, group):
+        for depth in range(1, len(sequence)):
+            key = tuple(sequence[:depth])
+            if key in nodes:
+                rows[nodes[key]][2].append(seq)
+            else:
+                nodes[key] = len(rows)
+                rows.append((sequence[depth - 1], past + depth, [seq]))
+    if not single:
+        for seq in ids:  # each answer's sequence starts as a copy of the prompt's (cells are shared)
+            llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+            llama_cpp.llama_memory_seq_cp(memory, 0, seq, 0, past)
+    batch = llama._batch.batch
+    batch.n_tokens = len(rows)
+    for j, (token, pos, seqs) in enumerate(rows):
+        batch.token[j], batch.pos[j], batch.n_seq_id[j], batch.logits[j] = token, pos, len(seqs), True
+        for k, seq in enumerate(seqs):
+            batch.seq_id[j][k] = seq
+    ctx.decode(llama._batch)
+    out = []
+    for sequence in group:
+        total = 0.0
+        for depth, token in enumerate(sequence):
+            logits = np.ctypeslib.as_array(ctx.get_logits_ith(nodes[tuple(sequence[:depth])]), shape=(vocab,))
+            top = float(logits.max())
+            total += float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
+        out.append(total)
+    for seq in ids:  # sequence 0 keeps the prompt; the answers' copies go
+        llama_cpp.llama_memory_seq_rm(memory, seq, past if seq == 0 else -1, -1)
+    return out
+
+
 class LlamaGenerator:
     """A GGUF model in llama.cpp. One generation at a time (a lock); greedy decoding."""
 
@@ -297,10 +343,8 @@ class LlamaGenerator:
         """The model's log-probability of each of ``answers`` as the whole completion of ``prompt``
         (" " + answer, then ``end``), summed over its tokens. The prompt is evaluated once (or
         reused from the KV cache: right after ``stream`` on the same prompt nothing is evaluated
-        again); then up to ``ANSWER_SEQUENCES - 1`` answers share one decode, each in its own
-        sequence of the KV cache, a copy of the prompt's (one decode a few ms per answer)."""
+        again); then up to ``ANSWER_SEQUENCES - 1`` answers share one decode (``_score_group``)."""
         import llama_cpp
-        import numpy as np
 
         with self._lock:
             llama = self.llama
@@ -316,40 +360,16 @@ class LlamaGenerator:
             if same < past:
                 llama.eval(tokens[same:past])
             end_tokens = llama.tokenize(end.encode("utf-8"), add_bos=False, special=True) if end else []
-            sequences = [[tokens[-1], *llama.tokenize((" " + a.strip()).encode("utf-8"), add_bos=False, special=False),
-                          *end_tokens][:32] for a in answers]
-            ctx, memory, vocab = llama._ctx, llama._ctx.memory, llama.n_vocab()
+            sequences = [[*llama.tokenize((" " + a.strip()).encode("utf-8"), add_bos=False, special=False),
+                          *end_tokens][:31] for a in answers]
+            memory = llama._ctx.memory
             parallel = max(1, llama.context_params.n_seq_max - 1)
-            batch = llama._batch.batch
             out: list[float] = []
             try:
                 llama_cpp.llama_memory_seq_rm(memory, 0, past, -1)
                 for first in range(0, len(sequences), parallel):
-                    group = sequences[first:first + parallel]
-                    batch.n_tokens = 0
-                    for number, sequence in enumerate(group, start=1 if parallel > 1 else 0):
-                        if number:  # a sequence of its own: a copy of the prompt's cache (cells are shared)
-                            llama_cpp.llama_memory_seq_rm(memory, number, -1, -1)
-                            llama_cpp.llama_memory_seq_cp(memory, 0, number, 0, past)
-                        for offset, token in enumerate(sequence):
-                            j = batch.n_tokens
-                            batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, past + offset, 1
-                            batch.seq_id[j][0], batch.logits[j] = number, True
-                            batch.n_tokens += 1
-                    ctx.decode(llama._batch)
-                    at = 0
-                    for sequence in group:
-                        total = 0.0
-                        for offset, token in enumerate(sequence[1:]):
-                            logits = np.ctypeslib.as_array(ctx.get_logits_ith(at + offset), shape=(vocab,))
-                            top = float(logits.max())
-                            total += float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))
-                        out.append(total)
-                        at += len(sequence)
-                    for number in range(1, len(group) + 1 if parallel > 1 else 1):
-                        llama_cpp.llama_memory_seq_rm(memory, number, -1, -1)
-                    if parallel == 1:
-                        llama_cpp.llama_memory_seq_rm(memory, 0, past, -1)
+                    out += _score_group(llama, sequences[first:first + parallel], last=tokens[-1], past=past,
+                                        single=parallel == 1)
             finally:
                 # The KV cache holds the prompt without its last token: the next prompt that starts
                 # the same way reuses it.
