@@ -15,7 +15,7 @@ from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
 from .retrieve import ScoredChunk, best_sentences, quantity_missing, question_coverage, search
 from .store import Store
-from .text import STOPWORDS, content_words, crude_stem, normalize_answer
+from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
 
 __all__ = ["Answer", "ask", "answer_to_dict", "NOT_IN_DOCUMENTS", "decide", "Decision", "score_spans",
            "candidate_spans", "question_type", "head_noun", "SPAN_FEATURES", "SPAN_WEIGHTS"]
@@ -265,10 +265,6 @@ def ask(
 
 _WORD = re.compile(r"\S+")
 _EDGE = "\"'“”‘’()[]{},.;:!?*"  # "*": Markdown emphasis ("**Python 3.11 is required.**")
-_MONTHS = frozenset("january february march april may june july august september october november december".split())
-_NUMBER_WORDS = frozenset(
-    "one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty sixty seventy "
-    "eighty ninety hundred thousand million billion trillion dozen twice half".split())
 _NUMERAL = re.compile(r"^[$€£]?\d[\d,./:–-]*(%|s|th|st|nd|rd|m|km|kg|bn)?$", re.I)
 _NUMBER_JOINS = frozenset({"to", "and", "-", "–", "or", "of", "by"})
 _QUANTIFIERS = frozenset({"about", "around", "over", "under", "nearly", "almost", "approximately", "roughly",
@@ -341,7 +337,7 @@ def _words(sentence: str) -> list[tuple[str, int, int, bool, bool]]:
 
 
 def _is_number(word: str) -> bool:
-    return bool(_NUMERAL.match(word)) or word.lower() in _NUMBER_WORDS
+    return bool(_NUMERAL.match(word)) or word.lower() in NUMBER_WORDS
 
 
 def _is_capital(word: str) -> bool:
@@ -384,8 +380,8 @@ def candidate_spans(sentence: str, *, max_words: int = 6) -> list[Span]:
     i = 0
     while i < n:  # numbers and dates, a quantifier before, a unit or two after
         word = words[i][0]
-        if _is_number(word) or (word.lower() in _MONTHS and i + 1 < n and _NUMERAL.match(words[i + 1][0])):
-            j = run(i, lambda w: _is_number(w) or w.lower() in _MONTHS, _NUMBER_JOINS)
+        if _is_number(word) or (word.lower() in MONTHS and i + 1 < n and _NUMERAL.match(words[i + 1][0])):
+            j = run(i, lambda w: _is_number(w) or w.lower() in MONTHS, _NUMBER_JOINS)
             for s in (i, i - 1) if i and words[i - 1][0].lower() in _QUANTIFIERS and not words[i - 1][3] else (i,):
                 k = j
                 add(s, k)
@@ -687,18 +683,17 @@ PASSAGE_WORDS = 70  # what the user reads beside a short answer: two or three se
 QUOTE_WORDS = 60
 
 
-def _passage(first: int, sentences: list[tuple[str, float]], *, words: int | None = None) -> tuple[int, ...]:
+def _passage(first: int, sentences: list[tuple[str, float]], *, words: int = PASSAGE_WORDS) -> tuple[int, ...]:
     """The sentence holding the answer, then the best others that are more than a heading, within
     PASSAGE_WORDS words (at least one other): two sentences of prose, three or four entries of a
     transcript. The best sentence holds a gold answer for 75% of xquad-dev questions, the best two
     for 85%; on the transcript the best entry 60%, the best three 77%."""
-    budget = PASSAGE_WORDS if words is None else words
     shown, used = [first], len(sentences[first][0].split()) if first < len(sentences) else 0
     for i, (text, _) in enumerate(sentences):
         size = len(text.split())
         if i == first or size <= 3:
             continue
-        if len(shown) > 1 and used + size > budget:
+        if len(shown) > 1 and used + size > words:
             break
         shown.append(i)
         used += size

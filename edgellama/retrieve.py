@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .config import SearchMode
 from .embed import Embedder
 from .store import ChunkRecord, Store
-from .text import (STOPWORDS, content_words, crude_stem, entry_spans, is_note_line, record_prefix,
+from .text import (MONTHS, NUMBER_WORDS, STOPWORDS, WEEKDAYS, content_words, crude_stem, entry_spans, is_note_line, record_prefix,
                    sentence_spans_within_lines)
 
 if TYPE_CHECKING:
@@ -150,15 +150,16 @@ def _is_record_block(lines: list[str]) -> bool:
     return len(filled) >= 3 and sum(1 for line in filled if record_prefix(line)) >= 0.6 * len(filled)
 
 
-def evidence_units(text: str) -> list[tuple[int, int]]:
+def evidence_units(text: str, *, records: bool | None = None) -> list[tuple[int, int]]:
     """(start, end) of each unit of a chunk's text that can be evidence: its sentences, or in a log
     or transcript each entry whole, with its time stamp and speaker (a line not starting like an
     entry continues the one before it; notes are left out). Split into sentences, an utterance
     leaves "Roger." and "Houston." as units and parts its answer from its question: on the Apollo
     11 transcript the best two sentences hold the gold answer for 51% of questions, the best two
-    entries for 69% (docs/retrieval.md)."""
+    entries for 69% (docs/retrieval.md). ``records``: whether ``text`` is a log or transcript block,
+    if the caller already knows."""
     lines = text.split("\n")
-    if not _is_record_block(lines):
+    if not (_is_record_block(lines) if records is None else records):
         return sentence_spans_within_lines(text)
     starts = [0]
     for line in lines[:-1]:
@@ -212,7 +213,7 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     for index, found in enumerate(chunks):
         text = found.chunk.text
         records = _is_record_block(text.split("\n"))
-        for start, end in evidence_units(text):
+        for start, end in evidence_units(text, records=records):
             sentence = " ".join(text[start:end].split())
             if len(sentence) > 3 and sentence not in seen:
                 seen.add(sentence)
@@ -261,11 +262,8 @@ _ASKS_QUANTITY = re.compile(
     r"\bhow (many|much|long|far|deep|old|often|fast|big|large|high|tall|wide|heavy)\b|"
     r"\bwhat (percentage|percent|number|amount|speed|temperature|weight|distance|size|year)\b|"
     r"\b(which|what) (year|day)\b", re.I)
-_QUANTITY_WORDS = frozenset(
-    """zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen
-    seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million
-    billion dozen half twice once monday tuesday wednesday thursday friday saturday sunday january february
-    april june july august september october november december""".split())  # not "may", "march": verbs too
+# "may" and "march" are verbs too: not counted as a quantity.
+_QUANTITY_WORDS = (NUMBER_WORDS | WEEKDAYS | MONTHS | {"zero", "once"}) - {"may", "march"}
 
 
 def asks_for_quantity(question: str) -> bool:

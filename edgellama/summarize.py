@@ -429,10 +429,13 @@ def _document_tree(run: _SummaryRun, path: str, plan: LengthPlan) -> Iterator[Pi
     # (plan.section_points a section on average): each shows its best point, and the rest of the
     # budget goes to the most salient of the points left, wherever they are: a dense section
     # (the descent and landing of a flight) shows more than a quiet one.
-    shown = (tuple(SectionSummary(s.heading, s.line_start, s.line_end, _best(s.points, plan.section_points))
-                   for s in summaries) if run.method == "model" else _shared(summaries, plan.section_points)
-             ) if plan.section_points else ()
-    if run.method != "model":
+    if not plan.section_points:
+        shown = ()
+    elif run.method == "model":
+        shown = tuple(SectionSummary(s.heading, s.line_start, s.line_end, _best(s.points, plan.section_points))
+                      for s in summaries)
+    else:
+        shown = _shared(summaries, plan.section_points)
         for section in shown:
             yield SectionDone(path, section)
     yield Progress(done, total, "overview")

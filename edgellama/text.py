@@ -10,10 +10,19 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 __all__ = [
+    "MONTHS", "NUMBER_WORDS", "WEEKDAYS",
     "STOPWORDS", "content_words", "normalize_answer", "truncate_to_tokens", "line_sentence_spans",
     "sentence_spans_within_lines", "sentence_spans_within_paragraphs", "heading_at", "is_underline", "without_bullet",
     "record_prefix", "is_record_document", "crude_stem", "is_note_line", "entry_spans",
 ]
+
+# Words that name a number or a date, for the short answers' spans and the quantity check.
+MONTHS = frozenset("january february march april may june july august september october november december".split())
+NUMBER_WORDS = frozenset(
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million billion "
+    "trillion dozen twice half".split())
+WEEKDAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday".split())
 
 # Words that carry no topic; dropping them keeps BM25 (and word overlaps) on the words that matter.
 STOPWORDS = frozenset(
