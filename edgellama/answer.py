@@ -13,7 +13,8 @@ from .embed import Embedder
 from .generate import Generator
 from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
-from .retrieve import ScoredChunk, best_sentences, quantity_missing, question_coverage, search
+from .retrieve import (ScoredChunk, Sentence, best_sentences, in_preamble, quantity_missing, question_coverage, search,
+                       unit_missing)
 from .store import Store
 from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
 
@@ -117,6 +118,19 @@ QUANTITY_MARGIN = 0.35
 QUANTITY_NEAR = 0.15
 
 
+def _quote_refusal(decision: "Decision", picked: list[Sentence], found: list[ScoredChunk], store: Store) -> str:
+    """Why the passage ``decision`` would quote (no short answer verified) answers nothing, or "":
+    its unit is the text before a log's entries (its title, its speakers), which describes the
+    document, not what it records (docs/retrieval.md, "s25")."""
+    if decision.kind != "quote" or not decision.sentences or decision.sentences[0] >= len(picked):
+        return ""
+    unit = picked[decision.sentences[0]]
+    chunk = found[unit.chunk_index].chunk
+    if chunk.ordinal < 3 and in_preamble(unit, first_chunks=store.document_chunks(chunk.path)[:3]):
+        return "the closest passage is the text before the log's entries (its title, its speakers), not what it records"
+    return ""
+
+
 def _clean(text: str) -> str:
     text = re.sub(r"\[\d+\]", "", text)
     return " ".join(text.split()).strip(" \"'")
@@ -169,6 +183,10 @@ def ask(
         reason = (f"the question asks for a quantity and no passage near the best names one (relevance "
                   f"{relevance:.2f}, below {min_relevance + QUANTITY_MARGIN:.2f}, where a passage is trusted without)")
         return _abstain(question, reason, time.perf_counter() - started, started)
+    unit = unit_missing(question=question, sentences=picked, near=QUANTITY_NEAR)
+    if unit:
+        reason = f"the question asks for a quantity in {unit}s and the passages near the best give it only in other units"
+        return _abstain(question, reason, time.perf_counter() - started, started)
     if style == "completion":
         passages = [(found[s.chunk_index], s.text, (s.line_start, s.line_end)) for s in picked]
         prompted = [s.spoken for s in picked]  # a transcript entry without its time stamp: a shorter prompt
@@ -218,6 +236,9 @@ def ask(
         decision = Decision("answer", text, "model", (), "", 1.0, "")
     elif style != "completion":
         decision = Decision("quote", picked[0].text, "", (0,), "", 0.0, "no passage supports the model's answer")
+    refusal = _quote_refusal(decision, picked, found, store)
+    if refusal:
+        decision = replace(decision, kind="abstain", text=NOT_IN_DOCUMENTS, reason=refusal)
     if decision.kind == "quote":  # the passage as written: a transcript entry with its time stamp and speaker
         decision = replace(decision, text=" ".join(picked[i].text for i in decision.sentences if i < len(picked)))
     first_byte = time.perf_counter() - started

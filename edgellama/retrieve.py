@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .vectors import VectorMatrix
 
 __all__ = ["ScoredChunk", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "question_coverage",
-           "asks_for_quantity", "quantity_words", "quantity_missing"]
+           "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named", "unit_missing",
+           "preamble_end", "in_preamble"]
 
 
 
@@ -285,3 +286,110 @@ def quantity_missing(*, question: str, sentences: list[Sentence], near: float) -
     asked = quantity_words(question)
     top = sentences[0].score
     return not any(quantity_words(s.said) - asked for s in sentences if s.score >= top - near)
+
+
+# A quantity asked for in a unit ("how many kilograms") is not what the documents say when the
+# passages give it only in another unit of the same kind ("20 pounds"): a conversion is the
+# reader's, not a quote of the documents. Units, by kind; abbreviations as written after a figure.
+_UNITS = {
+    "mass": "kilogram kilo kg gram g milligram mg pound lb lbs ounce oz ton tonne",
+    "length": "metre meter m kilometre kilometer km centimetre centimeter cm millimetre millimeter mm mile mi "
+              "foot feet ft inch yard yd",
+    "volume": "litre liter l millilitre milliliter ml gallon gal pint quart cup",
+    "energy": "calorie cal kcal kilocalorie joule kj kilojoule",
+    "temperature": "celsius centigrade fahrenheit kelvin",
+    "time": "minute min hour hr h day week month year decade century",
+}
+# Other spellings of a unit, by the one it is counted as ("kg" and "kilo" are "kilogram").
+_UNIT_ALIASES = {"kcal": "calorie", "kilocalorie": "calorie", "cal": "calorie", "kilo": "kilogram", "kg": "kilogram",
+                 "g": "gram", "mg": "milligram", "lb": "pound", "lbs": "pound", "oz": "ounce", "tonne": "ton",
+                 "meter": "metre", "m": "metre", "kilometer": "kilometre", "km": "kilometre", "centimeter": "centimetre",
+                 "cm": "centimetre", "millimeter": "millimetre", "mm": "millimetre", "mi": "mile", "feet": "foot",
+                 "ft": "foot", "yd": "yard", "liter": "litre", "l": "litre", "milliliter": "millilitre", "ml": "millilitre",
+                 "gal": "gallon", "kj": "kilojoule", "min": "minute", "hr": "hour", "h": "hour", "centigrade": "celsius"}
+_UNIT_KIND = {word: kind for kind, words in _UNITS.items() for word in words.split()}
+# One or two letters are units only written after a figure ("20 kg", "5km"); words may stand alone.
+_SHORT_UNIT = 2
+_ASKED_UNIT = re.compile(r"\bhow (?:many|much) (\w+)|\bin (\w+)\W*$", re.I)
+
+
+def _unit(word: str) -> str | None:
+    """The unit a word names, in one spelling ("kilograms", "kg" -> "kilogram"), or None."""
+    word = word.lower()
+    for form in (word, word[:-2] if word.endswith("es") else word, word[:-1] if word.endswith("s") else word):
+        if form in _UNIT_KIND:
+            return _UNIT_ALIASES.get(form, form)
+    return None
+
+
+def units_named(text: str) -> set[str]:
+    """The units of measure ``text`` gives a quantity in: a unit word anywhere ("pounds"), an
+    abbreviation only right after a figure ("20 kg", "5km")."""
+    found = set()
+    for m in re.finditer(r"(\d[\d,.]*)\s?([a-z]+)\b|([a-z]+)", text.lower()):
+        word = m.group(2) or m.group(3)
+        if m.group(3) and len(word) <= _SHORT_UNIT:
+            continue  # "in", "m", "l" as words are not units
+        unit = _unit(word)
+        if unit:
+            found.add(unit)
+    return found
+
+
+def asked_unit(question: str) -> str | None:
+    """The unit a question asks a quantity in ("How many kilograms ...", "... in miles?"), or None."""
+    m = _ASKED_UNIT.search(question)
+    word = m and (m.group(1) or m.group(2))
+    return _unit(word) if word and len(word) > _SHORT_UNIT else None
+
+
+def unit_missing(*, question: str, sentences: list[Sentence], near: float) -> str:
+    """The unit ``question`` asks a quantity in when the evidence units scoring within ``near`` of
+    the best give a quantity of that kind only in other units ("pounds" for "how many kilograms");
+    "" otherwise (no unit asked, the asked unit found, or no unit of its kind at all)."""
+    unit = asked_unit(question)
+    if not unit or not sentences:
+        return ""
+    kind = _UNIT_KIND[unit]
+    top = sentences[0].score
+    given = set().union(*(units_named(s.said) for s in sentences if s.score >= top - near))
+    others = {u for u in given if _UNIT_KIND.get(u) == kind and u != unit}
+    return unit if others and unit not in given else ""
+
+
+def _entries_follow(lines: list[str]) -> bool:
+    """The next few filled lines are entries of a log or transcript, the first of them stamped with
+    a time (a preamble's "Speakers: ..." line starts like an entry too, but with no stamp)."""
+    filled = [line for line in lines if line.strip()][:6]
+    return (bool(filled) and record_prefix(filled[0]) is not None and filled[0].lstrip(" [")[:1].isdigit()
+            and _is_record_block(filled))
+
+
+_PREAMBLE_LOG = 10  # filled lines after a preamble, most of them entries: a log, not a few "Weekly:" rules
+
+
+def preamble_end(first_chunks: list[ChunkRecord]) -> int:
+    """The line where a log's or transcript's entries begin, when text stands before them (a title,
+    what its columns mean, its list of speakers); 0 when the document does not start that way.
+    ``first_chunks``: the document's first chunks, in order (the preamble may fill the first)."""
+    rows: list[tuple[ChunkRecord, int, str]] = []  # (chunk, offset, line)
+    for chunk in first_chunks:
+        start = 0
+        for line in chunk.text.split("\n"):
+            rows.append((chunk, start, line))
+            start += len(line) + 1
+    lines = [line for _, _, line in rows]
+    for k, (chunk, start, _) in enumerate(rows):
+        if _entries_follow(lines[k:]):
+            log = sum(1 for line in lines[k:] if line.strip()) >= _PREAMBLE_LOG and _is_record_block(lines[k:])
+            return chunk.source_lines(start, start + 1)[0] if k > 0 and log else 0
+    return 0
+
+
+def in_preamble(sentence: Sentence, *, first_chunks: list[ChunkRecord]) -> bool:
+    """True when ``sentence`` stands in the text before a log's or transcript's first entries
+    (``preamble_end``; ``first_chunks``: its document's first chunks): that describes the document,
+    not what it records, so it is no passage answering a question about what happened ("Who was the
+    backup commander?" against "Speakers: CDR = Commander Neil Armstrong; ...")."""
+    end = preamble_end(first_chunks)
+    return end > 0 and sentence.line_end < end

@@ -185,3 +185,61 @@ def test_units_embedded_for_one_question_are_not_embedded_again(tmp_path):
         again = ask(question="Who deployed the passive seismometer?", **options)
     assert again.kind != "abstain"
     assert embedder.embedded[before:] == ["Who deployed the passive seismometer?"]  # its units came from the cache
+
+
+def test_a_quantity_asked_in_one_unit_is_not_answered_by_another():
+    from edgellama.retrieve import Sentence, asked_unit, unit_missing, units_named
+
+    assert asked_unit("How many kilograms of samples did they bring back?") == "kilogram"
+    assert asked_unit("How far did they walk, in miles?") == "mile"
+    assert asked_unit("How many people watched?") is None
+    assert units_named("About 20 pounds of rocks, 5km away, 3 kg, in the cm") == {"pound", "kilometre", "kilogram"}
+    assert units_named("3,500 kcal a day") == {"calorie", "day"}
+
+    def units(*texts):
+        return [Sentence(0, t, 0.8 - i * 0.05, 1, 1) for i, t in enumerate(texts)]
+
+    asked = "How many kilograms of lunar samples did the crew bring back?"
+    assert unit_missing(question=asked, sentences=units("We have about 20 pounds of samples."), near=0.15) == "kilogram"
+    assert unit_missing(question=asked, sentences=units("We have 20 pounds (9 kg) of samples."), near=0.15) == ""
+    # no quantity of that kind at all: the quantity check's business, not this one's
+    assert unit_missing(question=asked, sentences=units("We have two boxes of samples."), near=0.15) == ""
+    assert unit_missing(question="How many calories a day are menus planned for?",
+                        sentences=units("Menus are planned for 3,500 kcal a day."), near=0.15) == ""
+
+
+APOLLO_HEADER = "\n".join([
+    "Apollo 11 Technical Air-to-Ground Voice Transcription (NASA Manned Spacecraft Center, July 1969)",
+    "",
+    "Each line is: GET timestamp, speaker, words spoken.",
+    "Speakers: CDR = Commander Neil Armstrong; CMP = Command Module Pilot Michael Collins; LMP = Lunar Module",
+    "Pilot Edwin Aldrin; CC = Capsule Communicator at Mission Control, Houston.",
+    "",
+]) + "\n"
+
+
+def test_the_text_before_a_transcripts_entries_is_no_passage_that_answers(tmp_path):
+    from edgellama.retrieve import preamble_end
+
+    store, embedder = _transcript_store(tmp_path, APOLLO_HEADER + TRANSCRIPT + SEISMOMETER)
+    with store:
+        chunks = store.document_chunks(str(tmp_path / "docs" / "a11.txt"))
+        assert preamble_end(chunks[:3]) == 8  # the first stamped entry, after the "(Tape 66/2, ...)" note
+        options = dict(store=store, embedder=embedder, min_relevance=0.3)
+        backup = ask(question="Who was the backup commander of Apollo 11?",
+                     generator=ScriptedGenerator("The backup commander was Neil Armstrong."), **options)
+        pilot = ask(question="Who was the command module pilot?", generator=ScriptedGenerator("Michael Collins"),
+                    **options)
+    assert (backup.kind, backup.text) == ("abstain", NOT_IN_DOCUMENTS) and "before the log's entries" in backup.reason
+    assert pilot.kind == "answer"  # a short answer the preamble holds word for word still stands
+
+
+def test_prose_with_labelled_lines_has_no_preamble(tmp_path):
+    from edgellama.retrieve import preamble_end
+
+    text = "STATION CARE\n\nPurpose\nThis chapter explains the checks.\n\n" + "\n".join(
+        ["Weekly: read the SWR meter.", "Monthly: walk the ridge.", "After every storm: check the guys."]) + (
+        "\n\n" + "A long paragraph of plain prose about the masts and their care. " * 3 + "\n") * 4
+    store, _ = _transcript_store(tmp_path, text)
+    with store:
+        assert preamble_end(store.document_chunks(str(tmp_path / "docs" / "a11.txt"))[:3]) == 0
