@@ -13,8 +13,8 @@ from .embed import Embedder
 from .generate import Generator
 from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
-from .retrieve import (ScoredChunk, Sentence, best_sentences, in_preamble, quantity_missing, question_coverage, search,
-                       unit_missing)
+from .retrieve import (ScoredChunk, Sentence, best_sentences, in_preamble, quantity_missing, quantity_unfit,
+                       question_coverage, search, unit_missing)
 from .store import Store
 from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
 
@@ -131,6 +131,17 @@ def _quote_refusal(decision: "Decision", picked: list[Sentence], found: list[Sco
     return ""
 
 
+def _answer_refusal(question: str, decision: "Decision", picked: list[Sentence]) -> str:
+    """Why the short answer of ``decision`` answers nothing, or "": the question asks for a quantity
+    of one kind, the answer is none ("1565" for "how many soldiers", "present-day" for "how tall"),
+    and no passage near the best names one (docs/retrieval.md, "s25")."""
+    if decision.kind == "answer" and quantity_unfit(question=question, answer=decision.text, sentences=picked,
+                                                    near=QUANTITY_NEAR):
+        return (f"the question asks for a quantity; the short answer {decision.text!r} is not of that kind and no "
+                "passage near the best names one")
+    return ""
+
+
 def _clean(text: str) -> str:
     text = re.sub(r"\[\d+\]", "", text)
     return " ".join(text.split()).strip(" \"'")
@@ -236,7 +247,7 @@ def ask(
         decision = Decision("answer", text, "model", (), "", 1.0, "")
     elif style != "completion":
         decision = Decision("quote", picked[0].text, "", (0,), "", 0.0, "no passage supports the model's answer")
-    refusal = _quote_refusal(decision, picked, found, store)
+    refusal = _quote_refusal(decision, picked, found, store) or _answer_refusal(question, decision, picked)
     if refusal:
         decision = replace(decision, kind="abstain", text=NOT_IN_DOCUMENTS, reason=refusal)
     if decision.kind == "quote":  # the passage as written: a transcript entry with its time stamp and speaker

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ScoredChunk", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "question_coverage",
            "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named", "unit_missing",
+           "asks_for_measure", "measure_words", "fitting_quantities", "quantity_unfit",
            "preamble_end", "in_preamble"]
 
 
@@ -267,6 +268,34 @@ _ASKS_QUANTITY = re.compile(
 _QUANTITY_WORDS = (NUMBER_WORDS | WEEKDAYS | MONTHS | {"zero", "once"}) - {"may", "march"}
 
 
+_ASKS_MEASURE = re.compile(
+    r"\bhow (far|fast|heavy|deep|high|tall|wide)\b|"
+    r"\bwhat (speed|temperature|weight|distance|height|depth|altitude|velocity)\b", re.I)
+# Besides the units of _UNITS: what a measure may be given in.
+_MEASURE_JOINS = frozenset({"a", "an", "of", "and", "or", "to", "half"})  # "half a mile", "1 or 2 inches"
+_MEASURE_UNITS = frozenset("degree degrees ° °c °f mph kph knot knots percent % nautical".split())
+
+
+def asks_for_measure(question: str) -> bool:
+    """The question asks for a measure: a length, a speed, a weight, a temperature ("how far")."""
+    return bool(_ASKS_MEASURE.search(question))
+
+
+def measure_words(text: str) -> set[str]:
+    """The numbers of ``text`` given with a unit ("4 miles", "half a mile", "16 °C", "5km"): the
+    figures and number words right before a unit word, an article or "of" between them allowed, and
+    "a" or "an" right before one ("an inch")."""
+    tokens = re.findall(r"\d+|[a-z]+|[°%]", text.lower())
+    out = set()
+    for i, t in enumerate(tokens):
+        if t.isdigit() or t in _QUANTITY_WORDS or t in ("a", "an"):  # "an inch deep"
+            after = [w for w in tokens[i + 1:i + 4] if not w.isdigit()]
+            after = after[:1] if t in ("a", "an") else [w for w in after if w not in _MEASURE_JOINS][:1]
+            if after and (_unit(after[0]) or after[0] in _MEASURE_UNITS):
+                out.add(t)
+    return out
+
+
 def asks_for_quantity(question: str) -> bool:
     """The question asks for a number, a measure, a year or a day ("how far", "what year")."""
     return bool(_ASKS_QUANTITY.search(question))
@@ -277,15 +306,44 @@ def quantity_words(text: str) -> set[str]:
     return {t for t in re.findall(r"[a-z]+|\d+", text.lower()) if t.isdigit() or t in _QUANTITY_WORDS}
 
 
+_YEAR = re.compile(r"^(1[0-9]{3}|20[0-9]{2})$")
+_ASKS_COUNT = re.compile(r"\bhow many\b(?! (years|decades|centuries)\b)", re.I)
+
+
+def fitting_quantities(question: str, text: str) -> set[str]:
+    """The numbers of ``text`` of the kind ``question`` asks for, besides those it names: with a unit
+    for a measure ("how far": "4 miles"), a count for "how many" (not a year such as "1565", not a
+    share such as "5.3%"), any number for the other quantity questions."""
+    if asks_for_measure(question):
+        found = measure_words(text)
+    elif _ASKS_COUNT.search(question):
+        found = {t for t in quantity_words(re.sub(r"\d[\d.,]*\s?%", " ", text)) if not _YEAR.match(t)}
+    else:
+        found = quantity_words(text)
+    return found - quantity_words(question)
+
+
 def quantity_missing(*, question: str, sentences: list[Sentence], near: float) -> bool:
     """True when ``question`` asks for a quantity and none of the evidence units scoring within
     ``near`` of the best one (``sentences``: best first; an entry's words, not its time stamp) names a
-    number the question does not already name."""
+    number the question does not already name. A question asking for a measure ("how far", "what
+    speed") needs a number with a unit ("4 miles", "16 °C"), not a count of things ("two core tubes")."""
     if not sentences or not asks_for_quantity(question):
         return False
-    asked = quantity_words(question)
+    found = measure_words if asks_for_measure(question) else quantity_words
+    asked = found(question)
     top = sentences[0].score
-    return not any(quantity_words(s.said) - asked for s in sentences if s.score >= top - near)
+    return not any(found(s.said) - asked for s in sentences if s.score >= top - near)
+
+
+def quantity_unfit(*, question: str, answer: str, sentences: list[Sentence], near: float) -> bool:
+    """True when ``question`` asks for a quantity, the short answer ``answer`` is none of the kind
+    it asks for ("1565" for "how many soldiers", "present-day" for "how tall"), and no evidence unit
+    scoring within ``near`` of the best names one either: the passages say something else."""
+    if not sentences or not asks_for_quantity(question) or fitting_quantities(question, answer):
+        return False
+    top = sentences[0].score
+    return not any(fitting_quantities(question, s.said) for s in sentences if s.score >= top - near)
 
 
 # A quantity asked for in a unit ("how many kilograms") is not what the documents say when the

@@ -243,3 +243,27 @@ def test_prose_with_labelled_lines_has_no_preamble(tmp_path):
     store, _ = _transcript_store(tmp_path, text)
     with store:
         assert preamble_end(store.document_chunks(str(tmp_path / "docs" / "a11.txt"))[:3]) == 0
+
+
+def test_a_measure_needs_a_unit_and_a_count_is_not_a_year():
+    from edgellama.retrieve import Sentence, fitting_quantities, measure_words, quantity_missing, quantity_unfit
+
+    assert measure_words("about 4 miles west, half a mile, 16 °C, nearly an inch deep") == {"4", "half", "a", "16", "an"}
+    assert measure_words("We'd like you to get two core tubes and the solar wind experiment.") == set()
+    assert fitting_quantities("How many soldiers defended the fort?", "In 1565, 500 soldiers") == {"500"}
+    assert fitting_quantities("How many soldiers defended the fort?", "In 1565, 5.3% of them") == set()
+    assert fitting_quantities("How many years did it last?", "From 1756 to 1763") == {"1756", "1763"}
+
+    def units(*texts):
+        return [Sentence(0, t, 0.8 - i * 0.05, 1, 1) for i, t in enumerate(texts)]
+
+    speed = "What speed of solar wind did the experiment measure?"
+    tubes = units("We'd like you to get two core tubes and the solar wind experiment.")
+    assert quantity_missing(question=speed, sentences=tubes, near=0.15)  # a count of things is no speed
+    assert not quantity_missing(question=speed, sentences=units("The solar wind blew at 400 km per second."), near=0.15)
+    soldiers = "How many soldiers defended Fort Caroline?"
+    years = units("Fort Caroline fell in 1565.", "The French built Fort Caroline in 1564.")
+    assert quantity_unfit(question=soldiers, answer="1565", sentences=years, near=0.15)
+    # a wrong span where the passage does name a count is the span scorer's to fix, not a refusal
+    assert not quantity_unfit(question=soldiers, answer="1565", sentences=units("In 1565 500 soldiers held it."), near=0.15)
+    assert not quantity_unfit(question=soldiers, answer="500 soldiers", sentences=years, near=0.15)
