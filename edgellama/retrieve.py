@@ -262,7 +262,8 @@ def question_coverage(*, query: str, chunks: list[ScoredChunk], counts: dict[str
 # has been deployed manually" shares every rare word and scores 0.76, above any word or cosine bar.
 _ASKS_QUANTITY = re.compile(
     r"\bhow (many|much|long|far|deep|old|often|fast|big|large|high|tall|wide|heavy)\b|"
-    r"\bwhat (percentage|percent|number|amount|speed|temperature|weight|distance|size|year)\b|"
+    r"\bwhat (?:(?:is|was|are|were) the )?(percentage|percent|number|amount|speed|temperature|weight|distance|size|"
+    r"height|depth|altitude|velocity|year)\b|"
     r"\b(which|what) (year|day)\b", re.I)
 # "may" and "march" are verbs too: not counted as a quantity.
 _QUANTITY_WORDS = (NUMBER_WORDS | WEEKDAYS | MONTHS | {"zero", "once"}) - {"may", "march"}
@@ -270,7 +271,7 @@ _QUANTITY_WORDS = (NUMBER_WORDS | WEEKDAYS | MONTHS | {"zero", "once"}) - {"may"
 
 _ASKS_MEASURE = re.compile(
     r"\bhow (far|fast|heavy|deep|high|tall|wide)\b|"
-    r"\bwhat (speed|temperature|weight|distance|height|depth|altitude|velocity)\b", re.I)
+    r"\bwhat (?:(?:is|was|are|were) the )?(speed|temperature|weight|distance|height|depth|altitude|velocity)\b", re.I)
 # Besides the units of _UNITS: what a measure may be given in.
 _MEASURE_JOINS = frozenset({"a", "an", "of", "and", "or", "to", "half"})  # "half a mile", "1 or 2 inches"
 _MEASURE_UNITS = frozenset("degree degrees ° °c °f mph kph knot knots percent % nautical".split())
