@@ -267,3 +267,23 @@ def test_a_measure_needs_a_unit_and_a_count_is_not_a_year():
     # a wrong span where the passage does name a count is the span scorer's to fix, not a refusal
     assert not quantity_unfit(question=soldiers, answer="1565", sentences=units("In 1565 500 soldiers held it."), near=0.15)
     assert not quantity_unfit(question=soldiers, answer="500 soldiers", sentences=years, near=0.15)
+
+
+def test_a_short_answer_of_the_wrong_kind_of_quantity_is_refused(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "fort.txt").write_text(
+        "Fort Caroline was a French colony on the St. Johns River, founded by René de Laudonnière in 1564.\n"
+        "The Spanish under Pedro Menéndez attacked Fort Caroline and took it in 1565.\n\n"
+        "The river flows north past the city before it turns east to the sea.\n")
+    embedder = BagOfWordsEmbedder()
+    store = Store.open(tmp_path / "s.db")
+    index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=300, chunk_overlap=30, max_file_bytes=10**6)
+    with store:
+        options = dict(store=store, embedder=embedder, min_relevance=0.3)
+        many = ask(question="How many soldiers defended Fort Caroline against the Spanish?",
+                   generator=ScriptedGenerator("1565"), **options)
+        when = ask(question="In which year did the Spanish take Fort Caroline?", generator=ScriptedGenerator("1565"),
+                   **options)
+    assert (many.kind, many.text) == ("abstain", NOT_IN_DOCUMENTS) and "not of that kind" in many.reason
+    assert when.kind == "answer" and when.text == "1565"  # the same span answers the question that asks for a year
