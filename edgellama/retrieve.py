@@ -272,27 +272,42 @@ _QUANTITY_WORDS = (NUMBER_WORDS | WEEKDAYS | MONTHS | {"zero", "once"}) - {"may"
 _ASKS_MEASURE = re.compile(
     r"\bhow (far|fast|heavy|deep|high|tall|wide)\b|"
     r"\bwhat (?:(?:is|was|are|were) the )?(speed|temperature|weight|distance|height|depth|altitude|velocity)\b", re.I)
-# Besides the units of _UNITS: what a measure may be given in.
+# What each measure is given in: "how far" wants a length, not "four" tanks or "5,000 litres".
+_MEASURE_KIND = {"far": "length", "deep": "length", "high": "length", "tall": "length", "wide": "length",
+                 "distance": "length", "height": "length", "depth": "length", "altitude": "length",
+                 "fast": "speed", "speed": "speed", "velocity": "speed", "heavy": "mass", "weight": "mass",
+                 "temperature": "temperature"}
+# Besides the units of _UNITS; a speed may also be a length per time ("30 km/h", "miles per hour").
+_MEASURE_UNITS = {"degree": "temperature", "degrees": "temperature", "°": "temperature", "mph": "speed",
+                  "kph": "speed", "knot": "speed", "knots": "speed", "nautical": "length"}
 _MEASURE_JOINS = frozenset({"a", "an", "of", "and", "or", "to", "half"})  # "half a mile", "1 or 2 inches"
-_MEASURE_UNITS = frozenset("degree degrees ° °c °f mph kph knot knots percent % nautical".split())
 
 
-def asks_for_measure(question: str) -> bool:
-    """The question asks for a measure: a length, a speed, a weight, a temperature ("how far")."""
-    return bool(_ASKS_MEASURE.search(question))
+def asks_for_measure(question: str) -> str:
+    """The kind of measure the question asks for ("how far": "length"; "speed", "mass",
+    "temperature"), or ""."""
+    m = _ASKS_MEASURE.search(question)
+    return _MEASURE_KIND[(m.group(1) or m.group(2)).lower()] if m else ""
 
 
-def measure_words(text: str) -> set[str]:
-    """The numbers of ``text`` given with a unit ("4 miles", "half a mile", "16 °C", "5km"): the
-    figures and number words right before a unit word, an article or "of" between them allowed, and
-    "a" or "an" right before one ("an inch")."""
-    tokens = re.findall(r"\d+|[a-z]+|[°%]", text.lower())
+def _measure_kind(word: str) -> str:
+    unit = _unit(word)
+    return _UNIT_KIND[unit] if unit else _MEASURE_UNITS.get(word, "")
+
+
+def measure_words(text: str, *, kind: str = "") -> set[str]:
+    """The numbers of ``text`` given with a unit ("4 miles", "half a mile", "16 °C", "5km"), of the
+    ``kind`` of measure if one is given: the figures and number words right before a unit word, an
+    article or "of" between them allowed, and "a" or "an" right before one ("an inch")."""
+    tokens = re.findall(r"\d+|[a-z]+|°", text.lower())
+    wanted = {kind, "length"} if kind == "speed" else {kind}
     out = set()
     for i, t in enumerate(tokens):
         if t.isdigit() or t in _QUANTITY_WORDS or t in ("a", "an"):  # "an inch deep"
             after = [w for w in tokens[i + 1:i + 4] if not w.isdigit()]
             after = after[:1] if t in ("a", "an") else [w for w in after if w not in _MEASURE_JOINS][:1]
-            if after and (_unit(after[0]) or after[0] in _MEASURE_UNITS):
+            found = _measure_kind(after[0]) if after else ""
+            if found and (not kind or found in wanted):
                 out.add(t)
     return out
 
@@ -316,7 +331,7 @@ def fitting_quantities(question: str, text: str) -> set[str]:
     for a measure ("how far": "4 miles"), a count for "how many" (not a year such as "1565", not a
     share such as "5.3%"), any number for the other quantity questions."""
     if asks_for_measure(question):
-        found = measure_words(text)
+        found = measure_words(text, kind=asks_for_measure(question))
     elif _ASKS_COUNT.search(question):
         found = {t for t in quantity_words(re.sub(r"\d[\d.,]*\s?%", " ", text)) if not _YEAR.match(t)}
     else:
@@ -327,14 +342,14 @@ def fitting_quantities(question: str, text: str) -> set[str]:
 def quantity_missing(*, question: str, sentences: list[Sentence], near: float) -> bool:
     """True when ``question`` asks for a quantity and none of the evidence units scoring within
     ``near`` of the best one (``sentences``: best first; an entry's words, not its time stamp) names a
-    number the question does not already name. A question asking for a measure ("how far", "what
-    speed") needs a number with a unit ("4 miles", "16 °C"), not a count of things ("two core tubes")."""
+    number of the kind it asks for that the question does not already name (``fitting_quantities``): a
+    measure needs a unit of its kind ("4 miles" for "how far", not "two core tubes" for "what speed"),
+    a count is not a year."""
+
     if not sentences or not asks_for_quantity(question):
         return False
-    found = measure_words if asks_for_measure(question) else quantity_words
-    asked = found(question)
     top = sentences[0].score
-    return not any(found(s.said) - asked for s in sentences if s.score >= top - near)
+    return not any(fitting_quantities(question, s.said) for s in sentences if s.score >= top - near)
 
 
 def quantity_unfit(*, question: str, answer: str, sentences: list[Sentence], near: float) -> bool:

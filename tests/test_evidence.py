@@ -280,10 +280,23 @@ def test_a_short_answer_of_the_wrong_kind_of_quantity_is_refused(tmp_path):
     store = Store.open(tmp_path / "s.db")
     index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=300, chunk_overlap=30, max_file_bytes=10**6)
     with store:
-        options = dict(store=store, embedder=embedder, min_relevance=0.3)
+        # relevance above min_relevance + QUANTITY_MARGIN: the check before the model trusts the passage
+        options = dict(store=store, embedder=embedder, min_relevance=0.1)
         many = ask(question="How many soldiers defended Fort Caroline against the Spanish?",
                    generator=ScriptedGenerator("1565"), **options)
         when = ask(question="In which year did the Spanish take Fort Caroline?", generator=ScriptedGenerator("1565"),
                    **options)
     assert (many.kind, many.text) == ("abstain", NOT_IN_DOCUMENTS) and "not of that kind" in many.reason
     assert when.kind == "answer" and when.text == "1565"  # the same span answers the question that asks for a year
+
+
+def test_a_measure_is_of_the_kind_asked():
+    from edgellama.retrieve import asks_for_measure, fitting_quantities, measure_words
+
+    assert [asks_for_measure(q) for q in ("How far is it?", "What was the speed?", "At what temperature?",
+                                          "How heavy is it?", "How many are there?")] == [
+        "length", "speed", "temperature", "mass", ""]
+    assert measure_words("four tanks of 5,000 litres", kind="length") == set()  # a volume is no distance
+    assert measure_words("30 km/h on the glacier", kind="speed") == {"30"}
+    assert fitting_quantities("How far behind the shed is the tank farm?", "four tanks of 5,000 litres") == set()
+    assert fitting_quantities("How far behind the shed is the tank farm?", "40 m behind it") == {"40"}
