@@ -126,7 +126,7 @@ def _quote_refusal(decision: "Decision", picked: list[Sentence], found: list[Sco
         return ""
     unit = picked[decision.sentences[0]]
     chunk = found[unit.chunk_index].chunk
-    if chunk.ordinal < 3 and in_preamble(unit, first_chunks=store.document_chunks(chunk.path)[:3]):
+    if chunk.ordinal < 3 and in_preamble(unit, first_chunks=store.document_chunks(chunk.path, first=3)):
         return "the closest passage is the text before the log's entries (its title, its speakers), not what it records"
     return ""
 
