@@ -196,7 +196,8 @@ def ask(
         return _abstain(question, reason, time.perf_counter() - started, started)
     unit = unit_missing(question=question, sentences=picked, near=QUANTITY_NEAR)
     if unit:
-        reason = f"the question asks for a quantity in one unit ({unit}) and the passages near the best give it only in others"
+        reason = (f"the question asks for a quantity in one unit ({unit}) and the passages near the best give it "
+                  "only in others")
         return _abstain(question, reason, time.perf_counter() - started, started)
     if style == "completion":
         passages = [(found[s.chunk_index], s.text, (s.line_start, s.line_end)) for s in picked]

@@ -345,7 +345,6 @@ def quantity_missing(*, question: str, sentences: list[Sentence], near: float) -
     number of the kind it asks for that the question does not already name (``fitting_quantities``): a
     measure needs a unit of its kind ("4 miles" for "how far", not "two core tubes" for "what speed"),
     a count is not a year."""
-
     if not sentences or not asks_for_quantity(question):
         return False
     top = sentences[0].score
@@ -375,12 +374,13 @@ _UNITS = {
     "time": "minute min hour hr h day week month year decade century",
 }
 # Other spellings of a unit, by the one it is counted as ("kg" and "kilo" are "kilogram").
-_UNIT_ALIASES = {"kcal": "calorie", "kilocalorie": "calorie", "cal": "calorie", "kilo": "kilogram", "kg": "kilogram",
-                 "g": "gram", "mg": "milligram", "lb": "pound", "lbs": "pound", "oz": "ounce", "tonne": "ton",
-                 "meter": "metre", "m": "metre", "kilometer": "kilometre", "km": "kilometre", "centimeter": "centimetre",
-                 "cm": "centimetre", "millimeter": "millimetre", "mm": "millimetre", "mi": "mile", "feet": "foot",
-                 "ft": "foot", "yd": "yard", "liter": "litre", "l": "litre", "milliliter": "millilitre", "ml": "millilitre",
-                 "gal": "gallon", "kj": "kilojoule", "min": "minute", "hr": "hour", "h": "hour", "centigrade": "celsius"}
+_UNIT_ALIASES = {
+    "kcal": "calorie", "kilocalorie": "calorie", "cal": "calorie", "kilo": "kilogram", "kg": "kilogram", "g": "gram",
+    "mg": "milligram", "lb": "pound", "lbs": "pound", "oz": "ounce", "tonne": "ton", "meter": "metre", "m": "metre",
+    "kilometer": "kilometre", "km": "kilometre", "centimeter": "centimetre", "cm": "centimetre",
+    "millimeter": "millimetre", "mm": "millimetre", "mi": "mile", "feet": "foot", "ft": "foot", "yd": "yard",
+    "liter": "litre", "l": "litre", "milliliter": "millilitre", "ml": "millilitre", "gal": "gallon", "kj": "kilojoule",
+    "min": "minute", "hr": "hour", "h": "hour", "centigrade": "celsius"}
 _UNIT_KIND = {word: kind for kind, words in _UNITS.items() for word in words.split()}
 # One or two letters are units only written after a figure ("20 kg", "5km"); words may stand alone.
 _SHORT_UNIT = 2
