@@ -382,7 +382,7 @@ _UNIT_ALIASES = {
     "liter": "litre", "l": "litre", "milliliter": "millilitre", "ml": "millilitre", "gal": "gallon", "kj": "kilojoule",
     "min": "minute", "hr": "hour", "h": "hour", "centigrade": "celsius"}
 _UNIT_KIND = {word: kind for kind, words in _UNITS.items() for word in words.split()}
-# One or two letters are units only written after a figure ("20 kg", "5km"); words may stand alone.
+# A word of one or two letters in a question ("in m") is not read as the unit it asks in.
 _SHORT_UNIT = 2
 _ASKED_UNIT = re.compile(r"\bhow (?:many|much) (\w+)|\bin (\w+)\W*$", re.I)
 
@@ -397,16 +397,16 @@ def _unit(word: str) -> str | None:
 
 
 def units_named(text: str) -> set[str]:
-    """The units of measure ``text`` gives a quantity in: a unit word anywhere ("pounds"), an
-    abbreviation only right after a figure ("20 kg", "5km")."""
+    """The units ``text`` gives a quantity in: a unit right after a number ("20 pounds", "5km",
+    "half a mile", "a day"); a unit word without one ("every year", "pounds of rock") gives none."""
+    tokens = re.findall(r"\d+|[a-z]+", text.lower())
     found = set()
-    for m in re.finditer(r"(\d[\d,.]*)\s?([a-z]+)\b|([a-z]+)", text.lower()):
-        word = m.group(2) or m.group(3)
-        if m.group(3) and len(word) <= _SHORT_UNIT:
-            continue  # "in", "m", "l" as words are not units
-        unit = _unit(word)
-        if unit:
-            found.add(unit)
+    for i, t in enumerate(tokens):
+        if t.isdigit() or t in _QUANTITY_WORDS or t in ("a", "an"):
+            after = [w for w in tokens[i + 1:i + 3] if w not in _MEASURE_JOINS or t in ("a", "an")][:1]
+            unit = _unit(after[0]) if after else None
+            if unit:
+                found.add(unit)
     return found
 
 

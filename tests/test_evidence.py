@@ -194,6 +194,7 @@ def test_a_quantity_asked_in_one_unit_is_not_answered_by_another():
     assert asked_unit("How far did they walk, in miles?") == "mile"
     assert asked_unit("How many people watched?") is None
     assert units_named("About 20 pounds of rocks, 5km away, 3 kg, in the cm") == {"pound", "kilometre", "kilogram"}
+    assert units_named("Every year the pounds of rock are weighed.") == set()  # a unit without a number
     assert units_named("3,500 kcal a day") == {"calorie", "day"}
 
     def units(*texts):
