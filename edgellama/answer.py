@@ -391,6 +391,11 @@ def candidate_spans(sentence: str, *, max_words: int = 6) -> list[Span]:
             i = j + 1
         else:
             i += 1
+    if FULL_DATES:  # "October 6, 1973": the comma inside a date does not end it
+        for i in range(n - 2):
+            if (words[i][0].lower() in MONTHS and re.fullmatch(r"\d{1,2}", words[i + 1][0]) and _YEAR.match(words[i + 2][0])
+                    and sentence[words[i + 1][2]:words[i + 2][1]].strip() == "," and not words[i][3]):
+                add(i, i + 2)
     i = 0
     while i < n:  # names, and their parts
         if _is_capital(words[i][0]) and not _is_number(words[i][0]):
@@ -659,14 +664,26 @@ def decide(*, question: str, sentences: list[tuple[str, float]], model_text: str
     sentences = sentences[:SPAN_SENTENCES]
     spans = score_spans(question=question, sentences=sentences, model_text=model_text, weights=weights,
                         answer_logprobs=answer_logprobs)
+    if SKIP_RESTATED and spans:
+        # A span made only of the question's own words is never the answer ("Poland" for "the
+        # basic unit of territorial division in Poland"): the probability goes to the others.
+        at = SPAN_FEATURES.index("share_in_question")
+        kept = [s for s in spans if s.features[at] < 1.0]
+        left = sum(s.confidence for s in kept)
+        if SKIP_RESTATED == "renorm" and kept and left > 0:
+            kept = [replace(s, confidence=s.confidence / left) for s in kept]
+        spans = kept
     best = spans[0] if spans else None
     model_ok = model_supported and bool(content_words(model_text) - content_words(question))
     if model_ok and (best is None or best.features[SPAN_FEATURES.index("in_model")] or best.confidence < min_span_confidence):
         source = next((i for i, (s, _) in enumerate(sentences) if supporting_overlap(model_text, s) >= 1.0), 0)
-        return Decision("answer", model_text, "model", _passage(source, sentences), "",
+        text = shape_answer(model_text, question=question, sentence=sentences[source][0] if sentences else "",
+                            trim=TRIM_MODEL)
+        return Decision("answer", text, "model", _passage(source, sentences), "",
                         best.confidence if best else 0.0, "")
     if best is not None and best.confidence >= min_span_confidence:
-        return Decision("answer", best.span.text, "span", _passage(best.sentence, sentences), "",
+        text = shape_answer(best.span.text, question=question, sentence=sentences[best.sentence][0], trim=TRIM_SPAN)
+        return Decision("answer", text, "span", _passage(best.sentence, sentences), "",
                         best.confidence, "")
     # The passage that answers: the sentence holding the likeliest span, which the user is pointed at.
     at = best.sentence if best is not None else 0
@@ -676,6 +693,90 @@ def decide(*, question: str, sentences: list[tuple[str, float]], model_text: str
     shown = _passage(at, sentences, words=QUOTE_WORDS)
     return Decision("quote", " ".join(sentences[i][0] for i in shown), "", shown, pointer,
                     best.confidence if best else 0.0, reason)
+
+
+# -- the answer's edges ---------------------------------------------------------------------------
+TRIM_MODEL = "both"  # "", "lead", "both"
+TRIM_SPAN = ""
+YEAR_ONLY = True
+FULL_DATES = True
+SKIP_RESTATED = "renorm"  # "", "drop", "renorm"
+MIN_RESTATED = 2
+EXTEND_NAMES = True
+
+
+def _restated(word: str, question_stems: set[str]) -> bool:
+    """A word the question already says (or a function word): not what the user asked for."""
+    pieces = content_words(word)
+    low = word.lower()
+    return (not pieces or low in _PREPOSITIONS or low in _NOT_AT_EDGE
+            or all(crude_stem(p) in question_stems for p in pieces))
+
+
+def shape_answer(text: str, *, question: str, sentence: str, trim: str = "both") -> str:
+    """``text`` (a span of ``sentence`` or the model's answer found in it) with its edges fitted to
+    the question: words the question already says and function words off its ends ("Polonia's home
+    venue is located at Konwiktorska Street" -> "Konwiktorska Street", "In 1891" -> "1891"), the
+    year alone of a date when the question asks for a year, and a name cut short continued to its
+    end ("John C." -> "John C. Messenger"). The result is always a span of ``text`` or of ``sentence``."""
+    words = _words(text)
+    if not words:
+        return text
+    stems = _stems(content_words(question))
+    keep = [i for i, w in enumerate(words) if not _restated(w[0], stems)]
+    a, b = 0, len(words) - 1
+    if keep and trim:
+        # A restated question is two of its words or more; one ("Python 3.11", "14 months") is
+        # part of the answer. Function words alone ("In 1891") go.
+        def cut(lo: int, hi: int) -> bool:
+            said = [w[0] for w in words[lo:hi] if content_words(w[0]) and w[0].lower() not in _NOT_AT_EDGE
+                    and w[0].lower() not in _PREPOSITIONS]
+            return len(said) == 0 or len(said) >= MIN_RESTATED
+        if cut(0, keep[0]):
+            a = keep[0]
+        if trim == "both" and cut(keep[-1] + 1, len(words)):
+            b = keep[-1]
+        # never cut inside a name: "the 1994 Works Council Directive" keeps "Directive"
+        while b + 1 < len(words) and _is_capital(words[b][0]) and _is_capital(words[b + 1][0]) and not words[b][3]:
+            b += 1
+        while a > 0 and _is_capital(words[a][0]) and _is_capital(words[a - 1][0]) and not words[a - 1][3] \
+                and words[a - 1][0].lower() not in STOPWORDS:
+            a -= 1
+    out = text[words[a][1]:words[b][2]]
+    if YEAR_ONLY and _YEAR_QUESTION.search(question_phrase(question)) and not re.search(r"\bwhen\b", question_phrase(question), re.I):
+        years = [w[0] for w in words[a:b + 1] if _YEAR.match(w[0])]
+        if len(years) == 1 and b > a:
+            out = years[0]
+    if EXTEND_NAMES:
+        out = _extend_name(out, sentence)
+    return out
+
+
+_INITIAL = re.compile(r"^[A-Z]\.$")
+
+
+def _extend_name(text: str, sentence: str) -> str:
+    """A name cut short in ``sentence`` continued to the end of its run of capitalized words: after
+    an initial ("John C." + "Messenger") or a possessive's apostrophe ("Polish United Workers'
+    Party"), or straight on ("DuMont Television" + "Network")."""
+    at = sentence.find(text)
+    if at < 0 or not text:
+        return text
+    end = at + len(text)
+    words = _words(sentence)
+    last = max((i for i, w in enumerate(words) if w[1] < end), default=None)
+    if last is None or not _is_capital(words[last][0]):
+        return text
+    j = last
+    while j + 1 < len(words):
+        gap = sentence[words[j][2]:words[j + 1][1]]
+        nxt = words[j + 1][0]
+        if not _is_capital(nxt) or _is_number(nxt):
+            break
+        if gap.strip() and not (_INITIAL.match(words[j][0] + ".") and gap.strip() == ".") and gap.strip() not in ("'", "’"):
+            break
+        j += 1
+    return sentence[at:words[j][2]] if j > last else text
 
 
 PASSAGE_WORDS = 70  # what the user reads beside a short answer: two or three sentences
