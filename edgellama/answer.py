@@ -391,11 +391,10 @@ def candidate_spans(sentence: str, *, max_words: int = 6) -> list[Span]:
             i = j + 1
         else:
             i += 1
-    if FULL_DATES:  # "October 6, 1973": the comma inside a date does not end it
-        for i in range(n - 2):
-            if (words[i][0].lower() in MONTHS and re.fullmatch(r"\d{1,2}", words[i + 1][0]) and _YEAR.match(words[i + 2][0])
-                    and sentence[words[i + 1][2]:words[i + 2][1]].strip() == "," and not words[i][3]):
-                add(i, i + 2)
+    for i in range(n - 2):  # "October 6, 1973": the comma inside a date does not end it
+        if (words[i][0].lower() in MONTHS and re.fullmatch(r"\d{1,2}", words[i + 1][0]) and _YEAR.match(words[i + 2][0])
+                and sentence[words[i + 1][2]:words[i + 2][1]].strip() == "," and not words[i][3]):
+            add(i, i + 2)
     i = 0
     while i < n:  # names, and their parts
         if _is_capital(words[i][0]) and not _is_number(words[i][0]):
@@ -639,7 +638,7 @@ def _token_f1(prediction: str, gold: str) -> float:
 # xquad-dev (held-out halves) / corpus_qa / transcript questions at F1 0.56 / 0.70 / 0.41, and to
 # 7% of corpus/'s unanswerable ones as before; 0.15 to 65% / 86% / 66% at F1 0.50 / 0.63 / 0.38
 # but to 17% of those.
-MIN_SPAN_CONFIDENCE = 0.2
+MIN_SPAN_CONFIDENCE = 0.18
 SPAN_SENTENCES = 4  # the evidence sentences whose spans are candidates: the ones the model saw
 
 
@@ -664,25 +663,22 @@ def decide(*, question: str, sentences: list[tuple[str, float]], model_text: str
     sentences = sentences[:SPAN_SENTENCES]
     spans = score_spans(question=question, sentences=sentences, model_text=model_text, weights=weights,
                         answer_logprobs=answer_logprobs)
-    if SKIP_RESTATED and spans:
-        # A span made only of the question's own words is never the answer ("Poland" for "the
-        # basic unit of territorial division in Poland"): the probability goes to the others.
-        at = SPAN_FEATURES.index("share_in_question")
-        kept = [s for s in spans if s.features[at] < 1.0]
-        left = sum(s.confidence for s in kept)
-        if SKIP_RESTATED == "renorm" and kept and left > 0:
-            kept = [replace(s, confidence=s.confidence / left) for s in kept]
-        spans = kept
+    # A span made only of the question's own words is never the answer ("Poland" for "the basic
+    # unit of territorial division in Poland"): its probability is shared out among the others.
+    at = SPAN_FEATURES.index("share_in_question")
+    kept = [s for s in spans if s.features[at] < 1.0]
+    left = sum(s.confidence for s in kept)
+    spans = [replace(s, confidence=s.confidence / left) for s in kept] if left > 0 else kept
     best = spans[0] if spans else None
     model_ok = model_supported and bool(content_words(model_text) - content_words(question))
     if model_ok and (best is None or best.features[SPAN_FEATURES.index("in_model")] or best.confidence < min_span_confidence):
         source = next((i for i, (s, _) in enumerate(sentences) if supporting_overlap(model_text, s) >= 1.0), 0)
         text = shape_answer(model_text, question=question, sentence=sentences[source][0] if sentences else "",
-                            trim=TRIM_MODEL)
+                            trim=True)
         return Decision("answer", text, "model", _passage(source, sentences), "",
                         best.confidence if best else 0.0, "")
     if best is not None and best.confidence >= min_span_confidence:
-        text = shape_answer(best.span.text, question=question, sentence=sentences[best.sentence][0], trim=TRIM_SPAN)
+        text = shape_answer(best.span.text, question=question, sentence=sentences[best.sentence][0], trim=False)
         return Decision("answer", text, "span", _passage(best.sentence, sentences), "",
                         best.confidence, "")
     # The passage that answers: the sentence holding the likeliest span, which the user is pointed at.
@@ -696,13 +692,8 @@ def decide(*, question: str, sentences: list[tuple[str, float]], model_text: str
 
 
 # -- the answer's edges ---------------------------------------------------------------------------
-TRIM_MODEL = "both"  # "", "lead", "both"
-TRIM_SPAN = ""
-YEAR_ONLY = True
-FULL_DATES = True
-SKIP_RESTATED = "renorm"  # "", "drop", "renorm"
+# A restatement of the question is at least this many of its words (docs/retrieval.md, s25-spans)
 MIN_RESTATED = 2
-EXTEND_NAMES = True
 
 
 def _restated(word: str, question_stems: set[str]) -> bool:
@@ -713,12 +704,13 @@ def _restated(word: str, question_stems: set[str]) -> bool:
             or all(crude_stem(p) in question_stems for p in pieces))
 
 
-def shape_answer(text: str, *, question: str, sentence: str, trim: str = "both") -> str:
+def shape_answer(text: str, *, question: str, sentence: str, trim: bool = True) -> str:
     """``text`` (a span of ``sentence`` or the model's answer found in it) with its edges fitted to
-    the question: words the question already says and function words off its ends ("Polonia's home
-    venue is located at Konwiktorska Street" -> "Konwiktorska Street", "In 1891" -> "1891"), the
-    year alone of a date when the question asks for a year, and a name cut short continued to its
-    end ("John C." -> "John C. Messenger"). The result is always a span of ``text`` or of ``sentence``."""
+    the question: with ``trim`` (the model's answers; spans never start or end on a function word),
+    a restatement of the question and function words off its ends ("Polonia's home venue is located
+    at Konwiktorska Street" -> "Konwiktorska Street", "In 1891" -> "1891"); the year alone of a date
+    when the question asks for a year; a name cut short continued to its end ("John C." -> "John C.
+    Messenger"). The result is always a span of ``text`` or of ``sentence``, so it stays verified."""
     words = _words(text)
     if not words:
         return text
@@ -734,22 +726,27 @@ def shape_answer(text: str, *, question: str, sentence: str, trim: str = "both")
             return len(said) == 0 or len(said) >= MIN_RESTATED
         if cut(0, keep[0]):
             a = keep[0]
-        if trim == "both" and cut(keep[-1] + 1, len(words)):
+        # a unit after a number is part of it ("12,000 running hours"), however often the question says it
+        if not _is_number(words[keep[-1]][0]) and cut(keep[-1] + 1, len(words)):
             b = keep[-1]
-        # never cut inside a name: "the 1994 Works Council Directive" keeps "Directive"
-        while b + 1 < len(words) and _is_capital(words[b][0]) and _is_capital(words[b + 1][0]) and not words[b][3]:
-            b += 1
+        # never cut inside a name: "the European Court of Human Rights" keeps "of Human Rights"
+        while b + 1 < len(words) and _is_capital(words[b][0]) and not words[b][3]:
+            if _is_capital(words[b + 1][0]):
+                b += 1
+            elif (words[b + 1][0].lower() in _NAME_JOINS and b + 2 < len(words) and _is_capital(words[b + 2][0])
+                  and not words[b + 1][3]):
+                b += 2
+            else:
+                break
         while a > 0 and _is_capital(words[a][0]) and _is_capital(words[a - 1][0]) and not words[a - 1][3] \
                 and words[a - 1][0].lower() not in STOPWORDS:
             a -= 1
     out = text[words[a][1]:words[b][2]]
-    if YEAR_ONLY and _YEAR_QUESTION.search(question_phrase(question)) and not re.search(r"\bwhen\b", question_phrase(question), re.I):
+    if _YEAR_QUESTION.search(question_phrase(question)) and not re.search(r"\bwhen\b", question_phrase(question), re.I):
         years = [w[0] for w in words[a:b + 1] if _YEAR.match(w[0])]
         if len(years) == 1 and b > a:
             out = years[0]
-    if EXTEND_NAMES:
-        out = _extend_name(out, sentence)
-    return out
+    return _extend_name(out, sentence)
 
 
 _INITIAL = re.compile(r"^[A-Z]\.$")
