@@ -18,7 +18,7 @@ from .store import Store
 from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
 
 __all__ = ["Answer", "ask", "answer_to_dict", "NOT_IN_DOCUMENTS", "decide", "Decision", "score_spans",
-           "candidate_spans", "question_type", "head_noun", "SPAN_FEATURES", "SPAN_WEIGHTS"]
+           "candidate_spans", "question_type", "head_noun", "shape_answer", "SPAN_FEATURES", "SPAN_WEIGHTS"]
 
 NOT_IN_DOCUMENTS = "The documents do not say."
 _DONT_KNOW = re.compile(r"^(i (do not|don't) know|unknown|n/?a|none|the documents do not say)\b", re.I)
