@@ -185,3 +185,21 @@ def test_units_embedded_for_one_question_are_not_embedded_again(tmp_path):
         again = ask(question="Who deployed the passive seismometer?", **options)
     assert again.kind != "abstain"
     assert embedder.embedded[before:] == ["Who deployed the passive seismometer?"]  # its units came from the cache
+
+
+def test_the_reply_to_the_best_entry_is_evidence_beside_it(tmp_path):
+    text = "\n".join([
+        *(f"04:12:{m:02d}:00 CC: Roger. Standing by for the crew status report number {m}." for m in range(10, 16)),
+        "04:12:30:00 CC: Columbia, Houston. What is your glycol evaporator outlet temperature?",
+        "04:12:30:20 CMP: Forty-eight degrees.",
+        "04:12:31:00 CDR (TRANQ): The television camera is on the tripod.",
+    ]) + "\n"
+    store, embedder = _transcript_store(tmp_path, text)
+    question = "What glycol evaporator outlet temperature did Collins report?"
+    with store:
+        found = search(store=store, embedder=embedder, query=question, k=3)
+        picked = best_sentences(query=question, chunks=found, embedder=embedder, limit=3)
+    # The reply shares no word with the question: by its own score it would not be evidence at all.
+    assert "glycol evaporator outlet temperature" in picked[0].said
+    assert picked[1].said == "Forty-eight degrees."
+    assert len(picked) == 3
