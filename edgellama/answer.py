@@ -13,7 +13,7 @@ from .embed import Embedder
 from .generate import Generator
 from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
-from .retrieve import ScoredChunk, best_sentences, quantity_missing, question_coverage, search
+from .retrieve import ScoredChunk, best_sentences, is_record_chunk, quantity_missing, question_coverage, search
 from .store import Store
 from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
 
@@ -114,6 +114,11 @@ COVERAGE_NEUTRAL = 0.46  # the share at which min_relevance applies to the best 
 # passage. Above the band the passage is trusted (xquad-dev's "How long did the fighting last in
 # Seven Years War?" finds "six years" a sentence away). docs/retrieval.md, "Quantity check".
 QUANTITY_MARGIN = 0.35
+# A chunk of a transcript or log holds ten-odd entries, and the question matches one of them: the
+# chunk's rank says less about its best entry than a paragraph's rank about its best sentence, so
+# the entries of two more chunks compete (Apollo 11 sets: the gold entry within the top 3 chunks for
+# 80% of questions, the top 5 for 85%; docs/retrieval.md, "s25: wider for transcripts").
+RECORD_CHUNKS_EXTRA = 2
 QUANTITY_NEAR = 0.15
 
 
@@ -153,7 +158,8 @@ def ask(
         query_vector = embedder.embed([question])[0]  # once, for the chunks and for their sentences
         found = search(store=store, embedder=embedder, query=question, k=top_k, vectors=matrix,
                        query_vector=query_vector)
-        picked = best_sentences(query=question, chunks=found[:evidence_chunks], embedder=embedder,
+        pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
+        picked = best_sentences(query=question, chunks=found[:pool], embedder=embedder,
                                 limit=evidence_sentences, query_vector=query_vector)
         coverage = question_coverage(query=question, chunks=found[:evidence_chunks], total=len(matrix),
                                      counts=store.chunk_counts(content_words(question)))
