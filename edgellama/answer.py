@@ -13,13 +13,13 @@ from .embed import Embedder
 from .generate import Generator
 from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
-from .retrieve import (ScoredChunk, Sentence, best_sentences, in_preamble, quantity_missing, quantity_unfit,
-                       question_coverage, search, unit_missing)
+from .retrieve import (ScoredChunk, Sentence, best_sentences, in_preamble, is_record_chunk, quantity_missing,
+                       quantity_unfit, question_coverage, search, unit_missing)
 from .store import Store
 from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
 
 __all__ = ["Answer", "ask", "answer_to_dict", "NOT_IN_DOCUMENTS", "decide", "Decision", "score_spans",
-           "candidate_spans", "question_type", "head_noun", "SPAN_FEATURES", "SPAN_WEIGHTS"]
+           "candidate_spans", "question_type", "head_noun", "shape_answer", "SPAN_FEATURES", "SPAN_WEIGHTS"]
 
 NOT_IN_DOCUMENTS = "The documents do not say."
 _DONT_KNOW = re.compile(r"^(i (do not|don't) know|unknown|n/?a|none|the documents do not say)\b", re.I)
@@ -115,6 +115,11 @@ COVERAGE_NEUTRAL = 0.46  # the share at which min_relevance applies to the best 
 # passage. Above the band the passage is trusted (xquad-dev's "How long did the fighting last in
 # Seven Years War?" finds "six years" a sentence away). docs/retrieval.md, "Quantity check".
 QUANTITY_MARGIN = 0.35
+# A chunk of a transcript or log holds ten-odd entries, and the question matches one of them: the
+# chunk's rank says less about its best entry than a paragraph's rank about its best sentence, so
+# the entries of two more chunks compete (Apollo 11 sets: the gold entry within the top 3 chunks for
+# 80% of questions, the top 5 for 85%; docs/retrieval.md, "s25: wider for transcripts").
+RECORD_CHUNKS_EXTRA = 2
 QUANTITY_NEAR = 0.15
 
 
@@ -178,7 +183,8 @@ def ask(
         query_vector = embedder.embed([question])[0]  # once, for the chunks and for their sentences
         found = search(store=store, embedder=embedder, query=question, k=top_k, vectors=matrix,
                        query_vector=query_vector)
-        picked = best_sentences(query=question, chunks=found[:evidence_chunks], embedder=embedder,
+        pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
+        picked = best_sentences(query=question, chunks=found[:pool], embedder=embedder,
                                 limit=evidence_sentences, query_vector=query_vector)
         coverage = question_coverage(query=question, chunks=found[:evidence_chunks], total=len(matrix),
                                      counts=store.chunk_counts(content_words(question)))
@@ -424,6 +430,10 @@ def candidate_spans(sentence: str, *, max_words: int = 6) -> list[Span]:
             i = j + 1
         else:
             i += 1
+    for i in range(n - 2):  # "October 6, 1973": the comma inside a date does not end it
+        if (words[i][0].lower() in MONTHS and re.fullmatch(r"\d{1,2}", words[i + 1][0]) and _YEAR.match(words[i + 2][0])
+                and sentence[words[i + 1][2]:words[i + 2][1]].strip() == "," and not words[i][3]):
+            add(i, i + 2)
     i = 0
     while i < n:  # names, and their parts
         if _is_capital(words[i][0]) and not _is_number(words[i][0]):
@@ -666,8 +676,10 @@ def _token_f1(prediction: str, gold: str) -> float:
 # passage. Chosen on the replay (docs/retrieval.md): 0.2 gives short answers to 54% / 70% / 54% of
 # xquad-dev (held-out halves) / corpus_qa / transcript questions at F1 0.56 / 0.70 / 0.41, and to
 # 7% of corpus/'s unanswerable ones as before; 0.15 to 65% / 86% / 66% at F1 0.50 / 0.63 / 0.38
-# but to 17% of those.
-MIN_SPAN_CONFIDENCE = 0.2
+# but to 17% of those. 0.18 since s25-spans, once spans of only the question's words share out their
+# probability and the answer's edges are fitted (shape_answer): short answers on both xquad-dev
+# halves by article at F1 >= 0.6 (0.16 falls below it on one), corpus/ F1 0.577 -> 0.580.
+MIN_SPAN_CONFIDENCE = 0.18
 SPAN_SENTENCES = 4  # the evidence sentences whose spans are candidates: the ones the model saw
 
 
@@ -692,14 +704,23 @@ def decide(*, question: str, sentences: list[tuple[str, float]], model_text: str
     sentences = sentences[:SPAN_SENTENCES]
     spans = score_spans(question=question, sentences=sentences, model_text=model_text, weights=weights,
                         answer_logprobs=answer_logprobs)
+    # A span made only of the question's own words is never the answer ("Poland" for "the basic
+    # unit of territorial division in Poland"): its probability is shared out among the others.
+    at = SPAN_FEATURES.index("share_in_question")
+    kept = [s for s in spans if s.features[at] < 1.0]
+    left = sum(s.confidence for s in kept)
+    spans = [replace(s, confidence=s.confidence / left) for s in kept] if left > 0 else kept
     best = spans[0] if spans else None
     model_ok = model_supported and bool(content_words(model_text) - content_words(question))
     if model_ok and (best is None or best.features[SPAN_FEATURES.index("in_model")] or best.confidence < min_span_confidence):
         source = next((i for i, (s, _) in enumerate(sentences) if supporting_overlap(model_text, s) >= 1.0), 0)
-        return Decision("answer", model_text, "model", _passage(source, sentences), "",
+        text = shape_answer(model_text, question=question, sentence=sentences[source][0] if sentences else "",
+                            trim=True)
+        return Decision("answer", text, "model", _passage(source, sentences), "",
                         best.confidence if best else 0.0, "")
     if best is not None and best.confidence >= min_span_confidence:
-        return Decision("answer", best.span.text, "span", _passage(best.sentence, sentences), "",
+        text = shape_answer(best.span.text, question=question, sentence=sentences[best.sentence][0], trim=False)
+        return Decision("answer", text, "span", _passage(best.sentence, sentences), "",
                         best.confidence, "")
     # The passage that answers: the sentence holding the likeliest span, which the user is pointed at.
     at = best.sentence if best is not None else 0
@@ -709,6 +730,91 @@ def decide(*, question: str, sentences: list[tuple[str, float]], model_text: str
     shown = _passage(at, sentences, words=QUOTE_WORDS)
     return Decision("quote", " ".join(sentences[i][0] for i in shown), "", shown, pointer,
                     best.confidence if best else 0.0, reason)
+
+
+# -- the answer's edges ---------------------------------------------------------------------------
+# A restatement of the question is at least this many of its words (docs/retrieval.md, s25-spans)
+MIN_RESTATED = 2
+
+
+def _restated(word: str, question_stems: set[str]) -> bool:
+    """A word the question already says (or a function word): not what the user asked for."""
+    pieces = content_words(word)
+    low = word.lower()
+    return (not pieces or low in _PREPOSITIONS or low in _NOT_AT_EDGE
+            or all(crude_stem(p) in question_stems for p in pieces))
+
+
+def shape_answer(text: str, *, question: str, sentence: str, trim: bool = True) -> str:
+    """``text`` (a span of ``sentence`` or the model's answer found in it) with its edges fitted to
+    the question: with ``trim`` (the model's answers; spans never start or end on a function word),
+    a restatement of the question and function words off its ends ("Polonia's home venue is located
+    at Konwiktorska Street" -> "Konwiktorska Street", "In 1891" -> "1891"); the year alone of a date
+    when the question asks for a year; a name cut short continued to its end ("John C." -> "John C.
+    Messenger"). The result is always a span of ``text`` or of ``sentence``, so it stays verified."""
+    words = _words(text)
+    if not words:
+        return text
+    stems = _stems(content_words(question))
+    keep = [i for i, w in enumerate(words) if not _restated(w[0], stems)]
+    a, b = 0, len(words) - 1
+    if keep and trim:
+        # A restated question is two of its words or more; one ("Python 3.11", "14 months") is
+        # part of the answer. Function words alone ("In 1891") go.
+        def cut(lo: int, hi: int) -> bool:
+            said = [w[0] for w in words[lo:hi] if content_words(w[0]) and w[0].lower() not in _NOT_AT_EDGE
+                    and w[0].lower() not in _PREPOSITIONS]
+            return len(said) == 0 or len(said) >= MIN_RESTATED
+        if cut(0, keep[0]):
+            a = keep[0]
+        # a unit after a number is part of it ("12,000 running hours"), however often the question says it
+        if not _is_number(words[keep[-1]][0]) and cut(keep[-1] + 1, len(words)):
+            b = keep[-1]
+        # never cut inside a name: "the European Court of Human Rights" keeps "of Human Rights"
+        while b + 1 < len(words) and _is_capital(words[b][0]) and not words[b][3]:
+            if _is_capital(words[b + 1][0]):
+                b += 1
+            elif (words[b + 1][0].lower() in _NAME_JOINS and b + 2 < len(words) and _is_capital(words[b + 2][0])
+                  and not words[b + 1][3]):
+                b += 2
+            else:
+                break
+        while a > 0 and _is_capital(words[a][0]) and _is_capital(words[a - 1][0]) and not words[a - 1][3] \
+                and words[a - 1][0].lower() not in STOPWORDS:
+            a -= 1
+    out = text[words[a][1]:words[b][2]]
+    if _YEAR_QUESTION.search(question_phrase(question)) and not re.search(r"\bwhen\b", question_phrase(question), re.I):
+        years = [w[0] for w in words[a:b + 1] if _YEAR.match(w[0])]
+        if len(years) == 1 and b > a:
+            out = years[0]
+    return _extend_name(out, sentence)
+
+
+_INITIAL = re.compile(r"^[A-Z]\.$")
+
+
+def _extend_name(text: str, sentence: str) -> str:
+    """A name cut short in ``sentence`` continued to the end of its run of capitalized words: after
+    an initial ("John C." + "Messenger") or a possessive's apostrophe ("Polish United Workers'
+    Party"), or straight on ("DuMont Television" + "Network")."""
+    at = sentence.find(text)
+    if at < 0 or not text:
+        return text
+    end = at + len(text)
+    words = _words(sentence)
+    last = max((i for i, w in enumerate(words) if w[1] < end), default=None)
+    if last is None or not _is_capital(words[last][0]):
+        return text
+    j = last
+    while j + 1 < len(words):
+        gap = sentence[words[j][2]:words[j + 1][1]]
+        nxt = words[j + 1][0]
+        if not _is_capital(nxt) or _is_number(nxt):
+            break
+        if gap.strip() and not (_INITIAL.match(words[j][0] + ".") and gap.strip() == ".") and gap.strip() not in ("'", "’"):
+            break
+        j += 1
+    return sentence[at:words[j][2]] if j > last else text
 
 
 PASSAGE_WORDS = 70  # what the user reads beside a short answer: two or three sentences

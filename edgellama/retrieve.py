@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 
     from .vectors import VectorMatrix
 
-__all__ = ["ScoredChunk", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "question_coverage",
-           "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named", "unit_missing",
-           "asks_for_measure", "measure_words", "fitting_quantities", "quantity_unfit",
+__all__ = ["ScoredChunk", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "is_record_chunk",
+           "question_coverage", "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named",
+           "unit_missing", "asks_for_measure", "measure_words", "fitting_quantities", "quantity_unfit",
            "preamble_end", "in_preamble"]
 
 
@@ -150,6 +150,11 @@ def _is_record_block(lines: list[str]) -> bool:
     """A chunk of a log or transcript: at least 3 entries, most of its lines start like one."""
     filled = [line for line in lines if line.strip() and not is_note_line(line)]
     return len(filled) >= 3 and sum(1 for line in filled if record_prefix(line)) >= 0.6 * len(filled)
+
+
+def is_record_chunk(text: str) -> bool:
+    """``text`` (a chunk's) is a block of a log or transcript."""
+    return _is_record_block(text.split("\n"))
 
 
 def evidence_units(text: str, *, records: bool | None = None) -> list[tuple[int, int]]:

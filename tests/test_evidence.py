@@ -319,3 +319,19 @@ def test_the_reply_to_the_best_entry_is_evidence_beside_it(tmp_path):
     assert "glycol evaporator outlet temperature" in picked[0].said
     assert picked[1].said == "Forty-eight degrees."
     assert len(picked) == 3
+
+
+def test_the_entries_of_two_more_chunks_compete_in_a_transcript(tmp_path):
+    lines = [f"04:10:{m:02d}:00 CC: Roger. Readback number {m} of the landing site update." for m in range(40)]
+    lines[3] = "04:10:03:00 LMP (TRANQ): The passive seismometer is out of the quad."
+    lines[30] = "04:10:30:00 CDR (EVA): The passive seismometer is deployed, bubble leveled."
+    store, embedder = _transcript_store(tmp_path, "\n".join(lines) + "\n")
+    with store:
+        store_chunks = search(store=store, embedder=embedder, query="passive seismometer deployed", k=5)
+        answer = ask(question="Where was the passive seismometer deployed?", store=store, embedder=embedder,
+                     generator=ScriptedGenerator("bubble leveled"), min_relevance=0.3, evidence_chunks=1)
+    first = store_chunks[0].chunk
+    outside = [c for c in answer.context if not first.line_start <= c.line_start <= first.line_end]
+    assert outside, [(c.line_start, c.text) for c in answer.context]  # a transcript's pool is wider than one chunk
+    from edgellama.retrieve import is_record_chunk
+    assert is_record_chunk("\n".join(lines[:5])) and not is_record_chunk("The pump runs at night. It is quiet.")
