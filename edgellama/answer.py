@@ -125,13 +125,14 @@ QUANTITY_NEAR = 0.15
 
 def _quote_refusal(decision: "Decision", picked: list[Sentence], found: list[ScoredChunk], store: Store) -> str:
     """Why the passage ``decision`` would quote (no short answer verified) answers nothing, or "":
-    its unit is the text before a log's entries (its title, its speakers), which describes the
+    all of it is the text before a log's entries (its title, its speakers), which describes the
     document, not what it records (docs/retrieval.md, "s25")."""
     if decision.kind != "quote" or not decision.sentences or decision.sentences[0] >= len(picked):
         return ""
-    unit = picked[decision.sentences[0]]
-    chunk = found[unit.chunk_index].chunk
-    if chunk.ordinal < 3 and in_preamble(unit, first_chunks=store.document_chunks(chunk.path, first=3)):
+    units = [picked[i] for i in decision.sentences if i < len(picked)]
+    chunks = [found[u.chunk_index].chunk for u in units]
+    if all(c.ordinal < 3 for c in chunks) and all(
+            in_preamble(u, first_chunks=store.document_chunks(c.path, first=3)) for u, c in zip(units, chunks)):
         return "the closest passage is the text before the log's entries (its title, its speakers), not what it records"
     return ""
 

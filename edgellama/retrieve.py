@@ -371,12 +371,23 @@ def quantity_missing(*, question: str, sentences: list[Sentence], near: float) -
     return not any(fitting_quantities(question, s.said) for s in sentences if s.score >= top - near)
 
 
+def _bare_number(text: str) -> set[str]:
+    """The numbers of ``text`` when it gives them with no unit, share or year ("zero", "40"), else none."""
+    if "%" in text or units_named(text) or any(_measure_kind(w) for w in re.findall(r"[a-z]+|°", text.lower())):
+        return set()
+    return {t for t in quantity_words(text) if not _YEAR.match(t)}
+
+
 def quantity_unfit(*, question: str, answer: str, sentences: list[Sentence], near: float) -> bool:
     """True when ``question`` asks for a quantity, the short answer ``answer`` is none of the kind
-    it asks for ("1565" for "how many soldiers", "present-day" for "how tall"), and no evidence unit
-    scoring within ``near`` of the best names one either: the passages say something else."""
+    it asks for ("1565" for "how many soldiers", "present-day" for "how tall"; a bare number such as
+    "zero" may answer a measure), and no evidence unit scoring within ``near`` of the best names one
+    either: the passages say something else."""
     if not sentences or not asks_for_quantity(question) or fitting_quantities(question, answer):
         return False
+    kind = asks_for_measure(question)
+    if kind and _bare_number(answer) - quantity_words(question):
+        return False  # "zero" for "what temperature was the camera showing?": the unit may go without saying
     top = sentences[0].score
     return not any(fitting_quantities(question, s.said) for s in sentences if s.score >= top - near)
 
