@@ -13,7 +13,8 @@ from .embed import Embedder
 from .generate import Generator
 from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
-from .retrieve import ScoredChunk, best_sentences, is_record_chunk, quantity_missing, question_coverage, search
+from .retrieve import (ScoredChunk, Sentence, best_sentences, in_preamble, is_record_chunk, quantity_missing,
+                       quantity_unfit, question_coverage, search, unit_missing)
 from .store import Store
 from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
 
@@ -122,6 +123,31 @@ RECORD_CHUNKS_EXTRA = 2
 QUANTITY_NEAR = 0.15
 
 
+def _quote_refusal(decision: "Decision", picked: list[Sentence], found: list[ScoredChunk], store: Store) -> str:
+    """Why the passage ``decision`` would quote (no short answer verified) answers nothing, or "":
+    all of it is the text before a log's entries (its title, its speakers), which describes the
+    document, not what it records (docs/retrieval.md, "s25")."""
+    if decision.kind != "quote" or not decision.sentences or decision.sentences[0] >= len(picked):
+        return ""
+    units = [picked[i] for i in decision.sentences if i < len(picked)]
+    chunks = [found[u.chunk_index].chunk for u in units]
+    if all(c.ordinal < 3 for c in chunks) and all(
+            in_preamble(u, first_chunks=store.document_chunks(c.path, first=3)) for u, c in zip(units, chunks)):
+        return "the closest passage is the text before the log's entries (its title, its speakers), not what it records"
+    return ""
+
+
+def _answer_refusal(question: str, decision: "Decision", picked: list[Sentence]) -> str:
+    """Why the short answer of ``decision`` answers nothing, or "": the question asks for a quantity
+    of one kind, the answer is none ("1565" for "how many soldiers", "present-day" for "how tall"),
+    and no passage near the best names one (docs/retrieval.md, "s25")."""
+    if decision.kind == "answer" and quantity_unfit(question=question, answer=decision.text, sentences=picked,
+                                                    near=QUANTITY_NEAR):
+        return (f"the question asks for a quantity; the short answer {decision.text!r} is not of that kind and no "
+                "passage near the best names one")
+    return ""
+
+
 def _clean(text: str) -> str:
     text = re.sub(r"\[\d+\]", "", text)
     return " ".join(text.split()).strip(" \"'")
@@ -175,6 +201,11 @@ def ask(
         reason = (f"the question asks for a quantity and no passage near the best names one (relevance "
                   f"{relevance:.2f}, below {min_relevance + QUANTITY_MARGIN:.2f}, where a passage is trusted without)")
         return _abstain(question, reason, time.perf_counter() - started, started)
+    unit = unit_missing(question=question, sentences=picked, near=QUANTITY_NEAR)
+    if unit:
+        reason = (f"the question asks for a quantity in one unit ({unit}) and the passages near the best give it "
+                  "only in others")
+        return _abstain(question, reason, time.perf_counter() - started, started)
     if style == "completion":
         passages = [(found[s.chunk_index], s.text, (s.line_start, s.line_end)) for s in picked]
         prompted = [s.spoken for s in picked]  # a transcript entry without its time stamp: a shorter prompt
@@ -224,6 +255,9 @@ def ask(
         decision = Decision("answer", text, "model", (), "", 1.0, "")
     elif style != "completion":
         decision = Decision("quote", picked[0].text, "", (0,), "", 0.0, "no passage supports the model's answer")
+    refusal = _quote_refusal(decision, picked, found, store) or _answer_refusal(question, decision, picked)
+    if refusal:
+        decision = replace(decision, kind="abstain", text=NOT_IN_DOCUMENTS, reason=refusal)
     if decision.kind == "quote":  # the passage as written: a transcript entry with its time stamp and speaker
         decision = replace(decision, text=" ".join(picked[i].text for i in decision.sentences if i < len(picked)))
     first_byte = time.perf_counter() - started

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
     from .vectors import VectorMatrix
 
-__all__ = ["ScoredChunk", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "is_record_chunk", "question_coverage",
-           "asks_for_quantity", "quantity_words", "quantity_missing"]
+__all__ = ["ScoredChunk", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "is_record_chunk",
+           "question_coverage", "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named",
+           "unit_missing", "asks_for_measure", "measure_words", "fitting_quantities", "quantity_unfit",
+           "preamble_end", "in_preamble"]
 
 
 
@@ -280,10 +282,54 @@ def question_coverage(*, query: str, chunks: list[ScoredChunk], counts: dict[str
 # has been deployed manually" shares every rare word and scores 0.76, above any word or cosine bar.
 _ASKS_QUANTITY = re.compile(
     r"\bhow (many|much|long|far|deep|old|often|fast|big|large|high|tall|wide|heavy)\b|"
-    r"\bwhat (percentage|percent|number|amount|speed|temperature|weight|distance|size|year)\b|"
+    r"\bwhat (?:(?:is|was|are|were) the )?(percentage|percent|number|amount|speed|temperature|weight|distance|size|"
+    r"height|depth|altitude|velocity|year)\b|"
     r"\b(which|what) (year|day)\b", re.I)
 # "may" and "march" are verbs too: not counted as a quantity.
 _QUANTITY_WORDS = (NUMBER_WORDS | WEEKDAYS | MONTHS | {"zero", "once"}) - {"may", "march"}
+
+
+_ASKS_MEASURE = re.compile(
+    r"\bhow (far|fast|heavy|deep|high|tall|wide)\b|"
+    r"\bwhat (?:(?:is|was|are|were) the )?(speed|temperature|weight|distance|height|depth|altitude|velocity)\b", re.I)
+# What each measure is given in: "how far" wants a length, not "four" tanks or "5,000 litres".
+_MEASURE_KIND = {"far": "length", "deep": "length", "high": "length", "tall": "length", "wide": "length",
+                 "distance": "length", "height": "length", "depth": "length", "altitude": "length",
+                 "fast": "speed", "speed": "speed", "velocity": "speed", "heavy": "mass", "weight": "mass",
+                 "temperature": "temperature"}
+# Besides the units of _UNITS; a speed may also be a length per time ("30 km/h", "miles per hour").
+_MEASURE_UNITS = {"degree": "temperature", "degrees": "temperature", "°": "temperature", "mph": "speed",
+                  "kph": "speed", "knot": "speed", "knots": "speed", "nautical": "length"}
+_MEASURE_JOINS = frozenset({"a", "an", "of", "and", "or", "to", "half"})  # "half a mile", "1 or 2 inches"
+
+
+def asks_for_measure(question: str) -> str:
+    """The kind of measure the question asks for ("how far": "length"; "speed", "mass",
+    "temperature"), or ""."""
+    m = _ASKS_MEASURE.search(question)
+    return _MEASURE_KIND[(m.group(1) or m.group(2)).lower()] if m else ""
+
+
+def _measure_kind(word: str) -> str:
+    unit = _unit(word)
+    return _UNIT_KIND[unit] if unit else _MEASURE_UNITS.get(word, "")
+
+
+def measure_words(text: str, *, kind: str = "") -> set[str]:
+    """The numbers of ``text`` given with a unit ("4 miles", "half a mile", "16 °C", "5km"), of the
+    ``kind`` of measure if one is given: the figures and number words right before a unit word, an
+    article or "of" between them allowed, and "a" or "an" right before one ("an inch")."""
+    tokens = re.findall(r"\d+|[a-z]+|°", text.lower())
+    wanted = {kind, "length"} if kind == "speed" else {kind}
+    out = set()
+    for i, t in enumerate(tokens):
+        if t.isdigit() or t in _QUANTITY_WORDS or t in ("a", "an"):  # "an inch deep"
+            after = [w for w in tokens[i + 1:i + 4] if not w.isdigit()]
+            after = after[:1] if t in ("a", "an") else [w for w in after if w not in _MEASURE_JOINS][:1]
+            found = _measure_kind(after[0]) if after else ""
+            if found and (not kind or found in wanted):
+                out.add(t)
+    return out
 
 
 def asks_for_quantity(question: str) -> bool:
@@ -296,12 +342,159 @@ def quantity_words(text: str) -> set[str]:
     return {t for t in re.findall(r"[a-z]+|\d+", text.lower()) if t.isdigit() or t in _QUANTITY_WORDS}
 
 
+_YEAR = re.compile(r"^(1[0-9]{3}|20[0-9]{2})$")
+_ASKS_COUNT = re.compile(r"\bhow many\b(?! (years|decades|centuries)\b)", re.I)
+
+
+def fitting_quantities(question: str, text: str) -> set[str]:
+    """The numbers of ``text`` of the kind ``question`` asks for, besides those it names: with a unit
+    for a measure ("how far": "4 miles"), a count for "how many" (not a year such as "1565", not a
+    share such as "5.3%"), any number for the other quantity questions."""
+    if asks_for_measure(question):
+        found = measure_words(text, kind=asks_for_measure(question))
+    elif _ASKS_COUNT.search(question):
+        found = {t for t in quantity_words(re.sub(r"\d[\d.,]*\s?%", " ", text)) if not _YEAR.match(t)}
+    else:
+        found = quantity_words(text)
+    return found - quantity_words(question)
+
+
 def quantity_missing(*, question: str, sentences: list[Sentence], near: float) -> bool:
     """True when ``question`` asks for a quantity and none of the evidence units scoring within
     ``near`` of the best one (``sentences``: best first; an entry's words, not its time stamp) names a
-    number the question does not already name."""
+    number of the kind it asks for that the question does not already name (``fitting_quantities``): a
+    measure needs a unit of its kind ("4 miles" for "how far", not "two core tubes" for "what speed"),
+    a count is not a year."""
     if not sentences or not asks_for_quantity(question):
         return False
-    asked = quantity_words(question)
     top = sentences[0].score
-    return not any(quantity_words(s.said) - asked for s in sentences if s.score >= top - near)
+    return not any(fitting_quantities(question, s.said) for s in sentences if s.score >= top - near)
+
+
+def _bare_number(text: str) -> set[str]:
+    """The numbers of ``text`` when it gives them with no unit, share or year ("zero", "40"), else none."""
+    if "%" in text or units_named(text) or any(_measure_kind(w) for w in re.findall(r"[a-z]+|°", text.lower())):
+        return set()
+    return {t for t in quantity_words(text) if not _YEAR.match(t)}
+
+
+def quantity_unfit(*, question: str, answer: str, sentences: list[Sentence], near: float) -> bool:
+    """True when ``question`` asks for a quantity, the short answer ``answer`` is none of the kind
+    it asks for ("1565" for "how many soldiers", "present-day" for "how tall"; a bare number such as
+    "zero" may answer a measure), and no evidence unit scoring within ``near`` of the best names one
+    either: the passages say something else."""
+    if not sentences or not asks_for_quantity(question) or fitting_quantities(question, answer):
+        return False
+    kind = asks_for_measure(question)
+    if kind and _bare_number(answer) - quantity_words(question):
+        return False  # "zero" for "what temperature was the camera showing?": the unit may go without saying
+    top = sentences[0].score
+    return not any(fitting_quantities(question, s.said) for s in sentences if s.score >= top - near)
+
+
+# A quantity asked for in a unit ("how many kilograms") is not what the documents say when the
+# passages give it only in another unit of the same kind ("20 pounds"): a conversion is the
+# reader's, not a quote of the documents. Units, by kind; abbreviations as written after a figure.
+_UNITS = {
+    "mass": "kilogram kilo kg gram g milligram mg pound lb lbs ounce oz ton tonne",
+    "length": "metre meter m kilometre kilometer km centimetre centimeter cm millimetre millimeter mm mile mi "
+              "foot feet ft inch yard yd",
+    "volume": "litre liter l millilitre milliliter ml gallon gal pint quart cup",
+    "energy": "calorie cal kcal kilocalorie joule kj kilojoule",
+    "temperature": "celsius centigrade fahrenheit kelvin",
+    "time": "minute min hour hr h day week month year decade century",
+}
+# Other spellings of a unit, by the one it is counted as ("kg" and "kilo" are "kilogram").
+_UNIT_ALIASES = {
+    "kcal": "calorie", "kilocalorie": "calorie", "cal": "calorie", "kilo": "kilogram", "kg": "kilogram", "g": "gram",
+    "mg": "milligram", "lb": "pound", "lbs": "pound", "oz": "ounce", "tonne": "ton", "meter": "metre", "m": "metre",
+    "kilometer": "kilometre", "km": "kilometre", "centimeter": "centimetre", "cm": "centimetre",
+    "millimeter": "millimetre", "mm": "millimetre", "mi": "mile", "feet": "foot", "ft": "foot", "yd": "yard",
+    "liter": "litre", "l": "litre", "milliliter": "millilitre", "ml": "millilitre", "gal": "gallon", "kj": "kilojoule",
+    "min": "minute", "hr": "hour", "h": "hour", "centigrade": "celsius"}
+_UNIT_KIND = {word: kind for kind, words in _UNITS.items() for word in words.split()}
+# A word of one or two letters in a question ("in m") is not read as the unit it asks in.
+_SHORT_UNIT = 2
+_ASKED_UNIT = re.compile(r"\bhow (?:many|much) (\w+)|\bin (\w+)\W*$", re.I)
+
+
+def _unit(word: str) -> str | None:
+    """The unit a word names, in one spelling ("kilograms", "kg" -> "kilogram"), or None."""
+    word = word.lower()
+    for form in (word, word[:-2] if word.endswith("es") else word, word[:-1] if word.endswith("s") else word):
+        if form in _UNIT_KIND:
+            return _UNIT_ALIASES.get(form, form)
+    return None
+
+
+def units_named(text: str) -> set[str]:
+    """The units ``text`` gives a quantity in: a unit right after a number ("20 pounds", "5km",
+    "half a mile", "a day"); a unit word without one ("every year", "pounds of rock") gives none."""
+    tokens = re.findall(r"\d+|[a-z]+", text.lower())
+    found = set()
+    for i, t in enumerate(tokens):
+        if t.isdigit() or t in _QUANTITY_WORDS or t in ("a", "an"):
+            after = [w for w in tokens[i + 1:i + 3] if w not in _MEASURE_JOINS or t in ("a", "an")][:1]
+            unit = _unit(after[0]) if after else None
+            if unit:
+                found.add(unit)
+    return found
+
+
+def asked_unit(question: str) -> str | None:
+    """The unit a question asks a quantity in ("How many kilograms ...", "... in miles?"), or None."""
+    m = _ASKED_UNIT.search(question)
+    word = m and (m.group(1) or m.group(2))
+    return _unit(word) if word and len(word) > _SHORT_UNIT else None
+
+
+def unit_missing(*, question: str, sentences: list[Sentence], near: float) -> str:
+    """The unit ``question`` asks a quantity in when the evidence units scoring within ``near`` of
+    the best give a quantity of that kind only in other units ("pounds" for "how many kilograms");
+    "" otherwise (no unit asked, the asked unit found, or no unit of its kind at all)."""
+    unit = asked_unit(question)
+    if not unit or not sentences:
+        return ""
+    kind = _UNIT_KIND[unit]
+    top = sentences[0].score
+    given = set().union(*(units_named(s.said) for s in sentences if s.score >= top - near))
+    others = {u for u in given if _UNIT_KIND.get(u) == kind and u != unit}
+    return unit if others and unit not in given else ""
+
+
+def _entries_follow(lines: list[str]) -> bool:
+    """The next few filled lines are entries of a log or transcript, the first of them stamped with
+    a time (a preamble's "Speakers: ..." line starts like an entry too, but with no stamp)."""
+    filled = [line for line in lines if line.strip()][:6]
+    return (bool(filled) and record_prefix(filled[0]) is not None and filled[0].lstrip(" [")[:1].isdigit()
+            and _is_record_block(filled))
+
+
+_PREAMBLE_LOG = 10  # filled lines after a preamble, most of them entries: a log, not a few "Weekly:" rules
+
+
+def preamble_end(first_chunks: list[ChunkRecord]) -> int:
+    """The line where a log's or transcript's entries begin, when text stands before them (a title,
+    what its columns mean, its list of speakers); 0 when the document does not start that way.
+    ``first_chunks``: the document's first chunks, in order (the preamble may fill the first)."""
+    rows: list[tuple[ChunkRecord, int, str]] = []  # (chunk, offset, line)
+    for chunk in first_chunks:
+        start = 0
+        for line in chunk.text.split("\n"):
+            rows.append((chunk, start, line))
+            start += len(line) + 1
+    lines = [line for _, _, line in rows]
+    for k, (chunk, start, _) in enumerate(rows):
+        if _entries_follow(lines[k:]):
+            log = sum(1 for line in lines[k:] if line.strip()) >= _PREAMBLE_LOG and _is_record_block(lines[k:])
+            return chunk.source_lines(start, start + 1)[0] if k > 0 and log else 0
+    return 0
+
+
+def in_preamble(sentence: Sentence, *, first_chunks: list[ChunkRecord]) -> bool:
+    """True when ``sentence`` stands in the text before a log's or transcript's first entries
+    (``preamble_end``; ``first_chunks``: its document's first chunks): that describes the document,
+    not what it records, so it is no passage answering a question about what happened ("Who was the
+    backup commander?" against "Speakers: CDR = Commander Neil Armstrong; ...")."""
+    end = preamble_end(first_chunks)
+    return end > 0 and sentence.line_end < end

@@ -570,11 +570,12 @@ class Store:
             found.update((row[0], ChunkRecord(*row)) for row in rows)
         return found
 
-    def document_chunks(self, path: str) -> list[ChunkRecord]:
+    def document_chunks(self, path: str, *, first: int | None = None) -> list[ChunkRecord]:
+        """The chunks of the document at ``path`` in order; only its ``first`` ones if given."""
         rows = self._conn.execute(
             f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d ON d.id = c.document_id"
-            " WHERE d.path = ? ORDER BY c.ordinal",
-            (path,),
+            " WHERE d.path = ? ORDER BY c.ordinal LIMIT ?",
+            (path, -1 if first is None else first),
         )
         return [ChunkRecord(*row) for row in rows]
 

@@ -187,6 +187,131 @@ def test_units_embedded_for_one_question_are_not_embedded_again(tmp_path):
     assert embedder.embedded[before:] == ["Who deployed the passive seismometer?"]  # its units came from the cache
 
 
+def test_a_quantity_asked_in_one_unit_is_not_answered_by_another():
+    from edgellama.retrieve import Sentence, asked_unit, unit_missing, units_named
+
+    assert asked_unit("How many kilograms of samples did they bring back?") == "kilogram"
+    assert asked_unit("How far did they walk, in miles?") == "mile"
+    assert asked_unit("How many people watched?") is None
+    assert units_named("About 20 pounds of rocks, 5km away, 3 kg, in the cm") == {"pound", "kilometre", "kilogram"}
+    assert units_named("Every year the pounds of rock are weighed.") == set()  # a unit without a number
+    assert units_named("3,500 kcal a day") == {"calorie", "day"}
+
+    def units(*texts):
+        return [Sentence(0, t, 0.8 - i * 0.05, 1, 1) for i, t in enumerate(texts)]
+
+    asked = "How many kilograms of lunar samples did the crew bring back?"
+    assert unit_missing(question=asked, sentences=units("We have about 20 pounds of samples."), near=0.15) == "kilogram"
+    assert unit_missing(question=asked, sentences=units("We have 20 pounds (9 kg) of samples."), near=0.15) == ""
+    # no quantity of that kind at all: the quantity check's business, not this one's
+    assert unit_missing(question=asked, sentences=units("We have two boxes of samples."), near=0.15) == ""
+    assert unit_missing(question="How many calories a day are menus planned for?",
+                        sentences=units("Menus are planned for 3,500 kcal a day."), near=0.15) == ""
+
+
+APOLLO_HEADER = "\n".join([
+    "Apollo 11 Technical Air-to-Ground Voice Transcription (NASA Manned Spacecraft Center, July 1969)",
+    "",
+    "Apollo 11 crew: the commander of Apollo 11, the command module pilot and the lunar module pilot of",
+    "Apollo 11, as listed below, speak with the Capsule Communicator in Houston throughout this transcript.",
+    "",
+    "Each line is: GET timestamp, speaker, words spoken.",
+    "Speakers: CDR = Commander Neil Armstrong; CMP = Command Module Pilot Michael Collins; LMP = Lunar Module",
+    "Pilot Edwin Aldrin; CC = Capsule Communicator at Mission Control, Houston.",
+    "",
+]) + "\n"
+
+
+def test_the_text_before_a_transcripts_entries_is_no_passage_that_answers(tmp_path):
+    from edgellama.retrieve import preamble_end
+
+    store, embedder = _transcript_store(tmp_path, APOLLO_HEADER + TRANSCRIPT + SEISMOMETER)
+    with store:
+        chunks = store.document_chunks(str(tmp_path / "docs" / "a11.txt"))
+        assert preamble_end(chunks[:3]) == 11  # the first stamped entry, after the "(Tape 66/2, ...)" note
+        options = dict(store=store, embedder=embedder, min_relevance=0.3)
+        backup = ask(question="Who were the backup commander and the backup lunar module pilot?",
+                     generator=ScriptedGenerator("The backup commander was Neil Armstrong."), **options)
+        pilot = ask(question="Who was the command module pilot?", generator=ScriptedGenerator("Michael Collins"),
+                    **options)
+    assert (backup.kind, backup.text) == ("abstain", NOT_IN_DOCUMENTS) and "before the log's entries" in backup.reason
+    assert pilot.kind == "answer"  # a short answer the preamble holds word for word still stands
+
+
+def test_prose_with_labelled_lines_has_no_preamble(tmp_path):
+    from edgellama.retrieve import preamble_end
+
+    text = "STATION CARE\n\nPurpose\nThis chapter explains the checks.\n\n" + "\n".join(
+        ["Weekly: read the SWR meter.", "Monthly: walk the ridge.", "After every storm: check the guys."]) + (
+        "\n\n" + "A long paragraph of plain prose about the masts and their care. " * 3 + "\n") * 4
+    store, _ = _transcript_store(tmp_path, text)
+    with store:
+        assert preamble_end(store.document_chunks(str(tmp_path / "docs" / "a11.txt"))[:3]) == 0
+
+
+def test_a_measure_needs_a_unit_and_a_count_is_not_a_year():
+    from edgellama.retrieve import Sentence, fitting_quantities, measure_words, quantity_missing, quantity_unfit
+
+    assert measure_words("about 4 miles west, half a mile, 16 °C, nearly an inch deep") == {"4", "half", "a", "16", "an"}
+    assert measure_words("We'd like you to get two core tubes and the solar wind experiment.") == set()
+    assert fitting_quantities("How many soldiers defended the fort?", "In 1565, 500 soldiers") == {"500"}
+    assert fitting_quantities("How many soldiers defended the fort?", "In 1565, 5.3% of them") == set()
+    assert fitting_quantities("How many years did it last?", "From 1756 to 1763") == {"1756", "1763"}
+
+    def units(*texts):
+        return [Sentence(0, t, 0.8 - i * 0.05, 1, 1) for i, t in enumerate(texts)]
+
+    speed = "What speed of solar wind did the experiment measure?"
+    tubes = units("We'd like you to get two core tubes and the solar wind experiment.")
+    assert quantity_missing(question=speed, sentences=tubes, near=0.15)  # a count of things is no speed
+    assert not quantity_missing(question=speed, sentences=units("The solar wind blew at 400 km per second."), near=0.15)
+    soldiers = "How many soldiers defended Fort Caroline?"
+    years = units("Fort Caroline fell in 1565.", "The French built Fort Caroline in 1564.")
+    assert quantity_unfit(question=soldiers, answer="1565", sentences=years, near=0.15)
+    # a wrong span where the passage does name a count is the span scorer's to fix, not a refusal
+    assert not quantity_unfit(question=soldiers, answer="1565", sentences=units("In 1565 500 soldiers held it."), near=0.15)
+    assert not quantity_unfit(question=soldiers, answer="500 soldiers", sentences=years, near=0.15)
+    camera = units("Temperature of the camera is showing zero.")
+    # a bare number may answer a measure (the unit goes without saying); the check before the model
+    # still wants one near the best when the passage is not trusted (relevance under the band)
+    assert not quantity_unfit(question="What temperature was the camera showing?", answer="zero", sentences=camera,
+                              near=0.15)
+    assert quantity_missing(question="What temperature was the camera showing?", sentences=camera, near=0.15)
+
+
+def test_a_short_answer_of_the_wrong_kind_of_quantity_is_refused(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "fort.txt").write_text(
+        "Fort Caroline was a French colony on the St. Johns River, founded by René de Laudonnière in 1564.\n"
+        "The Spanish under Pedro Menéndez attacked Fort Caroline and took it in 1565.\n\n"
+        "The river flows north past the city before it turns east to the sea.\n")
+    embedder = BagOfWordsEmbedder()
+    store = Store.open(tmp_path / "s.db")
+    index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=300, chunk_overlap=30, max_file_bytes=10**6)
+    with store:
+        # relevance above min_relevance + QUANTITY_MARGIN: the check before the model trusts the passage
+        options = dict(store=store, embedder=embedder, min_relevance=0.1)
+        many = ask(question="How many soldiers defended Fort Caroline against the Spanish?",
+                   generator=ScriptedGenerator("1565"), **options)
+        when = ask(question="In which year did the Spanish take Fort Caroline?", generator=ScriptedGenerator("1565"),
+                   **options)
+    assert (many.kind, many.text) == ("abstain", NOT_IN_DOCUMENTS) and "not of that kind" in many.reason
+    assert when.kind == "answer" and when.text == "1565"  # the same span answers the question that asks for a year
+
+
+def test_a_measure_is_of_the_kind_asked():
+    from edgellama.retrieve import asks_for_measure, fitting_quantities, measure_words
+
+    assert [asks_for_measure(q) for q in ("How far is it?", "What was the speed?", "At what temperature?",
+                                          "How heavy is it?", "How many are there?")] == [
+        "length", "speed", "temperature", "mass", ""]
+    assert measure_words("four tanks of 5,000 litres", kind="length") == set()  # a volume is no distance
+    assert measure_words("30 km/h on the glacier", kind="speed") == {"30"}
+    assert fitting_quantities("How far behind the shed is the tank farm?", "four tanks of 5,000 litres") == set()
+    assert fitting_quantities("How far behind the shed is the tank farm?", "40 m behind it") == {"40"}
+
+
 def test_the_reply_to_the_best_entry_is_evidence_beside_it(tmp_path):
     text = "\n".join([
         *(f"04:12:{m:02d}:00 CC: Roger. Standing by for the crew status report number {m}." for m in range(10, 16)),
