@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from .vectors import VectorMatrix
 
-__all__ = ["ScoredChunk", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "is_record_chunk",
+__all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "is_record_chunk",
            "question_coverage", "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named",
            "unit_missing", "asks_for_measure", "measure_words", "fitting_quantities", "quantity_unfit",
            "preamble_end", "in_preamble"]
