@@ -115,12 +115,12 @@ COVERAGE_NEUTRAL = 0.46  # the share at which min_relevance applies to the best 
 # passage. Above the band the passage is trusted (xquad-dev's "How long did the fighting last in
 # Seven Years War?" finds "six years" a sentence away). docs/retrieval.md, "Quantity check".
 QUANTITY_MARGIN = 0.35
+QUANTITY_NEAR = 0.15
 # A chunk of a transcript or log holds ten-odd entries, and the question matches one of them: the
 # chunk's rank says less about its best entry than a paragraph's rank about its best sentence, so
 # the entries of two more chunks compete (Apollo 11 sets: the gold entry within the top 3 chunks for
 # 80% of questions, the top 5 for 85%; docs/retrieval.md, "s25: wider for transcripts").
 RECORD_CHUNKS_EXTRA = 2
-QUANTITY_NEAR = 0.15
 
 
 def _quote_refusal(decision: "Decision", picked: list[Sentence], found: list[ScoredChunk], store: Store) -> str:
@@ -131,8 +131,10 @@ def _quote_refusal(decision: "Decision", picked: list[Sentence], found: list[Sco
         return ""
     units = [picked[i] for i in decision.sentences if i < len(picked)]
     chunks = [found[u.chunk_index].chunk for u in units]
-    if all(c.ordinal < 3 for c in chunks) and all(
-            in_preamble(u, first_chunks=store.document_chunks(c.path, first=3)) for u, c in zip(units, chunks)):
+    if not all(c.ordinal < 3 for c in chunks):
+        return ""
+    firsts = {path: store.document_chunks(path, first=3) for path in {c.path for c in chunks}}  # read once a document
+    if all(in_preamble(u, first_chunks=firsts[c.path]) for u, c in zip(units, chunks)):
         return "the closest passage is the text before the log's entries (its title, its speakers), not what it records"
     return ""
 
@@ -784,7 +786,8 @@ def shape_answer(text: str, *, question: str, sentence: str, trim: bool = True) 
                 and words[a - 1][0].lower() not in STOPWORDS:
             a -= 1
     out = text[words[a][1]:words[b][2]]
-    if _YEAR_QUESTION.search(question_phrase(question)) and not re.search(r"\bwhen\b", question_phrase(question), re.I):
+    phrase = question_phrase(question)
+    if _YEAR_QUESTION.search(phrase) and not re.search(r"\bwhen\b", phrase, re.I):
         years = [w[0] for w in words[a:b + 1] if _YEAR.match(w[0])]
         if len(years) == 1 and b > a:
             out = years[0]

@@ -350,13 +350,19 @@ def fitting_quantities(question: str, text: str) -> set[str]:
     """The numbers of ``text`` of the kind ``question`` asks for, besides those it names: with a unit
     for a measure ("how far": "4 miles"), a count for "how many" (not a year such as "1565", not a
     share such as "5.3%"), any number for the other quantity questions."""
-    if asks_for_measure(question):
-        found = measure_words(text, kind=asks_for_measure(question))
+    kind = asks_for_measure(question)
+    if kind:
+        found = measure_words(text, kind=kind)
     elif _ASKS_COUNT.search(question):
         found = {t for t in quantity_words(re.sub(r"\d[\d.,]*\s?%", " ", text)) if not _YEAR.match(t)}
     else:
         found = quantity_words(text)
     return found - quantity_words(question)
+
+
+def _near_best(sentences: list[Sentence], near: float) -> list[Sentence]:
+    """The evidence units (best first) scoring within ``near`` of the best one."""
+    return [s for s in sentences if s.score >= sentences[0].score - near] if sentences else []
 
 
 def quantity_missing(*, question: str, sentences: list[Sentence], near: float) -> bool:
@@ -367,8 +373,7 @@ def quantity_missing(*, question: str, sentences: list[Sentence], near: float) -
     a count is not a year."""
     if not sentences or not asks_for_quantity(question):
         return False
-    top = sentences[0].score
-    return not any(fitting_quantities(question, s.said) for s in sentences if s.score >= top - near)
+    return not any(fitting_quantities(question, s.said) for s in _near_best(sentences, near))
 
 
 def _bare_number(text: str) -> set[str]:
@@ -388,8 +393,7 @@ def quantity_unfit(*, question: str, answer: str, sentences: list[Sentence], nea
     kind = asks_for_measure(question)
     if kind and _bare_number(answer) - quantity_words(question):
         return False  # "zero" for "what temperature was the camera showing?": the unit may go without saying
-    top = sentences[0].score
-    return not any(fitting_quantities(question, s.said) for s in sentences if s.score >= top - near)
+    return not any(fitting_quantities(question, s.said) for s in _near_best(sentences, near))
 
 
 # A quantity asked for in a unit ("how many kilograms") is not what the documents say when the
@@ -456,8 +460,7 @@ def unit_missing(*, question: str, sentences: list[Sentence], near: float) -> st
     if not unit or not sentences:
         return ""
     kind = _UNIT_KIND[unit]
-    top = sentences[0].score
-    given = set().union(*(units_named(s.said) for s in sentences if s.score >= top - near))
+    given = set().union(*(units_named(s.said) for s in _near_best(sentences, near)))
     others = {u for u in given if _UNIT_KIND.get(u) == kind and u != unit}
     return unit if others and unit not in given else ""
 
