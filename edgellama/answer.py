@@ -188,7 +188,7 @@ def ask(
                        query_vector=query_vector)
         pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
         picked = best_sentences(query=question, chunks=found[:pool], embedder=embedder,
-                                limit=evidence_sentences, query_vector=query_vector)
+                                limit=evidence_sentences, query_vector=query_vector, store=store)
         coverage = question_coverage(query=question, chunks=found[:evidence_chunks], total=len(matrix),
                                      counts=store.chunk_counts(content_words(question)))
     best = picked[0].score if picked else 0.0

@@ -19,7 +19,7 @@ import sqlite_utils
 from .errors import StoreError
 
 __all__ = ["Store", "probe", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SummaryRecord",
-           "Consistency", "SCHEMA_VERSION", "MIGRATIONS", "snapshot_database", "ChunkSpan"]
+           "Consistency", "SCHEMA_VERSION", "MIGRATIONS", "snapshot_database", "ChunkSpan", "UnitVectors"]
 
 # Each migration is a list of statements run in one transaction, recorded in schema_migrations.
 # Never edit a released migration: add the next number.
@@ -102,6 +102,25 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
             "CREATE INDEX summaries_path ON summaries(path)",
         ],
     ),
+    3: (
+        "unit_embeddings: the vectors of a log's or transcript's entries",
+        [
+            # One row per chunk of a log or transcript: the vectors of its evidence units (its
+            # entries, retrieve.chunk_units), in order, as float32 rows. Keyed like embeddings, by
+            # the chunk's text hash and the model, so they follow the chunk vectors: kept for an
+            # unchanged chunk, pruned with them, never read under another model. ``units_key`` is
+            # the hash of the unit texts the rows were embedded from: if the rules splitting a
+            # chunk into units change, a stale row is ignored, never misread.
+            """CREATE TABLE unit_embeddings (
+                text_hash TEXT NOT NULL,
+                model TEXT NOT NULL,
+                units_key TEXT NOT NULL,
+                dim INTEGER NOT NULL,
+                vectors BLOB NOT NULL,
+                PRIMARY KEY (text_hash, model)
+            )""",
+        ],
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 WAL_SIZE_LIMIT = 64 << 20
@@ -168,6 +187,15 @@ class ChunkSpan:
     char_start: int
     page: int | None
     line_map: str  # JSON list: the source line of each line of ``text``
+
+
+@dataclass(frozen=True)
+class UnitVectors:
+    """The stored vectors of one chunk's evidence units (a log's or transcript's entries)."""
+
+    units_key: str  # hash of the unit texts embedded (retrieve.ChunkUnits.key)
+    dim: int
+    vectors: bytes  # float32 rows, one per unit, in the chunk's order
 
 
 @dataclass(frozen=True)
@@ -417,8 +445,10 @@ class Store:
         vectors: dict[str, bytes],
         model: str,
         dim: int,
+        unit_vectors: dict[str, UnitVectors] | None = None,
     ) -> None:
-        """Write a document, its chunks and any new vectors in one transaction (all or nothing)."""
+        """Write a document, its chunks and any new vectors in one transaction (all or nothing).
+        ``unit_vectors``: new vectors of its chunks' evidence units, by chunk text hash."""
         with self.transaction():
             self._delete_documents([path])
             cur = self._conn.execute(
@@ -439,6 +469,10 @@ class Store:
             self._conn.executemany(
                 "INSERT OR IGNORE INTO embeddings (text_hash, model, dim, vector) VALUES (?, ?, ?, ?)",
                 [(h, model, dim, blob) for h, blob in vectors.items()],
+            )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO unit_embeddings (text_hash, model, units_key, dim, vectors) VALUES (?, ?, ?, ?, ?)",
+                [(h, model, u.units_key, u.dim, u.vectors) for h, u in (unit_vectors or {}).items()],
             )
 
     def record_skipped(self, *, path: str, size: int | None, mtime: float | None, reason: str,
@@ -492,10 +526,12 @@ class Store:
             return removed
 
     def delete_orphan_embeddings(self) -> int:
+        """Delete the chunk vectors (and their units' vectors) no chunk uses; the chunk vectors deleted."""
         with self.transaction():
             cur = self._conn.execute(
                 "DELETE FROM embeddings WHERE text_hash NOT IN (SELECT text_hash FROM chunks)"
             )
+            self._conn.execute("DELETE FROM unit_embeddings WHERE text_hash NOT IN (SELECT text_hash FROM chunks)")
             return cur.rowcount
 
     # -- embeddings -------------------------------------------------------------------------------
@@ -514,6 +550,35 @@ class Store:
             )
             have.update(row[0] for row in rows)
         return wanted - have
+
+    def missing_unit_vectors(self, units_keys: dict[str, str], *, model: str) -> set[str]:
+        """Of ``units_keys`` (chunk text hash -> the key of its units), the chunks with no stored unit
+        vectors of ``model`` for those very units."""
+        have: set[str] = set()
+        hashes = list(units_keys)
+        for i in range(0, len(hashes), 500):
+            part = hashes[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._conn.execute(
+                f"SELECT text_hash, units_key FROM unit_embeddings WHERE model = ? AND text_hash IN ({marks})",
+                (model, *part))
+            have.update(h for h, key in rows if units_keys[h] == key)
+        return set(hashes) - have
+
+    def unit_vectors(self, chunk_ids: Iterable[int], *, model: str) -> dict[int, UnitVectors]:
+        """The stored unit vectors of ``model`` for these chunks (those that have some), by chunk id."""
+        ids = list(dict.fromkeys(chunk_ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))  # the candidate chunks of one question: a handful
+        rows = self._conn.execute(
+            "SELECT c.id, u.units_key, u.dim, u.vectors FROM chunks c JOIN unit_embeddings u"
+            f" ON u.text_hash = c.text_hash AND u.model = ? WHERE c.id IN ({marks})", (model, *ids))
+        return {row[0]: UnitVectors(*row[1:]) for row in rows}
+
+    def unit_vector_count(self) -> int:
+        """Chunks with stored unit vectors (any model)."""
+        return self._conn.execute("SELECT count(*) FROM unit_embeddings").fetchone()[0]
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: the cue to reload cached vectors."""
