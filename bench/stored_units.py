@@ -65,7 +65,7 @@ def index_ab(*, models, settings, docs: Path, folder: Path, rounds: int) -> Path
                 with models.open_store(create=True, db=db) as store:
                     stats = index_paths(store=store, embedder=embedder, paths=[docs],
                                         **IndexOptions.from_settings(settings).kwargs())
-                    rows = store.unit_vector_count()
+                    rows = store.stats().unit_vectors
             finally:
                 indexer.is_record_chunk = original
                 if bulk_texts is not None:

@@ -52,7 +52,9 @@ def status_lines(report: dict, *, errors: bool) -> list[str]:
     out = [
         f"database     {report['db']} ({report['db_bytes'] / 1e6:.1f} MB, schema {report['schema_version']})",
         f"documents    {report['documents']} indexed, {report['skipped']} skipped",
-        f"chunks       {report['chunks']} ({report['embeddings']} embeddings)",
+        f"chunks       {report['chunks']} ({report['embeddings']} embeddings"
+        + (f"; {report['unit_vectors']} log or transcript chunks with their entries' vectors)" if report.get("unit_vectors")
+           else ")"),
         f"model        {report['model']}",
         f"embedder     {report['embed_model']}",
     ]

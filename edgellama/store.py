@@ -240,6 +240,7 @@ class StoreStats:
     embeddings: int
     db_bytes: int
     schema_version: int
+    unit_vectors: int = 0  # chunks of logs and transcripts with their entries' vectors stored
 
 
 _DOC_COLUMNS = "id, path, content_hash, size, mtime, format, title, status, error"
@@ -576,10 +577,6 @@ class Store:
             f" ON u.text_hash = c.text_hash AND u.model = ? WHERE c.id IN ({marks})", (model, *ids))
         return {row[0]: UnitVectors(*row[1:]) for row in rows}
 
-    def unit_vector_count(self) -> int:
-        """Chunks with stored unit vectors (any model)."""
-        return self._conn.execute("SELECT count(*) FROM unit_embeddings").fetchone()[0]
-
     def data_version(self) -> int:
         """Changes whenever another connection commits: the cue to reload cached vectors."""
         return self._conn.execute("PRAGMA data_version").fetchone()[0]
@@ -720,6 +717,7 @@ class Store:
             embeddings=one("SELECT count(*) FROM embeddings"),
             db_bytes=db_bytes,
             schema_version=self.schema_version(),
+            unit_vectors=one("SELECT count(*) FROM unit_embeddings") if self.db["unit_embeddings"].exists() else 0,
         )
 
     def skipped(self) -> list[tuple[str, str]]:

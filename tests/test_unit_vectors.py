@@ -16,6 +16,7 @@ from edgellama.indexer import index_paths
 from edgellama.retrieve import best_sentences, chunk_units, search, stored_unit_vectors
 from edgellama.store import SCHEMA_VERSION, Store
 
+from conftest import run_cli
 from fakes import BagOfWordsEmbedder, ScriptedGenerator
 
 # A transcript long enough for several chunks, each a block of entries.
@@ -70,6 +71,7 @@ def test_indexing_stores_the_entries_of_transcript_chunks_and_nothing_for_prose(
         distinct = {t for c in record_chunks for t in chunk_units(c.text).texts}
         assert stats.units_embedded == len(distinct)  # an entry two overlapping chunks share: embedded once
         assert unit_rows(store) and all(m == embedder.name for _, m, _, _ in unit_rows(store))
+        assert store.stats().unit_vectors == len({c.text_hash for c in record_chunks})
 
 
 def test_a_prose_folder_stores_no_unit_vectors_and_embeds_what_it_did_before(tmp_path):
@@ -207,3 +209,15 @@ def test_the_real_embedder_stores_transcript_entries_and_a_question_reads_them(t
         assert [s.text for s in picked] == [s.text for s in fresh]
         # Embedded in other batches (bfloat16 where the CPU has it): the same vectors within 1e-3.
         assert all(abs(a.score - b.score) < 2e-3 for a, b in zip(picked, fresh))
+
+
+@pytest.mark.models
+def test_status_counts_the_chunks_with_stored_entry_vectors(tmp_path, docs):
+    env = {"EDGELLAMA_DB": str(tmp_path / "cli.db")}
+    indexed = run_cli("index", str(docs), env=env)
+    assert indexed.returncode == 0, indexed.stderr
+    status = run_cli("status", env=env)
+    assert status.returncode == 0, status.stderr
+    with Store.open(tmp_path / "cli.db") as store:
+        count = store.stats().unit_vectors
+    assert count > 0 and f"; {count} log or transcript chunks with their entries' vectors)" in status.stdout
