@@ -688,9 +688,6 @@ class _Plan:
     units: dict[str, ChunkUnits]  # by chunk text hash
     unit_texts: list[str]  # the distinct texts of ``units``, embedded after the chunks
 
-    def texts(self, by_hash: dict[str, NewChunk]) -> list[str]:
-        return [embedding_input(by_hash[h]) for h in self.chunks] + self.unit_texts
-
 
 class _EmbedPipeline:
     """Embeds one batch on a helper thread while the caller writes the previous batch to the
@@ -727,12 +724,23 @@ class _EmbedPipeline:
                     from concurrent.futures import ThreadPoolExecutor
 
                     self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgellama-embed")
-                # Units and chunks in one call: the same embedder path (the bulk worker in a bulk run).
-                self._in_flight = (batch, plan, self._executor.submit(self.embedder.embed, plan.texts(by_hash)))
+                chunk_texts = [embedding_input(by_hash[h]) for h in plan.chunks]
+                self._in_flight = (batch, plan, self._executor.submit(self._embed, chunk_texts, plan.unit_texts))
         if done:
             self._write(*done)
         if plan is not None and not (plan.chunks or plan.unit_texts):
             _write_pending(self.store, self.embedder, batch, self.run, {}, {})
+
+    def _embed(self, chunk_texts: list[str], unit_texts: list[str]):
+        """The chunks, then their entries, in two calls to the embedder: the chunks go where they went
+        before entries were stored (``TieredEmbedder``: llama.cpp for a small run, the bulk worker for
+        a large one), so their vectors are the same; the entries go where their own number sends them.
+        In one call a small transcript folder's chunks moved to the worker (faster, but its vectors
+        differ in the last bits and 2 of 85 transcript answers changed: bench/RESULTS.md "s26")."""
+        import numpy as np
+
+        parts = [self.embedder.embed(texts) for texts in (chunk_texts, unit_texts) if texts]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def finish(self) -> None:
         done = self._wait()

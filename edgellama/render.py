@@ -151,7 +151,8 @@ def index_lines(stats) -> list[str]:
         f"{stats.unchanged} unchanged, {stats.removed} removed, {len(stats.skipped)} skipped"
         f"{f', {stats.vanished} deleted before they could be read' if stats.vanished else ''}"
         f"{f', {stats.ignored} of other types ignored' if stats.ignored else ''}; "
-        f"{stats.chunks_written} chunks written, {stats.chunks_embedded} embedded."
+        f"{stats.chunks_written} chunks written, {stats.chunks_embedded} embedded"
+        f"{f' (and {stats.units_embedded} log or transcript entries)' if stats.units_embedded else ''}."
     ] + [f"  skipped {show_path(skipped.path)}: {skipped.reason}" for skipped in stats.skipped] + [
         f"  unavailable {show_path(folder.path)}: {folder.reason}" for folder in stats.unavailable]
 

@@ -74,6 +74,32 @@ def test_indexing_stores_the_entries_of_transcript_chunks_and_nothing_for_prose(
         assert store.stats().unit_vectors == len({c.text_hash for c in record_chunks})
 
 
+class CallsEmbedder(BagOfWordsEmbedder):
+    """The fake embedder, each call's texts kept apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts):
+        self.calls.append(list(texts))
+        return super().embed(texts)
+
+
+def test_the_chunks_are_embedded_in_a_call_of_their_own_so_their_vectors_do_not_change(tmp_path, docs):
+    """A tiered embedder sends a call to llama.cpp or to its bulk worker by its size: were the entries
+    in the chunks' call, a small folder's chunks would move to the worker and their vectors change."""
+    from edgellama.indexer import embedding_input
+
+    embedder = CallsEmbedder()
+    with Store.open(tmp_path / "c.db") as store:
+        stats = index(store, embedder, docs)
+        chunks = [c for path in ("a11.txt", "pumps.md") for c in store.document_chunks(str(docs / path))]
+    assert len(embedder.calls) == 2
+    assert sorted(embedder.calls[0]) == sorted({embedding_input(c) for c in chunks})
+    assert len(embedder.calls[1]) == stats.units_embedded > 0
+
+
 def test_a_prose_folder_stores_no_unit_vectors_and_embeds_what_it_did_before(tmp_path):
     root = tmp_path / "prose"
     root.mkdir()
