@@ -435,6 +435,8 @@ def index_paths(
                 on_progress(IndexProgress(done=done, total=len(candidates), path=key))
         pipeline.submit(pending)
         pipeline.finish()
+        if not stopped:
+            run.units_embedded += _store_pending_units(store, embedder, should_stop=should_stop)
     finally:
         pipeline.close()
         if own_extractor is not None:
@@ -705,8 +707,7 @@ class _EmbedPipeline:
         model = self.embedder.name
         # Texts the batch before this one is bringing vectors for are written first: not again.
         missing = sorted(set(self.store.missing_embeddings(by_hash, model=model)) - set(before.chunks if before else ()))
-        units = {h: chunk_units(c.text) for h, c in by_hash.items() if is_record_chunk(c.text)}
-        units = {h: u for h, u in units.items() if u.texts}
+        units = _record_units({h: c.text for h, c in by_hash.items()})
         if units:
             wanted = (self.store.missing_unit_vectors({h: u.key for h, u in units.items()}, model=model)
                       - set(before.units if before else ()))
@@ -758,10 +759,7 @@ class _EmbedPipeline:
         first = len(plan.chunks)
         self.run.chunks_embedded += first
         self.run.units_embedded += len(plan.unit_texts)
-        row = {t: first + i for i, t in enumerate(plan.unit_texts)}
-        units = {h: UnitVectors(units_key=u.key, dim=int(matrix.shape[1]),
-                                vectors=matrix[[row[t] for t in u.texts]].astype("float32", copy=False).tobytes())
-                 for h, u in plan.units.items()}
+        units = _unit_rows(plan.units, plan.unit_texts, matrix, first=first)
         _write_pending(self.store, self.embedder, batch, self.run,
                        {h: matrix[i].tobytes() for i, h in enumerate(plan.chunks)}, units)
 
@@ -771,6 +769,39 @@ class _EmbedPipeline:
         release = getattr(self.embedder, "release", None)
         if release is not None:  # a bulk worker process (torch) goes when the run is done
             release()
+
+
+def _record_units(texts: dict[str, str]) -> dict[str, ChunkUnits]:
+    """The evidence units of the log and transcript chunks among ``texts`` (by text hash)."""
+    units = {h: chunk_units(t) for h, t in texts.items() if is_record_chunk(t)}
+    return {h: u for h, u in units.items() if u.texts}
+
+
+def _unit_rows(units: dict[str, ChunkUnits], unit_texts: list[str], matrix, *, first: int) -> dict[str, UnitVectors]:
+    """Each chunk's row of unit vectors, from ``matrix`` where ``unit_texts`` start at row ``first``."""
+    row = {t: first + i for i, t in enumerate(unit_texts)}
+    return {h: UnitVectors(units_key=u.key, dim=int(matrix.shape[1]),
+                           vectors=matrix[[row[t] for t in u.texts]].astype("float32", copy=False).tobytes())
+            for h, u in units.items()}
+
+
+def _store_pending_units(store: Store, embedder: Embedder, *, should_stop: Callable[[], bool] | None) -> int:
+    """The chunks of a database indexed before entries' vectors were stored (``store.pending_unit_chunks``)
+    are looked at once, a batch at a time, each batch one transaction: those of logs and transcripts
+    get their entries' vectors. Returns the entries embedded."""
+    embedded = 0
+    while not (should_stop is not None and should_stop()):
+        pending = store.pending_unit_chunks(limit=EMBED_BATCH)
+        if not pending:
+            break
+        units = _record_units({h: t for h, t in pending if t is not None})
+        wanted = store.missing_unit_vectors({h: u.key for h, u in units.items()}, model=embedder.name) if units else set()
+        units = {h: units[h] for h in sorted(wanted)}
+        texts = list(dict.fromkeys(t for u in units.values() for t in u.texts))
+        rows = _unit_rows(units, texts, embedder.embed(texts), first=0) if texts else {}
+        store.put_unit_vectors(rows, model=embedder.name, looked_at=[h for h, _ in pending])
+        embedded += len(texts)
+    return embedded
 
 
 def _write_pending(store: Store, embedder: Embedder, pending: list[_Pending], run: _Run,
@@ -842,6 +873,7 @@ def index_records(
                 on_progress(IndexProgress(done=done, total=len(records), path=record.key))
         pipeline.submit(list(pending))
         pipeline.finish()
+        run.units_embedded += _store_pending_units(store, embedder, should_stop=should_stop)
     finally:
         pipeline.close()
     store.delete_orphan_embeddings()

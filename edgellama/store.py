@@ -119,6 +119,10 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
                 vectors BLOB NOT NULL,
                 PRIMARY KEY (text_hash, model)
             )""",
+            # The chunks indexed before this migration: each is looked at once (indexer: a log's or
+            # transcript's gets its entries' vectors), since an unchanged file is never read again.
+            "CREATE TABLE unit_pending (text_hash TEXT PRIMARY KEY)",
+            "INSERT INTO unit_pending SELECT DISTINCT text_hash FROM chunks",
         ],
     ),
 }
@@ -565,6 +569,22 @@ class Store:
                 (model, *part))
             have.update(h for h, key in rows if units_keys[h] == key)
         return set(hashes) - have
+
+    def pending_unit_chunks(self, *, limit: int) -> list[tuple[str, str | None]]:
+        """Up to ``limit`` chunks indexed before unit vectors were stored (migration 3), not yet
+        looked at: (text hash, a chunk's text with it, or None when no chunk has it any more)."""
+        return self._conn.execute(
+            "SELECT p.text_hash, (SELECT c.text FROM chunks c WHERE c.text_hash = p.text_hash LIMIT 1)"
+            " FROM unit_pending p LIMIT ?", (limit,)).fetchall()
+
+    def put_unit_vectors(self, vectors: dict[str, UnitVectors], *, model: str, looked_at: Sequence[str]) -> None:
+        """Store unit vectors by chunk text hash and mark ``looked_at`` (pending chunks) done, in one
+        transaction."""
+        with self.transaction():
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO unit_embeddings (text_hash, model, units_key, dim, vectors) VALUES (?, ?, ?, ?, ?)",
+                [(h, model, u.units_key, u.dim, u.vectors) for h, u in vectors.items()])
+            self._conn.executemany("DELETE FROM unit_pending WHERE text_hash = ?", [(h,) for h in looked_at])
 
     def unit_vectors(self, chunk_ids: Iterable[int], *, model: str) -> dict[int, UnitVectors]:
         """The stored unit vectors of ``model`` for these chunks (those that have some), by chunk id."""

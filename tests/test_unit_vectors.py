@@ -175,35 +175,47 @@ def test_deleting_or_changing_a_document_removes_its_unit_vectors(tmp_path, docs
         assert store.integrity_problems() == []
 
 
-def test_a_database_at_the_previous_version_upgrades_and_answers_as_before(tmp_path, docs):
+def test_a_database_at_the_previous_version_upgrades_and_its_transcripts_get_their_vectors_once(tmp_path, docs):
     """A database indexed before stored unit vectors: it upgrades in place, its chunks and vectors
-    kept; its transcripts are answered with query-time embedding until they are indexed again."""
+    kept; a question embeds the entries at query time as before, until the next index run, which
+    stores them although no file changed (an unchanged file is never read again), and only once."""
     db = tmp_path / "old.db"
     embedder = BagOfWordsEmbedder()
     with Store.open(db) as store:
         index(store, embedder, docs)
-    # The previous schema, as an older EdgeLlama left it: no unit table, version 2 recorded.
+    # The previous schema, as an older EdgeLlama left it: migrations 1 and 2 only.
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("DROP TABLE unit_embeddings")
+    conn.execute("DROP TABLE unit_pending")
     conn.execute("DELETE FROM schema_migrations WHERE version > 2")
     chunks_before = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
     conn.close()
     assert SCHEMA_VERSION == 3
+    question = "What did the CDR say after Houston, Tranquility Base here?"
     with Store.open(db) as store:
         assert store.schema_version() == SCHEMA_VERSION and store.integrity_problems() == []
         assert store.stats().chunks == chunks_before and unit_rows(store) == []
         retrieve._UNIT_CACHES.pop(embedder, None)
         embedder.embedded.clear()
-        question = "What did the CDR say after Houston, Tranquility Base here?"
         found = search(store=store, embedder=embedder, query=question, k=5)
-        assert best_sentences(query=question, chunks=found, embedder=embedder, limit=3, store=store)
-        assert len(embedder.embedded) > 10  # no stored rows: embedded at query time, as before
-        # Changed since: indexed again, its entries are stored (the unchanged chunks keep their vectors).
-        (docs / "a11.txt").write_text(TRANSCRIPT + "04:06:47:00 CC: Stand by for T1.\n")
+        before = best_sentences(query=question, chunks=found, embedder=embedder, limit=3, store=store)
+        assert len(embedder.embedded) > 10  # no stored rows yet: embedded at query time, as before
+
         embedder.embedded.clear()
         stats = index(store, embedder, docs)
-        assert stats.units_embedded > 10 and stats.chunks_embedded < stats.units_embedded
-        assert unit_rows(store)
+        assert (stats.unchanged, stats.chunks_embedded) == (2, 0) and stats.units_embedded > 10
+        assert len(embedder.embedded) == stats.units_embedded  # the entries only, once each
+        assert store.pending_unit_chunks(limit=10) == []
+        record_chunks = {c.text_hash for c in store.document_chunks(str(docs / "a11.txt")) if chunk_units(c.text).records}
+        assert {h for h, *_ in unit_rows(store)} == record_chunks
+        again = index(store, embedder, docs)
+        assert again.units_embedded == 0  # looked at once
+
+        retrieve._UNIT_CACHES.pop(embedder, None)
+        embedder.embedded.clear()
+        after = best_sentences(query=question, chunks=found, embedder=embedder, limit=3, store=store)
+        assert embedder.embedded == [question]
+        assert [s.text for s in after] == [s.text for s in before]
 
 
 @pytest.mark.models
