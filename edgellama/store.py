@@ -475,10 +475,7 @@ class Store:
                 "INSERT OR IGNORE INTO embeddings (text_hash, model, dim, vector) VALUES (?, ?, ?, ?)",
                 [(h, model, dim, blob) for h, blob in vectors.items()],
             )
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO unit_embeddings (text_hash, model, units_key, dim, vectors) VALUES (?, ?, ?, ?, ?)",
-                [(h, model, u.units_key, u.dim, u.vectors) for h, u in (unit_vectors or {}).items()],
-            )
+            self._put_unit_rows(unit_vectors or {}, model=model)
 
     def record_skipped(self, *, path: str, size: int | None, mtime: float | None, reason: str,
                        content_hash: str | None = None, format: str | None = None) -> None:
@@ -541,34 +538,22 @@ class Store:
 
     # -- embeddings -------------------------------------------------------------------------------
 
+    def _rows_in(self, sql: str, model: str, values: Sequence[str]) -> Iterator[tuple]:
+        """The rows of ``sql`` (a SELECT with ``model = ?`` and ``IN ({marks})``) for ``values``, 500 at a time."""
+        for i in range(0, len(values), 500):
+            part = values[i : i + 500]
+            yield from self._conn.execute(sql.format(marks=",".join("?" * len(part))), (model, *part))
+
     def missing_embeddings(self, text_hashes: Iterable[str], *, model: str) -> set[str]:
         wanted = set(text_hashes)
-        if not wanted:
-            return set()
-        have: set[str] = set()
-        hashes = list(wanted)
-        for i in range(0, len(hashes), 500):
-            part = hashes[i : i + 500]
-            marks = ",".join("?" * len(part))
-            rows = self._conn.execute(
-                f"SELECT text_hash FROM embeddings WHERE model = ? AND text_hash IN ({marks})", (model, *part)
-            )
-            have.update(row[0] for row in rows)
-        return wanted - have
+        sql = "SELECT text_hash FROM embeddings WHERE model = ? AND text_hash IN ({marks})"
+        return wanted - {row[0] for row in self._rows_in(sql, model, list(wanted))}
 
     def missing_unit_vectors(self, units_keys: dict[str, str], *, model: str) -> set[str]:
         """Of ``units_keys`` (chunk text hash -> the key of its units), the chunks with no stored unit
         vectors of ``model`` for those very units."""
-        have: set[str] = set()
-        hashes = list(units_keys)
-        for i in range(0, len(hashes), 500):
-            part = hashes[i : i + 500]
-            marks = ",".join("?" * len(part))
-            rows = self._conn.execute(
-                f"SELECT text_hash, units_key FROM unit_embeddings WHERE model = ? AND text_hash IN ({marks})",
-                (model, *part))
-            have.update(h for h, key in rows if units_keys[h] == key)
-        return set(hashes) - have
+        sql = "SELECT text_hash, units_key FROM unit_embeddings WHERE model = ? AND text_hash IN ({marks})"
+        return set(units_keys) - {h for h, key in self._rows_in(sql, model, list(units_keys)) if units_keys[h] == key}
 
     def pending_unit_chunks(self, *, limit: int) -> list[tuple[str, str | None]]:
         """Up to ``limit`` chunks indexed before unit vectors were stored (migration 3), not yet
@@ -581,10 +566,13 @@ class Store:
         """Store unit vectors by chunk text hash and mark ``looked_at`` (pending chunks) done, in one
         transaction."""
         with self.transaction():
-            self._conn.executemany(
-                "INSERT OR REPLACE INTO unit_embeddings (text_hash, model, units_key, dim, vectors) VALUES (?, ?, ?, ?, ?)",
-                [(h, model, u.units_key, u.dim, u.vectors) for h, u in vectors.items()])
+            self._put_unit_rows(vectors, model=model)
             self._conn.executemany("DELETE FROM unit_pending WHERE text_hash = ?", [(h,) for h in looked_at])
+
+    def _put_unit_rows(self, vectors: dict[str, UnitVectors], *, model: str) -> None:
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO unit_embeddings (text_hash, model, units_key, dim, vectors) VALUES (?, ?, ?, ?, ?)",
+            [(h, model, u.units_key, u.dim, u.vectors) for h, u in vectors.items()])
 
     def unit_vectors(self, chunk_ids: Iterable[int], *, model: str) -> dict[int, UnitVectors]:
         """The stored unit vectors of ``model`` for these chunks (those that have some), by chunk id."""
