@@ -283,7 +283,7 @@ def question_coverage(*, query: str, chunks: list[ScoredChunk], counts: dict[str
 _ASKS_QUANTITY = re.compile(
     r"\bhow (many|much|long|far|deep|old|often|fast|big|large|high|tall|wide|heavy)\b|"
     r"\bwhat (?:(?:is|was|are|were) the )?(percentage|percent|number|amount|speed|temperature|weight|distance|size|"
-    r"height|depth|altitude|velocity|year)\b|"
+    r"height|depth|altitude|velocity|year|cost|price|budget|salary)\b|"
     r"\b(which|what) (year|day)\b", re.I)
 # "may" and "march" are verbs too: not counted as a quantity.
 _QUANTITY_WORDS = (NUMBER_WORDS | WEEKDAYS | MONTHS | {"zero", "once"}) - {"may", "march"}
@@ -303,11 +303,44 @@ _MEASURE_UNITS = {"degree": "temperature", "degrees": "temperature", "°": "temp
 _MEASURE_JOINS = frozenset({"a", "an", "of", "and", "or", "to", "half"})  # "half a mile", "1 or 2 inches"
 
 
+# A sum of money ("how much did the bridge cost?", "what was the price") is given in a currency, and
+# "what year" by a year: "one season" is no cost, "30 kVA" no year (s26).
+_ASKS_MONEY = re.compile(
+    r"\bhow much (?:money\b|(?:\S+ ){0,8}?(?:cost|costs|pay|paid|earn|earned|spend|spent|charge|charged|worth)\b)|"
+    r"\bwhat (?:(?:is|was|are|were) the )?(?:\w+ )?(?:cost|price|budget|salary|fee)\b", re.I)
+_ASKS_YEAR = re.compile(r"\b(?:which|what) year\b", re.I)
+_CURRENCY = (r"(?:dollars?|euros?|pounds?|francs?|yen|cents?|rupees?|pesos?|marks|guineas?|shillings?|crowns?|"
+             r"usd|eur|gbp)")
+_MONEY = re.compile(r"[$£€¥]\s?(\d[\d,.]*)|\b(\d[\d,.]*|[a-z]+)\s?(?:(?:million|billion|thousand|hundred|m|bn)\s)?"
+                    + _CURRENCY + r"\b", re.I)
+_YEARS = re.compile(r"(?<![\d,.])(\d{3,4})s?(?![\d,.]?\d)|\b(\d{1,4})\s?(?:bc|bce|ad|ce)\b|\b(?:ad|ce)\s?(\d{1,4})\b",
+                    re.I)
+
+
 def asks_for_measure(question: str) -> str:
     """The kind of measure the question asks for ("how far": "length"; "speed", "mass",
-    "temperature"), or ""."""
+    "temperature", "money", "year"), or ""."""
+    if _ASKS_MONEY.search(question):
+        return "money"
+    if _ASKS_YEAR.search(question):
+        return "year"
     m = _ASKS_MEASURE.search(question)
     return _MEASURE_KIND[(m.group(1) or m.group(2)).lower()] if m else ""
+
+
+def money_words(text: str) -> set[str]:
+    """The numbers of ``text`` given as a sum of money ("$5 million", "20 dollars", "ten francs")."""
+    found = set()
+    for m in _MONEY.finditer(text):
+        number = (m.group(1) or m.group(2)).lower()
+        found |= quantity_words(number) if not number.isalpha() or number in _QUANTITY_WORDS else set()
+    return found
+
+
+def year_words(text: str) -> set[str]:
+    """The years of ``text``: "1886", "the 1980s", "500 BC", "AD 70" (not "6,140" or "30 kVA")."""
+    years = {next(g for g in m.groups() if g) for m in _YEARS.finditer(text)}
+    return {y for y in years if int(y) <= 2100}
 
 
 def _measure_kind(word: str) -> str:
@@ -351,7 +384,11 @@ def fitting_quantities(question: str, text: str) -> set[str]:
     for a measure ("how far": "4 miles"), a count for "how many" (not a year such as "1565", not a
     share such as "5.3%"), any number for the other quantity questions."""
     kind = asks_for_measure(question)
-    if kind:
+    if kind == "money":
+        found = money_words(text)
+    elif kind == "year":
+        found = year_words(text)
+    elif kind:
         found = measure_words(text, kind=kind)
     elif _ASKS_COUNT.search(question):
         found = {t for t in quantity_words(re.sub(r"\d[\d.,]*\s?%", " ", text)) if not _YEAR.match(t)}
@@ -391,7 +428,7 @@ def quantity_unfit(*, question: str, answer: str, sentences: list[Sentence], nea
     if not sentences or not asks_for_quantity(question) or fitting_quantities(question, answer):
         return False
     kind = asks_for_measure(question)
-    if kind and _bare_number(answer) - quantity_words(question):
+    if kind not in ("", "money", "year") and _bare_number(answer) - quantity_words(question):
         return False  # "zero" for "what temperature was the camera showing?": the unit may go without saying
     return not any(fitting_quantities(question, s.said) for s in _near_best(sentences, near))
 

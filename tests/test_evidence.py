@@ -312,6 +312,26 @@ def test_a_measure_is_of_the_kind_asked():
     assert fitting_quantities("How far behind the shed is the tank farm?", "40 m behind it") == {"40"}
 
 
+def test_a_sum_of_money_and_a_year_are_kinds_of_measure():
+    from edgellama.retrieve import Sentence, asks_for_measure, fitting_quantities, quantity_missing, quantity_unfit
+
+    assert [asks_for_measure(q) for q in ("How much money did his patents earn him?",
+                                          "How much did the construction of the new bridge cost?",
+                                          "What was the price of a ticket?", "In which year was the shed built?",
+                                          "How much fuel is left?")] == ["money", "money", "money", "year", ""]
+    assert fitting_quantities("How much did it cost?", "It cost $5 million, or 20 dollars a head, in 1998") == {"5", "20"}
+    assert fitting_quantities("How much money did his patents earn him?", "17 patents in one season") == set()
+    assert fitting_quantities("In which year was the shed built?", "In the 1980s, or 1991; 30 kVA, 6,140 hours") == {
+        "1980", "1991"}
+    assert fitting_quantities("What year did Rome fall?", "Rome fell in AD 476, Troy in 1180 BC") == {"476", "1180"}
+    units = [Sentence(0, "Both D-30 units rated 30 kVA stand in the Generator Shed.", 0.8, 1, 1)]
+    assert quantity_missing(question="In which year was the Generator Shed built?", sentences=units, near=0.15)
+    assert quantity_unfit(question="How much does the resupply convoy cost?", answer="one season",
+                          sentences=[Sentence(0, "The convoy runs once a season, in one season.", 0.8, 1, 1)], near=0.15)
+    assert not quantity_unfit(question="How much does the convoy cost?", answer="$40,000",
+                              sentences=[Sentence(0, "The convoy costs $40,000.", 0.8, 1, 1)], near=0.15)
+
+
 def test_the_reply_to_the_best_entry_is_evidence_beside_it(tmp_path):
     text = "\n".join([
         *(f"04:12:{m:02d}:00 CC: Roger. Standing by for the crew status report number {m}." for m in range(10, 16)),
