@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .vectors import VectorMatrix
 
 __all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "is_record_chunk",
-           "question_coverage", "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named",
+           "quoted_phrases", "question_coverage", "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named",
            "unit_missing", "asks_for_measure", "measure_words", "fitting_quantities", "quantity_unfit",
            "preamble_end", "in_preamble"]
 
@@ -121,8 +121,14 @@ def search(
         bm25_ranked = [cid for cid, _ in store.bm25(fts_query(query), limit=candidates) if cid in position]
         sims.update(matrix.similarity(qvec, [cid for cid in bm25_ranked if cid not in sims]))
 
+    # The chunks holding a phrase the question quotes, word for word: a third ranking in the fusion.
+    phrases = quoted_phrases(query) if mode in ("hybrid", "bm25") else []
+    phrase_ranked = [cid for cid, _ in store.bm25(" OR ".join(f'"{p}"' for p in phrases), limit=candidates)
+                     if cid in position] if phrases else []
+    sims.update(matrix.similarity(qvec, [cid for cid in phrase_ranked if cid not in sims]))
+
     fused: dict[int, float] = {}
-    for ranked, weight in zip((bm25_ranked, dense_ranked), weights):
+    for ranked, weight in zip((bm25_ranked, dense_ranked, phrase_ranked), (*weights, weights[0])):
         for rank, cid in enumerate(ranked, start=1):
             fused[cid] = fused.get(cid, 0.0) + weight / (rrf_k + rank)
     ranked = sorted(fused, key=lambda cid: (-fused[cid], -sims[cid]))
@@ -206,6 +212,21 @@ def _unit_vectors(embedder: Embedder, texts: list[str]) -> "np.ndarray":
     return np.stack([known[t] for t in texts])
 
 
+# A phrase the question quotes ("What did Armstrong say after \"Houston, Tranquility Base here\"?") is
+# the words the user remembers: a unit that holds it word for word comes first (s26).
+QUOTED_BONUS = 0.5
+_QUOTED = re.compile(r'"([^"]{4,})"|\u201c([^\u201d]{4,})\u201d')
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def quoted_phrases(question: str) -> list[str]:
+    """The phrases ``question`` quotes in double quotes, lower-cased, punctuation left out."""
+    return [p for p in (_plain(a or b) for a, b in _QUOTED.findall(question)) if p]
+
+
 def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder, limit: int,
                    query_vector: "np.ndarray | None" = None) -> list[Sentence]:
     """The ``limit`` sentences (``evidence_units``: in a transcript, entries) of ``chunks`` closest
@@ -213,7 +234,8 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
 
     A 135M model answers far better from a few sentences than from whole chunks (measured on our
     QA set: token F1 0.40 from the best 4 sentences of the top 3 chunks, 0.31 from the top chunk).
-    Score: cosine similarity plus 0.3 x the share of the query's content words in the sentence."""
+    Score: cosine similarity plus 0.3 x the share of the query's content words in the sentence, plus
+    ``QUOTED_BONUS`` when it holds a phrase the question quotes."""
     sentences: list[tuple[int, str, tuple[int, int]]] = []
     said_from: dict[str, int] = {}
     seen: set[str] = set()  # neighbouring chunks overlap: a sentence counts once
@@ -234,8 +256,10 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     vectors = _unit_vectors(embedder, [s for _, s, _ in sentences])
     sims = vectors @ query_vector
     words = content_words(query)
+    phrases = quoted_phrases(query)
     scored = [
-        Sentence(index, text, float(sims[i]) + 0.3 * (len(words & content_words(text)) / max(1, len(words))),
+        Sentence(index, text, float(sims[i]) + 0.3 * (len(words & content_words(text)) / max(1, len(words)))
+                 + (QUOTED_BONUS if phrases and any(p in _plain(text) for p in phrases) else 0.0),
                  lines[0], lines[1], said_from[text])
         for i, (index, text, lines) in enumerate(sentences)
     ]
