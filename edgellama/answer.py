@@ -13,7 +13,7 @@ from .embed import Embedder
 from .generate import Generator
 from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
-from .retrieve import (ScoredChunk, Sentence, best_sentences, in_preamble, is_record_chunk, quantity_missing,
+from .retrieve import (ScoredChunk, Sentence, best_sentences, is_record_chunk, preamble_end, quantity_missing,
                        quantity_unfit, question_coverage, search, unit_missing)
 from .store import Store
 from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
@@ -133,8 +133,8 @@ def _quote_refusal(decision: "Decision", picked: list[Sentence], found: list[Sco
     chunks = [found[u.chunk_index].chunk for u in units]
     if not all(c.ordinal < 3 for c in chunks):
         return ""
-    firsts = {path: store.document_chunks(path, first=3) for path in {c.path for c in chunks}}  # read once a document
-    if all(in_preamble(u, first_chunks=firsts[c.path]) for u, c in zip(units, chunks)):
+    ends = {path: preamble_end(store.document_chunks(path, first=3)) for path in {c.path for c in chunks}}  # once a document
+    if all(u.line_end < ends[c.path] for u, c in zip(units, chunks)) and all(ends.values()):
         return "the closest passage is the text before the log's entries (its title, its speakers), not what it records"
     return ""
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "is_record_chunk",
            "quoted_phrases", "question_coverage", "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named",
            "unit_missing", "asks_for_measure", "measure_words", "fitting_quantities", "quantity_unfit",
-           "preamble_end", "in_preamble"]
+           "preamble_end"]
 
 
 
@@ -516,12 +516,3 @@ def preamble_end(first_chunks: list[ChunkRecord]) -> int:
             log = sum(1 for line in lines[k:] if line.strip()) >= _PREAMBLE_LOG and _is_record_block(lines[k:])
             return chunk.source_lines(start, start + 1)[0] if k > 0 and log else 0
     return 0
-
-
-def in_preamble(sentence: Sentence, *, first_chunks: list[ChunkRecord]) -> bool:
-    """True when ``sentence`` stands in the text before a log's or transcript's first entries
-    (``preamble_end``; ``first_chunks``: its document's first chunks): that describes the document,
-    not what it records, so it is no passage answering a question about what happened ("Who was the
-    backup commander?" against "Speakers: CDR = Commander Neil Armstrong; ...")."""
-    end = preamble_end(first_chunks)
-    return end > 0 and sentence.line_end < end
