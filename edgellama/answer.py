@@ -14,7 +14,8 @@ from .generate import Generator
 from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
 from .retrieve import (ScoredChunk, Sentence, best_sentences, is_record_chunk, preamble_end, quantity_missing,
-                       quantity_unfit, question_coverage, search, unit_missing)
+                       quantity_unfit, question_coverage, search, speaker_names, speakers_named,
+                       unit_missing)
 from .store import Store
 from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
 
@@ -187,10 +188,12 @@ def ask(
         found = search(store=store, embedder=embedder, query=question, k=top_k, vectors=matrix,
                        query_vector=query_vector)
         pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
+        log = next((c.chunk for c in found if is_record_chunk(c.chunk.text)), None)  # the preamble may rank first
+        named = speakers_named(question, speaker_names(store.document_chunks(log.path, first=3))) if log else {}
         picked = best_sentences(query=question, chunks=found[:pool], embedder=embedder,
-                                limit=evidence_sentences, query_vector=query_vector)
+                                limit=evidence_sentences, query_vector=query_vector, speakers=named)
         coverage = question_coverage(query=question, chunks=found[:evidence_chunks], total=len(matrix),
-                                     counts=store.chunk_counts(content_words(question)))
+                                     counts=store.chunk_counts(content_words(question)), speakers=named)
     best = picked[0].score if picked else 0.0
     relevance = best + COVERAGE_WEIGHT * (coverage - COVERAGE_NEUTRAL)
     if not found or relevance < min_relevance:
