@@ -364,3 +364,47 @@ def test_the_entries_of_two_more_chunks_compete_in_a_transcript(tmp_path):
     assert outside, [(c.line_start, c.text) for c in answer.context]  # a transcript's pool is wider than one chunk
     from edgellama.retrieve import is_record_chunk
     assert is_record_chunk("\n".join(lines[:5])) and not is_record_chunk("The pump runs at night. It is quiet.")
+
+
+def test_a_phrase_the_question_quotes_finds_its_entry_first(tmp_path):
+    lines = [f"04:15:{m:02d}:00 CC: Armstrong, say after the tone {m}: Tranquility Base, Houston is here."
+             for m in range(40)]
+    lines[5] = "04:06:45:59 CDR (TRANQ): Houston, Tranquility Base here."
+    lines[6] = "04:06:46:04 CDR (TRANQ): The Eagle has landed."
+    store, embedder = _transcript_store(tmp_path, "\n".join(lines) + "\n")
+    question = 'What did Armstrong say after "Houston, Tranquility Base here"?'
+    with store:
+        found = search(store=store, embedder=embedder, query=question, k=3)
+        picked = best_sentences(query=question, chunks=found, embedder=embedder, limit=3)
+        plain = best_sentences(query=question.replace('"', ""), chunks=found, embedder=embedder, limit=3)
+    assert picked[0].said == "Houston, Tranquility Base here."
+    assert picked[1].said == "The Eagle has landed."  # its reply beside it
+    assert plain[0].said != "Houston, Tranquility Base here."  # without the quotes the words alone do not find it
+    from edgellama.retrieve import quoted_phrases
+    assert quoted_phrases('Who said \u201cOne small step\u201d? Or "go for landing"') == ["one small step", "go for landing"]
+
+
+def test_a_speaker_the_question_names_is_found_by_the_label_the_entries_give(tmp_path):
+    from edgellama.retrieve import speaker_names, speakers_named
+
+    preamble = ["Apollo 11 air-to-ground transcript", "",
+                "Each line is: GET time stamp, speaker, words spoken.",
+                "Speakers: CDR = Commander Neil Armstrong; CMP = Command Module Pilot Michael Collins; LMP = Lunar Module",
+                'Pilot Edwin "Buzz" Aldrin; CC = Capsule Communicator (CapCom) at Mission Control, Houston.', ""]
+    lines = [f"04:10:{m:02d}:00 CC: Roger. Readback number {m} of the landing site update." for m in range(40)]
+    lines[20] = "04:10:20:00 CMP (COLUMBIA): If you'll excuse me a minute, I'm going to have a cup of coffee."
+    lines[21] = "04:10:21:00 CC: Excuse me, Columbia, say again the cup count."
+    store, embedder = _transcript_store(tmp_path, "\n".join(preamble + lines) + "\n")
+    question = "What did Collins excuse himself to have?"
+    with store:
+        speakers = speaker_names(store.document_chunks(str(tmp_path / "docs" / "a11.txt"), first=3))
+        found = search(store=store, embedder=embedder, query=question, k=5)
+        named = speakers_named(question, speakers)
+        picked = best_sentences(query=question, chunks=found, embedder=embedder, limit=2, speakers=named)
+        unnamed = best_sentences(query=question, chunks=found, embedder=embedder, limit=2)
+    assert speakers["collins"] == "CMP" and speakers["aldrin"] == "LMP" and speakers["houston"] == "CC"
+    assert "pilot" not in speakers and "module" not in speakers  # in two descriptions: names neither
+    assert named == {"collins": "CMP"}
+    assert speakers_named("Collins said what?", speakers) == {}  # a question's first word is capitalized anyway
+    assert picked[0].said.endswith("a cup of coffee.")
+    assert not unnamed[0].said.endswith("a cup of coffee.")  # by its words alone CC's "Excuse me" comes first
