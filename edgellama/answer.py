@@ -13,8 +13,9 @@ from .embed import Embedder
 from .generate import Generator
 from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
-from .retrieve import (ScoredChunk, Sentence, best_sentences, in_preamble, is_record_chunk, quantity_missing,
-                       quantity_unfit, question_coverage, search, unit_missing)
+from .retrieve import (ScoredChunk, Sentence, best_sentences, is_record_chunk, preamble_end, quantity_missing,
+                       quantity_unfit, question_coverage, search, speaker_names, speakers_named,
+                       unit_missing)
 from .store import Store
 from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
 
@@ -133,8 +134,8 @@ def _quote_refusal(decision: "Decision", picked: list[Sentence], found: list[Sco
     chunks = [found[u.chunk_index].chunk for u in units]
     if not all(c.ordinal < 3 for c in chunks):
         return ""
-    firsts = {path: store.document_chunks(path, first=3) for path in {c.path for c in chunks}}  # read once a document
-    if all(in_preamble(u, first_chunks=firsts[c.path]) for u, c in zip(units, chunks)):
+    ends = {path: preamble_end(store.document_chunks(path, first=3)) for path in {c.path for c in chunks}}  # once a document
+    if all(u.line_end < ends[c.path] for u, c in zip(units, chunks)) and all(ends.values()):
         return "the closest passage is the text before the log's entries (its title, its speakers), not what it records"
     return ""
 
@@ -187,10 +188,12 @@ def ask(
         found = search(store=store, embedder=embedder, query=question, k=top_k, vectors=matrix,
                        query_vector=query_vector)
         pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
+        log = next((c.chunk for c in found if is_record_chunk(c.chunk.text)), None)  # the preamble may rank first
+        named = speakers_named(question, speaker_names(store.document_chunks(log.path, first=3))) if log else {}
         picked = best_sentences(query=question, chunks=found[:pool], embedder=embedder,
-                                limit=evidence_sentences, query_vector=query_vector, store=store)
+                                limit=evidence_sentences, query_vector=query_vector, speakers=named, store=store)
         coverage = question_coverage(query=question, chunks=found[:evidence_chunks], total=len(matrix),
-                                     counts=store.chunk_counts(content_words(question)))
+                                     counts=store.chunk_counts(content_words(question)), speakers=named)
     best = picked[0].score if picked else 0.0
     relevance = best + COVERAGE_WEIGHT * (coverage - COVERAGE_NEUTRAL)
     if not found or relevance < min_relevance:

@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "is_record_chunk",
            "ChunkUnits", "chunk_units", "stored_unit_vectors",
-           "question_coverage", "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named",
+           "quoted_phrases", "speaker_names", "speakers_named", "question_coverage", "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named",
            "unit_missing", "asks_for_measure", "measure_words", "fitting_quantities", "quantity_unfit",
-           "preamble_end", "in_preamble"]
+           "preamble_end"]
 
 
 
@@ -122,8 +122,14 @@ def search(
         bm25_ranked = [cid for cid, _ in store.bm25(fts_query(query), limit=candidates) if cid in position]
         sims.update(matrix.similarity(qvec, [cid for cid in bm25_ranked if cid not in sims]))
 
+    # The chunks holding a phrase the question quotes, word for word: a third ranking in the fusion.
+    phrases = quoted_phrases(query) if mode in ("hybrid", "bm25") else []
+    phrase_ranked = [cid for cid, _ in store.bm25(" OR ".join(f'"{p}"' for p in phrases), limit=candidates)
+                     if cid in position] if phrases else []
+    sims.update(matrix.similarity(qvec, [cid for cid in phrase_ranked if cid not in sims]))
+
     fused: dict[int, float] = {}
-    for ranked, weight in zip((bm25_ranked, dense_ranked), weights):
+    for ranked, weight in zip((bm25_ranked, dense_ranked, phrase_ranked), (*weights, weights[0])):
         for rank, cid in enumerate(ranked, start=1):
             fused[cid] = fused.get(cid, 0.0) + weight / (rrf_k + rank)
     ranked = sorted(fused, key=lambda cid: (-fused[cid], -sims[cid]))
@@ -250,15 +256,33 @@ def _unit_vectors(embedder: Embedder, texts: list[str]) -> "np.ndarray":
     return np.stack([known[t] for t in texts])
 
 
+# A phrase the question quotes ("What did Armstrong say after \"Houston, Tranquility Base here\"?") is
+# the words the user remembers: a unit that holds it word for word comes first (s26).
+QUOTED_BONUS = 0.5
+_QUOTED = re.compile(r'"([^"]{4,})"|\u201c([^\u201d]{4,})\u201d')
+
+
+def _plain(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def quoted_phrases(question: str) -> list[str]:
+    """The phrases ``question`` quotes in double quotes, lower-cased, punctuation left out."""
+    return [p for p in (_plain(a or b) for a, b in _QUOTED.findall(question)) if p]
+
+
 def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder, limit: int,
-                   query_vector: "np.ndarray | None" = None, store: Store | None = None) -> list[Sentence]:
+                   query_vector: "np.ndarray | None" = None, speakers: dict[str, str] | None = None,
+                   store: Store | None = None) -> list[Sentence]:
     """The ``limit`` sentences (``evidence_units``: in a transcript, entries) of ``chunks`` closest
     to ``query``, best first, each once. ``store``: where the units' vectors stored at index time
     are read (one query for ``chunks``); the others are embedded now.
 
     A 135M model answers far better from a few sentences than from whole chunks (measured on our
     QA set: token F1 0.40 from the best 4 sentences of the top 3 chunks, 0.31 from the top chunk).
-    Score: cosine similarity plus 0.3 x the share of the query's content words in the sentence."""
+    Score: cosine similarity plus 0.3 x the share of the query's content words in the sentence, plus
+    ``QUOTED_BONUS`` when it holds a phrase the question quotes. ``speakers``: the speakers the
+    question names (``speakers_named``), whose names an entry by them counts as holding."""
     import numpy as np
 
     sentences: list[tuple[int, str, tuple[int, int]]] = []
@@ -287,8 +311,11 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     vectors = np.stack([stored_rows[s] if s in stored_rows else embedded[s] for _, s, _ in sentences])
     sims = vectors @ query_vector
     words = content_words(query)
+    phrases = quoted_phrases(query)
     scored = [
-        Sentence(index, text, float(sims[i]) + 0.3 * (len(words & content_words(text)) / max(1, len(words))),
+        Sentence(index, text, float(sims[i]) + 0.3 * (len(words & (content_words(text) | _speaker_words(text, speakers or {})))
+                                                       / max(1, len(words)))
+                 + (QUOTED_BONUS if phrases and any(p in _plain(text) for p in phrases) else 0.0),
                  lines[0], lines[1], said_from[text])
         for i, (index, text, lines) in enumerate(sentences)
     ]
@@ -310,18 +337,20 @@ def _with_reply(best: list[Sentence], scored: list[Sentence]) -> list[Sentence]:
     return [best[0], reply, *rest][:len(best)]
 
 
-def question_coverage(*, query: str, chunks: list[ScoredChunk], counts: dict[str, int], total: int) -> float:
+def question_coverage(*, query: str, chunks: list[ScoredChunk], counts: dict[str, int], total: int,
+                      speakers: dict[str, str] | None = None) -> float:
     """The share of the question's content words found in ``chunks`` (text and heading), each word
     weighted by its rarity in the index (IDF from ``counts``: chunks holding it, of ``total``): a
     near-miss question usually names one rare thing the passages never mention ("splashdown",
     "Soviet", "quarantine"), while the words it shares with them are common ones. 1.0 when the
-    question has no content word."""
+    question has no content word. ``speakers``: as for ``best_sentences``."""
     import math
 
     words = {w for w in content_words(query) if len(w) > 1}
     if not words:
         return 1.0
-    found = {crude_stem(w) for c in chunks for w in content_words(f"{c.chunk.context} {c.chunk.text}")}
+    found = {crude_stem(w) for c in chunks
+             for w in content_words(f"{c.chunk.context} {c.chunk.text}") | _speaker_words(c.chunk.text, speakers or {})}
     weight = {w: math.log((total + 1) / (counts.get(w, 0) + 0.5)) for w in words}
     whole = sum(weight.values())
     if whole <= 0:
@@ -336,7 +365,7 @@ def question_coverage(*, query: str, chunks: list[ScoredChunk], counts: dict[str
 _ASKS_QUANTITY = re.compile(
     r"\bhow (many|much|long|far|deep|old|often|fast|big|large|high|tall|wide|heavy)\b|"
     r"\bwhat (?:(?:is|was|are|were) the )?(percentage|percent|number|amount|speed|temperature|weight|distance|size|"
-    r"height|depth|altitude|velocity|year)\b|"
+    r"height|depth|altitude|velocity|year|cost|price|budget|salary)\b|"
     r"\b(which|what) (year|day)\b", re.I)
 # "may" and "march" are verbs too: not counted as a quantity.
 _QUANTITY_WORDS = (NUMBER_WORDS | WEEKDAYS | MONTHS | {"zero", "once"}) - {"may", "march"}
@@ -356,11 +385,44 @@ _MEASURE_UNITS = {"degree": "temperature", "degrees": "temperature", "°": "temp
 _MEASURE_JOINS = frozenset({"a", "an", "of", "and", "or", "to", "half"})  # "half a mile", "1 or 2 inches"
 
 
+# A sum of money ("how much did the bridge cost?", "what was the price") is given in a currency, and
+# "what year" by a year: "one season" is no cost, "30 kVA" no year (s26).
+_ASKS_MONEY = re.compile(
+    r"\bhow much (?:money\b|(?:\S+ ){0,8}?(?:cost|costs|pay|paid|earn|earned|spend|spent|charge|charged|worth)\b)|"
+    r"\bwhat (?:(?:is|was|are|were) the )?(?:\w+ )?(?:cost|price|budget|salary|fee)\b", re.I)
+_ASKS_YEAR = re.compile(r"\b(?:which|what) year\b", re.I)
+_CURRENCY = (r"(?:dollars?|euros?|pounds?|francs?|yen|cents?|rupees?|pesos?|marks|guineas?|shillings?|crowns?|"
+             r"usd|eur|gbp)")
+_MONEY = re.compile(r"[$£€¥]\s?(\d[\d,.]*)|\b(\d[\d,.]*|[a-z]+)\s?(?:(?:million|billion|thousand|hundred|m|bn)\s)?"
+                    + _CURRENCY + r"\b", re.I)
+_YEARS = re.compile(r"(?<![\d,.])(\d{3,4})s?(?![\d,.]?\d)|\b(\d{1,4})\s?(?:bc|bce|ad|ce)\b|\b(?:ad|ce)\s?(\d{1,4})\b",
+                    re.I)
+
+
 def asks_for_measure(question: str) -> str:
     """The kind of measure the question asks for ("how far": "length"; "speed", "mass",
-    "temperature"), or ""."""
+    "temperature", "money", "year"), or ""."""
+    if _ASKS_MONEY.search(question):
+        return "money"
+    if _ASKS_YEAR.search(question):
+        return "year"
     m = _ASKS_MEASURE.search(question)
     return _MEASURE_KIND[(m.group(1) or m.group(2)).lower()] if m else ""
+
+
+def money_words(text: str) -> set[str]:
+    """The numbers of ``text`` given as a sum of money ("$5 million", "20 dollars", "ten francs")."""
+    found = set()
+    for m in _MONEY.finditer(text):
+        number = (m.group(1) or m.group(2)).lower()
+        found |= quantity_words(number) if not number.isalpha() or number in _QUANTITY_WORDS else set()
+    return found
+
+
+def year_words(text: str) -> set[str]:
+    """The years of ``text``: "1886", "the 1980s", "500 BC", "AD 70" (not "6,140" or "30 kVA")."""
+    years = {next(g for g in m.groups() if g) for m in _YEARS.finditer(text)}
+    return {y for y in years if int(y) <= 2100}
 
 
 def _measure_kind(word: str) -> str:
@@ -404,7 +466,11 @@ def fitting_quantities(question: str, text: str) -> set[str]:
     for a measure ("how far": "4 miles"), a count for "how many" (not a year such as "1565", not a
     share such as "5.3%"), any number for the other quantity questions."""
     kind = asks_for_measure(question)
-    if kind:
+    if kind == "money":
+        found = money_words(text)
+    elif kind == "year":
+        found = year_words(text)
+    elif kind:
         found = measure_words(text, kind=kind)
     elif _ASKS_COUNT.search(question):
         found = {t for t in quantity_words(re.sub(r"\d[\d.,]*\s?%", " ", text)) if not _YEAR.match(t)}
@@ -444,7 +510,7 @@ def quantity_unfit(*, question: str, answer: str, sentences: list[Sentence], nea
     if not sentences or not asks_for_quantity(question) or fitting_quantities(question, answer):
         return False
     kind = asks_for_measure(question)
-    if kind and _bare_number(answer) - quantity_words(question):
+    if kind not in ("", "money", "year") and _bare_number(answer) - quantity_words(question):
         return False  # "zero" for "what temperature was the camera showing?": the unit may go without saying
     return not any(fitting_quantities(question, s.said) for s in _near_best(sentences, near))
 
@@ -529,6 +595,45 @@ def _entries_follow(lines: list[str]) -> bool:
 _PREAMBLE_LOG = 10  # filled lines after a preamble, most of them entries: a log, not a few "Weekly:" rules
 
 
+# A transcript's preamble often keys its speakers' labels ("Speakers: CDR = Commander Neil Armstrong;
+# CMP = Command Module Pilot Michael Collins"): a question names the person ("What did Collins excuse
+# himself to have?"), the entries only the label ("CMP (COLUMBIA): ... I'm going to have a cup of
+# coffee"), so the name alone never meets them (s26).
+_SPEAKER_KEY = re.compile(r"\b([A-Z][A-Z0-9]{1,5})\s*=\s*(.+?)(?=;|\.\s|\s[A-Z][A-Z0-9]{1,5}\s*=|$)")
+
+
+def speaker_names(first_chunks: list[ChunkRecord]) -> dict[str, str]:
+    """The speakers a log's preamble keys (the text before ``preamble_end``), by the capitalized
+    words of each label's description, lower-cased ("collins": "CMP", "houston": "CC"); a word in two
+    descriptions ("pilot") names neither. ``first_chunks``: the document's first chunks, in order."""
+    end = preamble_end(first_chunks)
+    lines = []
+    for chunk in first_chunks if end else []:
+        start = 0
+        for line in chunk.text.split("\n"):
+            if chunk.source_lines(start, start + 1)[0] < end:
+                lines.append(line)
+            start += len(line) + 1
+    names: dict[str, set[str]] = {}
+    for label, described in _SPEAKER_KEY.findall(" ".join(lines)):
+        for word in re.findall(r"\b[A-Z][a-z]+[A-Za-z]*", described):
+            names.setdefault(word.lower(), set()).add(label)
+    return {word: next(iter(labels)) for word, labels in names.items() if len(labels) == 1}
+
+
+def speakers_named(question: str, speakers: dict[str, str]) -> dict[str, str]:
+    """The words of ``question`` that name a speaker of ``speakers`` (``speaker_names``), written
+    with a capital as a name is, not as its first word: {"collins": "CMP"}."""
+    words = re.findall(r"\b[A-Z][a-z]+[A-Za-z]*", question)[0 if question[:1].islower() else 1:] if speakers else []
+    return {w.lower(): speakers[w.lower()] for w in words if w.lower() in speakers}
+
+
+def _speaker_words(text: str, speakers: dict[str, str]) -> set[str]:
+    """The names of ``speakers`` whose label ``text`` (an entry, or a chunk) gives as a speaker's."""
+    labels = {m.group(1) for m in re.finditer(r"(?m)^\S+\s+([A-Z][A-Z0-9]{1,5})\b", text)}
+    return {w for w, label in speakers.items() if label in labels}
+
+
 def preamble_end(first_chunks: list[ChunkRecord]) -> int:
     """The line where a log's or transcript's entries begin, when text stands before them (a title,
     what its columns mean, its list of speakers); 0 when the document does not start that way.
@@ -545,12 +650,3 @@ def preamble_end(first_chunks: list[ChunkRecord]) -> int:
             log = sum(1 for line in lines[k:] if line.strip()) >= _PREAMBLE_LOG and _is_record_block(lines[k:])
             return chunk.source_lines(start, start + 1)[0] if k > 0 and log else 0
     return 0
-
-
-def in_preamble(sentence: Sentence, *, first_chunks: list[ChunkRecord]) -> bool:
-    """True when ``sentence`` stands in the text before a log's or transcript's first entries
-    (``preamble_end``; ``first_chunks``: its document's first chunks): that describes the document,
-    not what it records, so it is no passage answering a question about what happened ("Who was the
-    backup commander?" against "Speakers: CDR = Commander Neil Armstrong; ...")."""
-    end = preamble_end(first_chunks)
-    return end > 0 and sentence.line_end < end

@@ -312,6 +312,26 @@ def test_a_measure_is_of_the_kind_asked():
     assert fitting_quantities("How far behind the shed is the tank farm?", "40 m behind it") == {"40"}
 
 
+def test_a_sum_of_money_and_a_year_are_kinds_of_measure():
+    from edgellama.retrieve import Sentence, asks_for_measure, fitting_quantities, quantity_missing, quantity_unfit
+
+    assert [asks_for_measure(q) for q in ("How much money did his patents earn him?",
+                                          "How much did the construction of the new bridge cost?",
+                                          "What was the price of a ticket?", "In which year was the shed built?",
+                                          "How much fuel is left?")] == ["money", "money", "money", "year", ""]
+    assert fitting_quantities("How much did it cost?", "It cost $5 million, or 20 dollars a head, in 1998") == {"5", "20"}
+    assert fitting_quantities("How much money did his patents earn him?", "17 patents in one season") == set()
+    assert fitting_quantities("In which year was the shed built?", "In the 1980s, or 1991; 30 kVA, 6,140 hours") == {
+        "1980", "1991"}
+    assert fitting_quantities("What year did Rome fall?", "Rome fell in AD 476, Troy in 1180 BC") == {"476", "1180"}
+    units = [Sentence(0, "Both D-30 units rated 30 kVA stand in the Generator Shed.", 0.8, 1, 1)]
+    assert quantity_missing(question="In which year was the Generator Shed built?", sentences=units, near=0.15)
+    assert quantity_unfit(question="How much does the resupply convoy cost?", answer="one season",
+                          sentences=[Sentence(0, "The convoy runs once a season, in one season.", 0.8, 1, 1)], near=0.15)
+    assert not quantity_unfit(question="How much does the convoy cost?", answer="$40,000",
+                              sentences=[Sentence(0, "The convoy costs $40,000.", 0.8, 1, 1)], near=0.15)
+
+
 def test_the_reply_to_the_best_entry_is_evidence_beside_it(tmp_path):
     text = "\n".join([
         *(f"04:12:{m:02d}:00 CC: Roger. Standing by for the crew status report number {m}." for m in range(10, 16)),
@@ -344,3 +364,47 @@ def test_the_entries_of_two_more_chunks_compete_in_a_transcript(tmp_path):
     assert outside, [(c.line_start, c.text) for c in answer.context]  # a transcript's pool is wider than one chunk
     from edgellama.retrieve import is_record_chunk
     assert is_record_chunk("\n".join(lines[:5])) and not is_record_chunk("The pump runs at night. It is quiet.")
+
+
+def test_a_phrase_the_question_quotes_finds_its_entry_first(tmp_path):
+    lines = [f"04:15:{m:02d}:00 CC: Armstrong, say after the tone {m}: Tranquility Base, Houston is here."
+             for m in range(40)]
+    lines[5] = "04:06:45:59 CDR (TRANQ): Houston, Tranquility Base here."
+    lines[6] = "04:06:46:04 CDR (TRANQ): The Eagle has landed."
+    store, embedder = _transcript_store(tmp_path, "\n".join(lines) + "\n")
+    question = 'What did Armstrong say after "Houston, Tranquility Base here"?'
+    with store:
+        found = search(store=store, embedder=embedder, query=question, k=3)
+        picked = best_sentences(query=question, chunks=found, embedder=embedder, limit=3)
+        plain = best_sentences(query=question.replace('"', ""), chunks=found, embedder=embedder, limit=3)
+    assert picked[0].said == "Houston, Tranquility Base here."
+    assert picked[1].said == "The Eagle has landed."  # its reply beside it
+    assert plain[0].said != "Houston, Tranquility Base here."  # without the quotes the words alone do not find it
+    from edgellama.retrieve import quoted_phrases
+    assert quoted_phrases('Who said \u201cOne small step\u201d? Or "go for landing"') == ["one small step", "go for landing"]
+
+
+def test_a_speaker_the_question_names_is_found_by_the_label_the_entries_give(tmp_path):
+    from edgellama.retrieve import speaker_names, speakers_named
+
+    preamble = ["Apollo 11 air-to-ground transcript", "",
+                "Each line is: GET time stamp, speaker, words spoken.",
+                "Speakers: CDR = Commander Neil Armstrong; CMP = Command Module Pilot Michael Collins; LMP = Lunar Module",
+                'Pilot Edwin "Buzz" Aldrin; CC = Capsule Communicator (CapCom) at Mission Control, Houston.', ""]
+    lines = [f"04:10:{m:02d}:00 CC: Roger. Readback number {m} of the landing site update." for m in range(40)]
+    lines[20] = "04:10:20:00 CMP (COLUMBIA): If you'll excuse me a minute, I'm going to have a cup of coffee."
+    lines[21] = "04:10:21:00 CC: Excuse me, Columbia, say again the cup count."
+    store, embedder = _transcript_store(tmp_path, "\n".join(preamble + lines) + "\n")
+    question = "What did Collins excuse himself to have?"
+    with store:
+        speakers = speaker_names(store.document_chunks(str(tmp_path / "docs" / "a11.txt"), first=3))
+        found = search(store=store, embedder=embedder, query=question, k=5)
+        named = speakers_named(question, speakers)
+        picked = best_sentences(query=question, chunks=found, embedder=embedder, limit=2, speakers=named)
+        unnamed = best_sentences(query=question, chunks=found, embedder=embedder, limit=2)
+    assert speakers["collins"] == "CMP" and speakers["aldrin"] == "LMP" and speakers["houston"] == "CC"
+    assert "pilot" not in speakers and "module" not in speakers  # in two descriptions: names neither
+    assert named == {"collins": "CMP"}
+    assert speakers_named("Collins said what?", speakers) == {}  # a question's first word is capitalized anyway
+    assert picked[0].said.endswith("a cup of coffee.")
+    assert not unnamed[0].said.endswith("a cup of coffee.")  # by its words alone CC's "Excuse me" comes first
