@@ -5,10 +5,11 @@ the span pass to 64 rows do not pay on this CPU: bench/RESULTS.md "s25").
 Every stage is timed (wall and CPU) around the very functions ``ask`` calls, in one process, on the
 first N questions of each set, after one warm-up question:
 
-    PYTHONPATH=. python -m bench.ask_stages [--n 20] [--db-dir DIR] [--stored-units] [SET=QUESTIONS:DOCS ...]
+    PYTHONPATH=. python -m bench.ask_stages [--n 20] [--db-dir DIR] [SET=QUESTIONS:DOCS ...]
 
-``--stored-units`` first embeds every evidence unit of the index into ``retrieve``'s unit cache: what
-a question would cost if the units' vectors were stored at index time (bench/RESULTS.md "s25").
+Since s26 the index stores the vectors of a transcript's entries, so "embed" is the question's alone
+there; bench.stored_units sets that against query-time embedding (the ``--stored-units`` option this
+script had simulated it with the unit cache: bench/RESULTS.md "s25").
 
 Default sets: the transcript (bench/data/apollo11_qa.jsonl over ../shared/data/summarize-dev) and
 xquad-dev (../shared/data/xquad-dev; $EDGELLAMA_DEV_DATA). Indexes are kept in --db-dir (default a temporary folder).
@@ -84,36 +85,14 @@ def decode_rows(generator, prompt: str, rows=(1, 2, 4, 8, 16, 40, 63, 64)) -> di
     return out
 
 
-def stored_units(store, embedder, chunk_ids: list[int], retrieve) -> str:
-    """Put the vector of every evidence unit of ``chunk_ids`` in ``retrieve``'s unit cache, as
-    ``best_sentences`` would embed them; returns what it did and how long it took."""
-    from collections import OrderedDict
-
-    units: list[str] = []
-    for chunk in store.chunks(chunk_ids).values():
-        records = retrieve._is_record_block(chunk.text.split("\n"))
-        for start, end in retrieve.evidence_units(chunk.text, records=records):
-            unit = " ".join(chunk.text[start:end].split())
-            if len(unit) > 3:
-                units.append(unit)
-    units = list(dict.fromkeys(units))
-    started = time.perf_counter()
-    vectors = embedder.embed(units)
-    retrieve._UNIT_CACHE_SIZE = max(retrieve._UNIT_CACHE_SIZE, len(units))
-    cache = retrieve._UNIT_CACHES.setdefault(embedder, OrderedDict())
-    cache.update(zip(units, vectors))
-    return f"{len(units)} evidence units of {len(chunk_ids)} chunks embedded beforehand in {time.perf_counter() - started:.1f} s"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ask_stages", description=__doc__.split("\n\n")[0])
     parser.add_argument("sets", nargs="*", default=list(DEFAULT_SETS), metavar="NAME=QUESTIONS:DOCS")
     parser.add_argument("--n", type=int, default=20, help="questions of each set")
     parser.add_argument("--db-dir", type=Path, default=None)
-    parser.add_argument("--stored-units", action="store_true", help="embed every evidence unit before asking")
     args = parser.parse_args()
 
-    from edgellama import answer, retrieve
+    from edgellama import answer
     from edgellama.config import resolve_settings
     from edgellama.indexer import IndexOptions, index_paths
     from edgellama.resources import Models
@@ -138,9 +117,6 @@ def main() -> None:
                     index_paths(store=store, embedder=embedder, paths=[Path(docs)],
                                 **IndexOptions.from_settings(settings).kwargs())
                 vectors = load_vectors(store, model=embedder.name)
-                if args.stored_units:
-                    stored = stored_units(store, embedder, [int(i) for i in vectors.ids], retrieve)
-                    print(f"   {stored}")
                 items = [json.loads(line) for line in Path(questions).read_text().splitlines() if line.strip()][:args.n]
                 answer.ask(question="What is this about?", store=store, embedder=embedder, generator=generator,
                            vectors=vectors, **settings.ask_options)

@@ -191,7 +191,7 @@ def ask(
         log = next((c.chunk for c in found if is_record_chunk(c.chunk.text)), None)  # the preamble may rank first
         named = speakers_named(question, speaker_names(store.document_chunks(log.path, first=3))) if log else {}
         picked = best_sentences(query=question, chunks=found[:pool], embedder=embedder,
-                                limit=evidence_sentences, query_vector=query_vector, speakers=named)
+                                limit=evidence_sentences, query_vector=query_vector, speakers=named, store=store)
         coverage = question_coverage(query=question, chunks=found[:evidence_chunks], total=len(matrix),
                                      counts=store.chunk_counts(content_words(question)), speakers=named)
     best = picked[0].score if picked else 0.0

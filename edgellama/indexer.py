@@ -25,7 +25,8 @@ from .chunking import chunk_text
 from .embed import Embedder
 from .errors import ConfigError, EdgeLlamaError, SourceError
 from .sources import ExtractedText, IsolatedExtractor, extract, format_for
-from .store import NewChunk, Store
+from .retrieve import ChunkUnits, chunk_units, is_record_chunk
+from .store import NewChunk, Store, UnitVectors
 
 __all__ = ["index_paths", "index_records", "forget_folders", "TextRecord", "IndexStats", "IndexProgress",
            "SkippedFile", "chunks_for_document", "context_room", "EMBED_BATCH", "DEFAULT_MAX_EXTRACT_SECONDS",
@@ -62,6 +63,7 @@ class IndexStats:
     chunks_written: int = 0
     chunks_embedded: int = 0
     seconds: float = 0.0
+    units_embedded: int = 0  # evidence units of log and transcript chunks embedded and stored
     vanished: int = 0  # files deleted between the scan and the read
     # Folders that could not be read (missing, empty mount point, EIO, EACCES): their documents
     # are kept, never removed, until they can be read again.
@@ -91,6 +93,7 @@ class _Run:
     chunks_embedded: int = 0
     vanished: int = 0
     unavailable: list[SkippedFile] = field(default_factory=list)
+    units_embedded: int = 0
 
 
 def _hash(data: bytes | str) -> str:
@@ -432,6 +435,8 @@ def index_paths(
                 on_progress(IndexProgress(done=done, total=len(candidates), path=key))
         pipeline.submit(pending)
         pipeline.finish()
+        if not stopped:
+            run.units_embedded += _store_pending_units(store, embedder, should_stop=should_stop)
     finally:
         pipeline.close()
         if own_extractor is not None:
@@ -449,7 +454,7 @@ def index_paths(
         added=run.added, changed=run.changed, unchanged=run.unchanged, removed=run.removed,
         skipped=tuple(run.skipped), ignored=run.ignored, chunks_written=run.chunks_written,
         chunks_embedded=run.chunks_embedded, seconds=time.perf_counter() - started, vanished=run.vanished,
-        unavailable=tuple(run.unavailable),
+        unavailable=tuple(run.unavailable), units_embedded=run.units_embedded,
     )
 
 
@@ -674,6 +679,18 @@ def _prepare(store: Store, embedder: Embedder, path: Path, key: str, existing, r
                     extracted=extracted, chunks=chunks, is_new=existing is None or existing.status != "indexed")
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one batch asks of the embedder: its chunk texts without a vector, and the evidence
+    units (entries) of its log and transcript chunks without stored unit vectors, which ``ask``
+    would otherwise embed at query time (a fifth of a warm transcript question, docs/retrieval.md
+    "Stored evidence-unit vectors"). Prose chunks have none: their indexing is unchanged."""
+
+    chunks: list[str]  # text hashes, in the order embedded
+    units: dict[str, ChunkUnits]  # by chunk text hash
+    unit_texts: list[str]  # the distinct texts of ``units``, embedded after the chunks
+
+
 class _EmbedPipeline:
     """Embeds one batch on a helper thread while the caller writes the previous batch to the
     database and reads and chunks the next files, so extraction and SQLite hide behind the encoder
@@ -683,26 +700,48 @@ class _EmbedPipeline:
     def __init__(self, store: Store, embedder: Embedder, run: _Run):
         self.store, self.embedder, self.run = store, embedder, run
         self._executor = None
-        self._in_flight = None  # (batch, missing hashes, future of their vectors)
+        self._in_flight = None  # (batch, plan, future of its vectors)
+
+    def _plan(self, batch: list[_Pending], before: _Plan | None) -> tuple[_Plan, dict[str, NewChunk]]:
+        by_hash = {c.text_hash: c for p in batch for c in p.chunks}
+        model = self.embedder.name
+        # Texts the batch before this one is bringing vectors for are written first: not again.
+        missing = sorted(set(self.store.missing_embeddings(by_hash, model=model)) - set(before.chunks if before else ()))
+        units = _record_units({h: c.text for h, c in by_hash.items()})
+        if units:
+            wanted = (self.store.missing_unit_vectors({h: u.key for h, u in units.items()}, model=model)
+                      - set(before.units if before else ()))
+            units = {h: units[h] for h in sorted(wanted)}
+        unit_texts = list(dict.fromkeys(t for u in units.values() for t in u.texts))
+        return _Plan(missing, units, unit_texts), by_hash
 
     def submit(self, batch: list[_Pending]) -> None:
         done = self._wait()
+        plan = None
         if batch:
-            by_hash = {c.text_hash: c for p in batch for c in p.chunks}
-            # Texts the batch before this one is bringing vectors for are written first: not again.
-            missing = sorted(set(self.store.missing_embeddings(by_hash, model=self.embedder.name))
-                             - set(done[1] if done else ()))
-            if missing:
+            plan, by_hash = self._plan(batch, done[1] if done else None)
+            if plan.chunks or plan.unit_texts:
                 if self._executor is None:
                     from concurrent.futures import ThreadPoolExecutor
 
                     self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgellama-embed")
-                texts = [embedding_input(by_hash[h]) for h in missing]
-                self._in_flight = (batch, missing, self._executor.submit(self.embedder.embed, texts))
+                chunk_texts = [embedding_input(by_hash[h]) for h in plan.chunks]
+                self._in_flight = (batch, plan, self._executor.submit(self._embed, chunk_texts, plan.unit_texts))
         if done:
             self._write(*done)
-        if batch and not missing:
-            _write_pending(self.store, self.embedder, batch, self.run, {})
+        if plan is not None and not (plan.chunks or plan.unit_texts):
+            _write_pending(self.store, self.embedder, batch, self.run, {}, {})
+
+    def _embed(self, chunk_texts: list[str], unit_texts: list[str]):
+        """The chunks, then their entries, in two calls to the embedder: the chunks go where they went
+        before entries were stored (``TieredEmbedder``: llama.cpp for a small run, the bulk worker for
+        a large one), so their vectors are the same; the entries go where their own number sends them.
+        In one call a small transcript folder's chunks moved to the worker (faster, but its vectors
+        differ in the last bits and 2 of 85 transcript answers changed: bench/RESULTS.md "s26")."""
+        import numpy as np
+
+        parts = [self.embedder.embed(texts) for texts in (chunk_texts, unit_texts) if texts]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def finish(self) -> None:
         done = self._wait()
@@ -712,14 +751,17 @@ class _EmbedPipeline:
     def _wait(self):
         if self._in_flight is None:
             return None
-        batch, missing, future = self._in_flight
+        batch, plan, future = self._in_flight
         self._in_flight = None
-        return batch, missing, future.result()
+        return batch, plan, future.result()
 
-    def _write(self, batch: list[_Pending], missing: list[str], matrix) -> None:
-        self.run.chunks_embedded += len(missing)
+    def _write(self, batch: list[_Pending], plan: _Plan, matrix) -> None:
+        first = len(plan.chunks)
+        self.run.chunks_embedded += first
+        self.run.units_embedded += len(plan.unit_texts)
+        units = _unit_rows(plan.units, plan.unit_texts, matrix, first=first)
         _write_pending(self.store, self.embedder, batch, self.run,
-                       {h: matrix[i].tobytes() for i, h in enumerate(missing)})
+                       {h: matrix[i].tobytes() for i, h in enumerate(plan.chunks)}, units)
 
     def close(self) -> None:
         if self._executor is not None:
@@ -729,14 +771,48 @@ class _EmbedPipeline:
             release()
 
 
+def _record_units(texts: dict[str, str]) -> dict[str, ChunkUnits]:
+    """The evidence units of the log and transcript chunks among ``texts`` (by text hash)."""
+    units = {h: chunk_units(t) for h, t in texts.items() if is_record_chunk(t)}
+    return {h: u for h, u in units.items() if u.texts}
+
+
+def _unit_rows(units: dict[str, ChunkUnits], unit_texts: list[str], matrix, *, first: int) -> dict[str, UnitVectors]:
+    """Each chunk's row of unit vectors, from ``matrix`` where ``unit_texts`` start at row ``first``."""
+    row = {t: first + i for i, t in enumerate(unit_texts)}
+    return {h: UnitVectors(units_key=u.key, dim=int(matrix.shape[1]),
+                           vectors=matrix[[row[t] for t in u.texts]].astype("float32", copy=False).tobytes())
+            for h, u in units.items()}
+
+
+def _store_pending_units(store: Store, embedder: Embedder, *, should_stop: Callable[[], bool] | None) -> int:
+    """The chunks of a database indexed before entries' vectors were stored (``store.pending_unit_chunks``)
+    are looked at once, a batch at a time, each batch one transaction: those of logs and transcripts
+    get their entries' vectors. Returns the entries embedded."""
+    embedded = 0
+    while not (should_stop is not None and should_stop()):
+        pending = store.pending_unit_chunks(limit=EMBED_BATCH)
+        if not pending:
+            break
+        units = _record_units({h: t for h, t in pending if t is not None})
+        wanted = store.missing_unit_vectors({h: u.key for h, u in units.items()}, model=embedder.name) if units else set()
+        units = {h: units[h] for h in sorted(wanted)}
+        texts = list(dict.fromkeys(t for u in units.values() for t in u.texts))
+        rows = _unit_rows(units, texts, embedder.embed(texts), first=0) if texts else {}
+        store.put_unit_vectors(rows, model=embedder.name, looked_at=[h for h, _ in pending])
+        embedded += len(texts)
+    return embedded
+
+
 def _write_pending(store: Store, embedder: Embedder, pending: list[_Pending], run: _Run,
-                   vectors: dict[str, bytes]) -> None:
+                   vectors: dict[str, bytes], units: dict[str, UnitVectors]) -> None:
     for item in pending:
         store.replace_document(
             path=item.path, content_hash=item.content_hash, size=item.size, mtime=item.mtime,
             format=item.extracted.format, title=item.extracted.title, chunks=item.chunks,
             vectors={c.text_hash: vectors[c.text_hash] for c in item.chunks if c.text_hash in vectors},
             model=embedder.name, dim=embedder.dim,
+            unit_vectors={c.text_hash: units[c.text_hash] for c in item.chunks if c.text_hash in units},
         )
         run.chunks_written += len(item.chunks)
         if item.is_new:
@@ -797,9 +873,10 @@ def index_records(
                 on_progress(IndexProgress(done=done, total=len(records), path=record.key))
         pipeline.submit(list(pending))
         pipeline.finish()
+        run.units_embedded += _store_pending_units(store, embedder, should_stop=should_stop)
     finally:
         pipeline.close()
     store.delete_orphan_embeddings()
     return IndexStats(added=run.added, changed=run.changed, unchanged=run.unchanged,
                       chunks_written=run.chunks_written, chunks_embedded=run.chunks_embedded,
-                      seconds=time.perf_counter() - started)
+                      seconds=time.perf_counter() - started, units_embedded=run.units_embedded)

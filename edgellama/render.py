@@ -52,7 +52,9 @@ def status_lines(report: dict, *, errors: bool) -> list[str]:
     out = [
         f"database     {report['db']} ({report['db_bytes'] / 1e6:.1f} MB, schema {report['schema_version']})",
         f"documents    {report['documents']} indexed, {report['skipped']} skipped",
-        f"chunks       {report['chunks']} ({report['embeddings']} embeddings)",
+        f"chunks       {report['chunks']} ({report['embeddings']} embeddings"
+        + (f"; {report['unit_vectors']} log or transcript chunks with their entries' vectors)" if report.get("unit_vectors")
+           else ")"),
         f"model        {report['model']}",
         f"embedder     {report['embed_model']}",
     ]
@@ -149,7 +151,8 @@ def index_lines(stats) -> list[str]:
         f"{stats.unchanged} unchanged, {stats.removed} removed, {len(stats.skipped)} skipped"
         f"{f', {stats.vanished} deleted before they could be read' if stats.vanished else ''}"
         f"{f', {stats.ignored} of other types ignored' if stats.ignored else ''}; "
-        f"{stats.chunks_written} chunks written, {stats.chunks_embedded} embedded."
+        f"{stats.chunks_written} chunks written, {stats.chunks_embedded} embedded"
+        f"{f' (and {stats.units_embedded} log or transcript entries)' if stats.units_embedded else ''}."
     ] + [f"  skipped {show_path(skipped.path)}: {skipped.reason}" for skipped in stats.skipped] + [
         f"  unavailable {show_path(folder.path)}: {folder.reason}" for folder in stats.unavailable]
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from .config import SearchMode
 from .embed import Embedder
-from .store import ChunkRecord, Store
+from .store import ChunkRecord, Store, UnitVectors
 from .text import (MONTHS, NUMBER_WORDS, STOPWORDS, WEEKDAYS, content_words, crude_stem, entry_spans, is_note_line, record_prefix,
                    sentence_spans_within_lines)
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .vectors import VectorMatrix
 
 __all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_sentences", "evidence_units", "is_record_chunk",
+           "ChunkUnits", "chunk_units", "stored_unit_vectors",
            "quoted_phrases", "speaker_names", "speakers_named", "question_coverage", "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named",
            "unit_missing", "asks_for_measure", "measure_words", "fitting_quantities", "quantity_unfit",
            "preamble_end"]
@@ -180,10 +181,53 @@ def evidence_units(text: str, *, records: bool | None = None) -> list[tuple[int,
     return [(a, b) for a, b, note in entry_spans(lines, starts) if not note]
 
 
+@dataclass(frozen=True)
+class ChunkUnits:
+    """A chunk's evidence units as ``best_sentences`` scores them, and what is embedded of each."""
+
+    records: bool  # the chunk is a block of a log or transcript: its units are entries
+    spans: tuple[tuple[int, int], ...]  # (start, end) in the chunk's text
+    texts: tuple[str, ...]  # each unit's words, white space collapsed: what is embedded
+
+    @property
+    def key(self) -> str:
+        """The hash of the unit texts: stored with their vectors, so vectors stored under other
+        splitting rules are never misread as these units' (store.UnitVectors)."""
+        import hashlib
+
+        return hashlib.sha256("\n".join(self.texts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def chunk_units(text: str) -> ChunkUnits:
+    """The evidence units of a chunk's ``text`` (``evidence_units``), those of more than 3 characters."""
+    records = _is_record_block(text.split("\n"))
+    spans, texts = [], []
+    for start, end in evidence_units(text, records=records):
+        unit = " ".join(text[start:end].split())
+        if len(unit) > 3:
+            spans.append((start, end))
+            texts.append(unit)
+    return ChunkUnits(records, tuple(spans), tuple(texts))
+
+
+def stored_unit_vectors(units: ChunkUnits, stored: UnitVectors | None) -> "np.ndarray | None":
+    """The rows of ``stored`` as one float32 row per unit of ``units``, or None when they are not
+    these units' vectors (other units, another count)."""
+    import numpy as np
+
+    if stored is None or stored.units_key != units.key:
+        return None
+    rows = np.frombuffer(stored.vectors, dtype=np.float32)
+    if stored.dim <= 0 or rows.size != stored.dim * len(units.texts):
+        return None
+    return rows.reshape(len(units.texts), stored.dim)
+
+
 # Evidence units embedded lately, per embedder (a model object: the daemon's lives as long as it
 # does), by text: questions about one part of the documents meet the same chunks, and embedding
 # their units was a third of a warm transcript question (docs/retrieval.md, "Transcript latency").
-# At most 4096 units of 384 floats an embedder: 6 MiB.
+# Units whose vectors were stored at index time (a log's or transcript's entries) are read from the
+# store instead. At most 4096 units of 384 floats an embedder: 6 MiB.
 _UNIT_CACHES: "weakref.WeakKeyDictionary[object, OrderedDict[str, np.ndarray]]" = weakref.WeakKeyDictionary()
 _UNIT_CACHE_SIZE = 4096
 _UNIT_LOCK = threading.Lock()
@@ -228,34 +272,43 @@ def quoted_phrases(question: str) -> list[str]:
 
 
 def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder, limit: int,
-                   query_vector: "np.ndarray | None" = None, speakers: dict[str, str] | None = None
-                   ) -> list[Sentence]:
+                   query_vector: "np.ndarray | None" = None, speakers: dict[str, str] | None = None,
+                   store: Store | None = None) -> list[Sentence]:
     """The ``limit`` sentences (``evidence_units``: in a transcript, entries) of ``chunks`` closest
-    to ``query``, best first, each once.
+    to ``query``, best first, each once. ``store``: where the units' vectors stored at index time
+    are read (one query for ``chunks``); the others are embedded now.
 
     A 135M model answers far better from a few sentences than from whole chunks (measured on our
     QA set: token F1 0.40 from the best 4 sentences of the top 3 chunks, 0.31 from the top chunk).
     Score: cosine similarity plus 0.3 x the share of the query's content words in the sentence, plus
     ``QUOTED_BONUS`` when it holds a phrase the question quotes. ``speakers``: the speakers the
     question names (``speakers_named``), whose names an entry by them counts as holding."""
+    import numpy as np
+
     sentences: list[tuple[int, str, tuple[int, int]]] = []
     said_from: dict[str, int] = {}
+    stored_rows: dict[str, "np.ndarray"] = {}
+    stored = store.unit_vectors([c.chunk.id for c in chunks], model=embedder.name) if store is not None else {}
     seen: set[str] = set()  # neighbouring chunks overlap: a sentence counts once
     for index, found in enumerate(chunks):
         text = found.chunk.text
-        records = _is_record_block(text.split("\n"))
-        for start, end in evidence_units(text, records=records):
-            sentence = " ".join(text[start:end].split())
-            if len(sentence) > 3 and sentence not in seen:
+        units = chunk_units(text)
+        rows = stored_unit_vectors(units, stored.get(found.chunk.id))
+        for i, ((start, end), sentence) in enumerate(zip(units.spans, units.texts)):
+            if rows is not None:
+                stored_rows.setdefault(sentence, rows[i])
+            if sentence not in seen:
                 seen.add(sentence)
                 sentences.append((index, sentence, found.chunk.source_lines(start, end)))
-                prefix = record_prefix(sentence) if records else None
+                prefix = record_prefix(sentence) if units.records else None
                 said_from[sentence] = prefix[0] if prefix else 0
     if not sentences:
         return []
     if query_vector is None:
         query_vector = embedder.embed([query])[0]
-    vectors = _unit_vectors(embedder, [s for _, s, _ in sentences])
+    missing = [s for _, s, _ in sentences if s not in stored_rows]
+    embedded = dict(zip(missing, _unit_vectors(embedder, missing))) if missing else {}
+    vectors = np.stack([stored_rows[s] if s in stored_rows else embedded[s] for _, s, _ in sentences])
     sims = vectors @ query_vector
     words = content_words(query)
     phrases = quoted_phrases(query)

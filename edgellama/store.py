@@ -19,7 +19,7 @@ import sqlite_utils
 from .errors import StoreError
 
 __all__ = ["Store", "probe", "DocumentRecord", "ChunkRecord", "NewChunk", "StoreStats", "SummaryRecord",
-           "Consistency", "SCHEMA_VERSION", "MIGRATIONS", "snapshot_database", "ChunkSpan"]
+           "Consistency", "SCHEMA_VERSION", "MIGRATIONS", "snapshot_database", "ChunkSpan", "UnitVectors"]
 
 # Each migration is a list of statements run in one transaction, recorded in schema_migrations.
 # Never edit a released migration: add the next number.
@@ -102,6 +102,29 @@ MIGRATIONS: dict[int, tuple[str, list[str]]] = {
             "CREATE INDEX summaries_path ON summaries(path)",
         ],
     ),
+    3: (
+        "unit_embeddings: the vectors of a log's or transcript's entries",
+        [
+            # One row per chunk of a log or transcript: the vectors of its evidence units (its
+            # entries, retrieve.chunk_units), in order, as float32 rows. Keyed like embeddings, by
+            # the chunk's text hash and the model, so they follow the chunk vectors: kept for an
+            # unchanged chunk, pruned with them, never read under another model. ``units_key`` is
+            # the hash of the unit texts the rows were embedded from: if the rules splitting a
+            # chunk into units change, a stale row is ignored, never misread.
+            """CREATE TABLE unit_embeddings (
+                text_hash TEXT NOT NULL,
+                model TEXT NOT NULL,
+                units_key TEXT NOT NULL,
+                dim INTEGER NOT NULL,
+                vectors BLOB NOT NULL,
+                PRIMARY KEY (text_hash, model)
+            )""",
+            # The chunks indexed before this migration: each is looked at once (indexer: a log's or
+            # transcript's gets its entries' vectors), since an unchanged file is never read again.
+            "CREATE TABLE unit_pending (text_hash TEXT PRIMARY KEY)",
+            "INSERT INTO unit_pending SELECT DISTINCT text_hash FROM chunks",
+        ],
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 WAL_SIZE_LIMIT = 64 << 20
@@ -171,6 +194,15 @@ class ChunkSpan:
 
 
 @dataclass(frozen=True)
+class UnitVectors:
+    """The stored vectors of one chunk's evidence units (a log's or transcript's entries)."""
+
+    units_key: str  # hash of the unit texts embedded (retrieve.ChunkUnits.key)
+    dim: int
+    vectors: bytes  # float32 rows, one per unit, in the chunk's order
+
+
+@dataclass(frozen=True)
 class SummaryRecord:
     key: str
     level: str
@@ -212,6 +244,7 @@ class StoreStats:
     embeddings: int
     db_bytes: int
     schema_version: int
+    unit_vectors: int = 0  # chunks of logs and transcripts with their entries' vectors stored
 
 
 _DOC_COLUMNS = "id, path, content_hash, size, mtime, format, title, status, error"
@@ -417,8 +450,10 @@ class Store:
         vectors: dict[str, bytes],
         model: str,
         dim: int,
+        unit_vectors: dict[str, UnitVectors] | None = None,
     ) -> None:
-        """Write a document, its chunks and any new vectors in one transaction (all or nothing)."""
+        """Write a document, its chunks and any new vectors in one transaction (all or nothing).
+        ``unit_vectors``: new vectors of its chunks' evidence units, by chunk text hash."""
         with self.transaction():
             self._delete_documents([path])
             cur = self._conn.execute(
@@ -440,6 +475,7 @@ class Store:
                 "INSERT OR IGNORE INTO embeddings (text_hash, model, dim, vector) VALUES (?, ?, ?, ?)",
                 [(h, model, dim, blob) for h, blob in vectors.items()],
             )
+            self._put_unit_rows(unit_vectors or {}, model=model)
 
     def record_skipped(self, *, path: str, size: int | None, mtime: float | None, reason: str,
                        content_hash: str | None = None, format: str | None = None) -> None:
@@ -492,28 +528,62 @@ class Store:
             return removed
 
     def delete_orphan_embeddings(self) -> int:
+        """Delete the chunk vectors (and their units' vectors) no chunk uses; the chunk vectors deleted."""
         with self.transaction():
             cur = self._conn.execute(
                 "DELETE FROM embeddings WHERE text_hash NOT IN (SELECT text_hash FROM chunks)"
             )
+            self._conn.execute("DELETE FROM unit_embeddings WHERE text_hash NOT IN (SELECT text_hash FROM chunks)")
             return cur.rowcount
 
     # -- embeddings -------------------------------------------------------------------------------
 
+    def _rows_in(self, sql: str, model: str, values: Sequence[str]) -> Iterator[tuple]:
+        """The rows of ``sql`` (a SELECT with ``model = ?`` and ``IN ({marks})``) for ``values``, 500 at a time."""
+        for i in range(0, len(values), 500):
+            part = values[i : i + 500]
+            yield from self._conn.execute(sql.format(marks=",".join("?" * len(part))), (model, *part))
+
     def missing_embeddings(self, text_hashes: Iterable[str], *, model: str) -> set[str]:
         wanted = set(text_hashes)
-        if not wanted:
-            return set()
-        have: set[str] = set()
-        hashes = list(wanted)
-        for i in range(0, len(hashes), 500):
-            part = hashes[i : i + 500]
-            marks = ",".join("?" * len(part))
-            rows = self._conn.execute(
-                f"SELECT text_hash FROM embeddings WHERE model = ? AND text_hash IN ({marks})", (model, *part)
-            )
-            have.update(row[0] for row in rows)
-        return wanted - have
+        sql = "SELECT text_hash FROM embeddings WHERE model = ? AND text_hash IN ({marks})"
+        return wanted - {row[0] for row in self._rows_in(sql, model, list(wanted))}
+
+    def missing_unit_vectors(self, units_keys: dict[str, str], *, model: str) -> set[str]:
+        """Of ``units_keys`` (chunk text hash -> the key of its units), the chunks with no stored unit
+        vectors of ``model`` for those very units."""
+        sql = "SELECT text_hash, units_key FROM unit_embeddings WHERE model = ? AND text_hash IN ({marks})"
+        return set(units_keys) - {h for h, key in self._rows_in(sql, model, list(units_keys)) if units_keys[h] == key}
+
+    def pending_unit_chunks(self, *, limit: int) -> list[tuple[str, str | None]]:
+        """Up to ``limit`` chunks indexed before unit vectors were stored (migration 3), not yet
+        looked at: (text hash, a chunk's text with it, or None when no chunk has it any more)."""
+        return self._conn.execute(
+            "SELECT p.text_hash, (SELECT c.text FROM chunks c WHERE c.text_hash = p.text_hash LIMIT 1)"
+            " FROM unit_pending p LIMIT ?", (limit,)).fetchall()
+
+    def put_unit_vectors(self, vectors: dict[str, UnitVectors], *, model: str, looked_at: Sequence[str]) -> None:
+        """Store unit vectors by chunk text hash and mark ``looked_at`` (pending chunks) done, in one
+        transaction."""
+        with self.transaction():
+            self._put_unit_rows(vectors, model=model)
+            self._conn.executemany("DELETE FROM unit_pending WHERE text_hash = ?", [(h,) for h in looked_at])
+
+    def _put_unit_rows(self, vectors: dict[str, UnitVectors], *, model: str) -> None:
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO unit_embeddings (text_hash, model, units_key, dim, vectors) VALUES (?, ?, ?, ?, ?)",
+            [(h, model, u.units_key, u.dim, u.vectors) for h, u in vectors.items()])
+
+    def unit_vectors(self, chunk_ids: Iterable[int], *, model: str) -> dict[int, UnitVectors]:
+        """The stored unit vectors of ``model`` for these chunks (those that have some), by chunk id."""
+        ids = list(dict.fromkeys(chunk_ids))
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))  # the candidate chunks of one question: a handful
+        rows = self._conn.execute(
+            "SELECT c.id, u.units_key, u.dim, u.vectors FROM chunks c JOIN unit_embeddings u"
+            f" ON u.text_hash = c.text_hash AND u.model = ? WHERE c.id IN ({marks})", (model, *ids))
+        return {row[0]: UnitVectors(*row[1:]) for row in rows}
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: the cue to reload cached vectors."""
@@ -655,6 +725,7 @@ class Store:
             embeddings=one("SELECT count(*) FROM embeddings"),
             db_bytes=db_bytes,
             schema_version=self.schema_version(),
+            unit_vectors=one("SELECT count(*) FROM unit_embeddings") if self.db["unit_embeddings"].exists() else 0,
         )
 
     def skipped(self) -> list[tuple[str, str]]:

@@ -538,7 +538,7 @@ def summarize_topic(*, store: Store, topic: str, embedder, method: str = DEFAULT
     run = _begin(store, method, length, generator, input_tokens, scorer)
     yield Progress(0, 2, "retrieving")
     found = search(store=store, embedder=embedder, query=topic, k=top_k, vectors=vectors)
-    picked = best_sentences(query=topic, chunks=found, embedder=embedder, limit=60) if found else []
+    picked = best_sentences(query=topic, chunks=found, embedder=embedder, limit=60, store=store) if found else []
     relevant = [s for s in picked if s.score >= min_relevance]
     if not relevant:
         run.notes.append(f"nothing indexed is about {topic!r}" + (
