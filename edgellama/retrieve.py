@@ -313,7 +313,7 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     words = content_words(query)
     phrases = quoted_phrases(query)
     scored = [
-        Sentence(index, text, float(sims[i]) + 0.3 * (len(words & (content_words(text) | _speaker_words(text, speakers or {})))
+        Sentence(index, text, float(sims[i]) + 0.3 * (len(words & (content_words(text) | _speaker_words(text, speakers)))
                                                        / max(1, len(words)))
                  + (QUOTED_BONUS if phrases and any(p in _plain(text) for p in phrases) else 0.0),
                  lines[0], lines[1], said_from[text])
@@ -350,7 +350,7 @@ def question_coverage(*, query: str, chunks: list[ScoredChunk], counts: dict[str
     if not words:
         return 1.0
     found = {crude_stem(w) for c in chunks
-             for w in content_words(f"{c.chunk.context} {c.chunk.text}") | _speaker_words(c.chunk.text, speakers or {})}
+             for w in content_words(f"{c.chunk.context} {c.chunk.text}") | _speaker_words(c.chunk.text, speakers)}
     weight = {w: math.log((total + 1) / (counts.get(w, 0) + 0.5)) for w in words}
     whole = sum(weight.values())
     if whole <= 0:
@@ -607,13 +607,7 @@ def speaker_names(first_chunks: list[ChunkRecord]) -> dict[str, str]:
     words of each label's description, lower-cased ("collins": "CMP", "houston": "CC"); a word in two
     descriptions ("pilot") names neither. ``first_chunks``: the document's first chunks, in order."""
     end = preamble_end(first_chunks)
-    lines = []
-    for chunk in first_chunks if end else []:
-        start = 0
-        for line in chunk.text.split("\n"):
-            if chunk.source_lines(start, start + 1)[0] < end:
-                lines.append(line)
-            start += len(line) + 1
+    lines = [line for chunk, start, line in _chunk_lines(first_chunks) if end and chunk.source_lines(start, start + 1)[0] < end]
     names: dict[str, set[str]] = {}
     for label, described in _SPEAKER_KEY.findall(" ".join(lines)):
         for word in re.findall(r"\b[A-Z][a-z]+[A-Za-z]*", described):
@@ -628,22 +622,30 @@ def speakers_named(question: str, speakers: dict[str, str]) -> dict[str, str]:
     return {w.lower(): speakers[w.lower()] for w in words if w.lower() in speakers}
 
 
-def _speaker_words(text: str, speakers: dict[str, str]) -> set[str]:
+def _speaker_words(text: str, speakers: dict[str, str] | None) -> set[str]:
     """The names of ``speakers`` whose label ``text`` (an entry, or a chunk) gives as a speaker's."""
+    if not speakers:
+        return set()
     labels = {m.group(1) for m in re.finditer(r"(?m)^\S+\s+([A-Z][A-Z0-9]{1,5})\b", text)}
     return {w for w, label in speakers.items() if label in labels}
+
+
+def _chunk_lines(chunks: list[ChunkRecord]) -> list[tuple[ChunkRecord, int, str]]:
+    """(chunk, offset in its text, line) of every line of ``chunks``, in order."""
+    rows = []
+    for chunk in chunks:
+        start = 0
+        for line in chunk.text.split("\n"):
+            rows.append((chunk, start, line))
+            start += len(line) + 1
+    return rows
 
 
 def preamble_end(first_chunks: list[ChunkRecord]) -> int:
     """The line where a log's or transcript's entries begin, when text stands before them (a title,
     what its columns mean, its list of speakers); 0 when the document does not start that way.
     ``first_chunks``: the document's first chunks, in order (the preamble may fill the first)."""
-    rows: list[tuple[ChunkRecord, int, str]] = []  # (chunk, offset, line)
-    for chunk in first_chunks:
-        start = 0
-        for line in chunk.text.split("\n"):
-            rows.append((chunk, start, line))
-            start += len(line) + 1
+    rows = _chunk_lines(first_chunks)
     lines = [line for _, _, line in rows]
     for k, (chunk, start, _) in enumerate(rows):
         if _entries_follow(lines[k:]):
