@@ -15,7 +15,7 @@ from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
 from .retrieve import (ScoredChunk, Sentence, best_sentences, is_record_chunk, preamble_end, quantity_missing,
                        quantity_unfit, question_coverage, search, speaker_names, speakers_named,
-                       unit_missing)
+                       unit_missing, without_words)
 from .store import Store
 from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
 
@@ -190,6 +190,10 @@ def ask(
         pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
         log = next((c.chunk for c in found if is_record_chunk(c.chunk.text)), None)  # the preamble may rank first
         named = speakers_named(question, speaker_names(store.document_chunks(log.path, first=3))) if log else {}
+        if named:  # a speaker's name is in the preamble's list alone: the entries are searched by the other words
+            found = search(store=store, embedder=embedder, query=without_words(question, named), k=top_k,
+                           vectors=matrix, query_vector=query_vector)
+            pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
         picked = best_sentences(query=question, chunks=found[:pool], embedder=embedder,
                                 limit=evidence_sentences, query_vector=query_vector, speakers=named, store=store)
         coverage = question_coverage(query=question, chunks=found[:evidence_chunks], total=len(matrix),
