@@ -15,7 +15,7 @@ from .prompt import STOP, DroppedChunk, build_prompt
 from .render import cite
 from .retrieve import (ScoredChunk, Sentence, best_sentences, is_record_chunk, preamble_end, quantity_missing,
                        quantity_unfit, question_coverage, search, speaker_names, speakers_named,
-                       unit_missing)
+                       unit_missing, without_words)
 from .store import Store
 from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
 
@@ -190,6 +190,10 @@ def ask(
         pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
         log = next((c.chunk for c in found if is_record_chunk(c.chunk.text)), None)  # the preamble may rank first
         named = speakers_named(question, speaker_names(store.document_chunks(log.path, first=3))) if log else {}
+        if named:  # a speaker's name is in the preamble's list alone: the entries are searched by the other words
+            found = search(store=store, embedder=embedder, query=without_words(question, named), k=top_k,
+                           vectors=matrix, query_vector=query_vector)
+            pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
         picked = best_sentences(query=question, chunks=found[:pool], embedder=embedder,
                                 limit=evidence_sentences, query_vector=query_vector, speakers=named, store=store)
         coverage = question_coverage(query=question, chunks=found[:evidence_chunks], total=len(matrix),
@@ -601,7 +605,7 @@ def score_spans(*, question: str, sentences: list[tuple[str, float]], model_text
     head_stem = crude_stem(head) if head else ""
     question_words = content_words(question)
     question_stems = _stems(question_words)
-    model_norm = f" {normalize_answer(model_text)} " if model_text.strip() else ""
+    model_norm = f" {_as_figures(model_text)} " if model_text.strip() else ""
     rows: list[tuple[Span, int, list[float]]] = []
     for rank, (sentence, sentence_score) in enumerate(sentences):
         raw_words = _words(sentence)
@@ -630,8 +634,8 @@ def score_spans(*, question: str, sentences: list[tuple[str, float]], model_text
                 min(3.0, sum(1.0 / (1 + d) for d in distance)),
                 float(rank == 1), float(rank >= 2),
                 float(size == 1), float(size == 2), float(size == 3), float(size >= 4),
-                _token_f1(span.text, model_text) if model_norm else 0.0,
-                float(bool(model_norm) and f" {normalize_answer(span.text)} " in model_norm),
+                _token_f1(_as_figures(span.text), model_norm) if model_norm else 0.0,
+                float(bool(model_norm) and f" {_as_figures(span.text)} " in model_norm),
                 sentence_score,
                 float(previous in _PREPOSITIONS),
                 float(wants_year and year), float(wants_year and not year),
@@ -663,6 +667,20 @@ def score_spans(*, question: str, sentences: list[tuple[str, float]], model_text
     total = sum(math.exp(r - top) for r in raw)
     return sorted((ScoredSpan(span, rank, tuple(x), math.exp(r - top) / total) for (span, rank, x), r in zip(rows, raw)),
                   key=lambda s: -s.confidence)
+
+
+# The model writes figures where the text spells numbers out ("15 minutes" for "Fifteen minutes,
+# maybe?"): its answer and a span are compared with number words as figures, so the span it meant
+# gets its vote. What is shown stays the span, as written (docs/retrieval.md, "s27").
+_FIGURES = {word: str(n) for n, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())} | {word: str(10 * n) for n, word in enumerate(
+    "thirty forty fifty sixty seventy eighty ninety".split(), start=3)}
+
+
+def _as_figures(text: str) -> str:
+    """``text`` normalized (``normalize_answer``), its number words up to ninety as figures."""
+    return " ".join(_FIGURES.get(word, word) for word in normalize_answer(text).split())
 
 
 def _token_f1(prediction: str, gold: str) -> float:

@@ -61,3 +61,15 @@ def test_a_span_of_the_questions_own_words_is_never_the_answer():
                     min_span_confidence=0.0)
     assert picked.kind == "answer" and picked.text.lower() != "poland"  # ... never the answer
     assert "commune" in picked.text.lower()
+
+
+def test_the_models_figures_vote_for_the_span_that_spells_them_out():
+    question = "How long did the commander estimate until they would be ready?"
+    sentences = [("That is 02. And do you have a time estimate for us until you're ready?", 0.8),
+                 ("Fifteen minutes, maybe?", 0.7)]
+    spans = score_spans(question=question, sentences=sentences, model_text="15 minutes")
+    at = SPAN_FEATURES.index("in_model")
+    fifteen = next(s for s in spans if s.span.text == "Fifteen minutes")
+    assert fifteen.features[at] == 1.0  # "15 minutes" is the model's way of saying it
+    picked = decide(question=question, sentences=sentences, model_text="15 minutes", model_supported=False)
+    assert picked.kind == "answer" and picked.text == "Fifteen minutes"  # shown as the passage writes it

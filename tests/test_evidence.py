@@ -408,3 +408,42 @@ def test_a_speaker_the_question_names_is_found_by_the_label_the_entries_give(tmp
     assert speakers_named("Collins said what?", speakers) == {}  # a question's first word is capitalized anyway
     assert picked[0].said.endswith("a cup of coffee.")
     assert not unnamed[0].said.endswith("a cup of coffee.")  # by its words alone CC's "Excuse me" comes first
+
+
+def test_a_sentence_that_refers_back_is_read_with_the_one_before_it(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "exchange.md").write_text(
+        "# Markets\n\nThe Warsaw Stock Exchange was closed by the war in 1939. "
+        "It was re-established in April 1991. Trading volumes grew quickly afterwards. "
+        "Banks in Krakow opened branches. Stock prices in Gdansk were reported weekly.\n")
+    embedder = BagOfWordsEmbedder()
+    question = "When was the Warsaw stock exchange brought back?"
+    with Store.open(tmp_path / "t.db") as store:
+        index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=200, chunk_overlap=20,
+                    max_file_bytes=10**6)
+        found = search(store=store, embedder=embedder, query=question, k=3)
+        picked = best_sentences(query=question, chunks=found, embedder=embedder, limit=2)
+    assert [s.text for s in picked] == ["The Warsaw Stock Exchange was closed by the war in 1939.",
+                                        "It was re-established in April 1991."]  # "It" shares no word with the question
+
+
+def test_a_question_naming_speakers_searches_the_entries_without_their_names(tmp_path):
+    from edgellama.retrieve import without_words
+
+    preamble = ["Apollo 11 air-to-ground transcript", "",
+                "Each line is: GET time stamp, speaker, words spoken.",
+                "Speakers: CDR = Commander Neil Armstrong; CMP = Command Module Pilot Michael Collins; LMP = Lunar Module",
+                'Pilot Edwin "Buzz" Aldrin; CC = Capsule Communicator (CapCom) at Mission Control, Houston.', ""]
+    lines = [f"04:13:{m:02d}:00 CC: Roger. Copy the readback number {m} of the pad." for m in range(60)]
+    lines[40] = "04:13:40:00 CDR (EVA): Isn't that something! Magnificent sight out here."
+    lines[41] = "04:13:41:00 LMP (EVA): Magnificent desolation."
+    store, embedder = _transcript_store(tmp_path, "\n".join(preamble + lines) + "\n")
+    question = "What did Aldrin say right after Armstrong called it a magnificent sight?"
+    assert without_words(question, ["aldrin", "armstrong"]) == "What did   say right after   called it a magnificent sight?"
+    gen = ScriptedGenerator("Magnificent desolation")
+    with store:
+        by_all = search(store=store, embedder=embedder, query=question, k=1)
+        ask(question=question, store=store, embedder=embedder, generator=gen, top_k=1, min_relevance=0.0)
+    assert "Speakers:" in by_all[0].chunk.text and "Magnificent" not in by_all[0].chunk.text  # the names find the list
+    assert "Magnificent sight out here." in gen.prompts[0]  # without them, the exchange is found
