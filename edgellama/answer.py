@@ -194,11 +194,13 @@ def ask(
             found = search(store=store, embedder=embedder, query=without_words(question, named), k=top_k,
                            vectors=matrix, query_vector=query_vector)
             pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
+        counts = store.chunk_counts(content_words(question))
         picked = best_sentences(query=question, chunks=found[:pool], embedder=embedder,
-                                limit=evidence_sentences, query_vector=query_vector, speakers=named, store=store)
+                                limit=evidence_sentences, query_vector=query_vector, speakers=named, store=store,
+                                rarity=(counts, len(matrix)))
         coverage = question_coverage(query=question, chunks=found[:evidence_chunks], total=len(matrix),
-                                     counts=store.chunk_counts(content_words(question)), speakers=named)
-    best = picked[0].score if picked else 0.0
+                                     counts=counts, speakers=named)
+    best = max(s.score for s in picked) if picked else 0.0
     relevance = best + COVERAGE_WEIGHT * (coverage - COVERAGE_NEUTRAL)
     if not found or relevance < min_relevance:
         reason = ("nothing indexed" if not found else

@@ -273,7 +273,7 @@ def quoted_phrases(question: str) -> list[str]:
 
 def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder, limit: int,
                    query_vector: "np.ndarray | None" = None, speakers: dict[str, str] | None = None,
-                   store: Store | None = None) -> list[Sentence]:
+                   store: Store | None = None, rarity: tuple[dict[str, int], int] | None = None) -> list[Sentence]:
     """The ``limit`` sentences (``evidence_units``: in a transcript, entries) of ``chunks`` closest
     to ``query``, best first, each once. ``store``: where the units' vectors stored at index time
     are read (one query for ``chunks``); the others are embedded now.
@@ -282,7 +282,9 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     QA set: token F1 0.40 from the best 4 sentences of the top 3 chunks, 0.31 from the top chunk).
     Score: cosine similarity plus 0.3 x the share of the query's content words in the sentence, plus
     ``QUOTED_BONUS`` when it holds a phrase the question quotes; a prose sentence that refers back
-    (``_REFERS_BACK``) is read with the sentence before it. ``speakers``: the speakers the
+    (``_REFERS_BACK``) is read with the sentence before it. ``rarity``: (chunks holding each word of
+    the question, chunks in the index), which ranks a transcript's entries (``RARE_WORDS_WEIGHT``)
+    without changing their score. ``speakers``: the speakers the
     question names (``speakers_named``), whose names an entry by them counts as holding."""
     import numpy as np
 
@@ -327,8 +329,39 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
                 + (QUOTED_BONUS if phrases and any(p in _plain(text) for p in phrases) else 0.0))
 
     scored = [Sentence(index, text, score(text), lines[0], lines[1], said_from[text]) for index, text, lines in sentences]
-    best = sorted(scored, key=lambda s: -s.score)[:limit]
+    rare = _rarity_share(words, rarity) if rarity else {}
+
+    def rank(s: Sentence) -> float:  # a transcript entry: its score plus the rarity of the question's words it holds
+        if not rare or not s.said_from:
+            return s.score
+        held = content_words(s.text) | _speaker_words(s.text, speakers)
+        return s.score + RARE_WORDS_WEIGHT * sum(v for w, v in rare.items() if w in held)
+
+    best = sorted(scored, key=lambda s: -rank(s))[:limit]
     return _with_reply(best, scored) if best and best[0].said_from and limit > 1 else best
+
+
+# A transcript's entries are ranked by their score plus RARE_WORDS_WEIGHT x the share of the
+# question's words they hold, each word weighted by its rarity in the index (IDF): "What K factor
+# did Houston give Eagle?" wants "K factor coming at you: 90 00 00 15", not "Eagle, Houston" greetings
+# that echo the question's names. The score itself, which abstention reads, is unchanged: added to
+# it, the bonus gave near-misses passages (docs/retrieval.md, "Stop 27"). 0.3, the middle of the
+# range 0.2-0.4 that gave the same reads on both Apollo 11 sets.
+RARE_WORDS_WEIGHT = 0.3
+
+
+def _idf(words: set[str], counts: dict[str, int], total: int) -> dict[str, float]:
+    """Each word's rarity in the index: log((chunks + 1) / (chunks holding it + 0.5))."""
+    import math
+
+    return {w: math.log((total + 1) / (counts.get(w, 0) + 0.5)) for w in words}
+
+
+def _rarity_share(words: set[str], rarity: tuple[dict[str, int], int]) -> dict[str, float]:
+    """Each of ``words``' share of their summed IDF (``rarity``: chunks holding each, chunks in all)."""
+    idf = _idf(words, *rarity)
+    whole = sum(idf.values())
+    return {w: v / whole for w, v in idf.items()} if whole > 0 else {}
 
 
 # A prose sentence opening on a word that refers back ("It was re-established in April 1991", "His
@@ -359,14 +392,12 @@ def question_coverage(*, query: str, chunks: list[ScoredChunk], counts: dict[str
     near-miss question usually names one rare thing the passages never mention ("splashdown",
     "Soviet", "quarantine"), while the words it shares with them are common ones. 1.0 when the
     question has no content word. ``speakers``: as for ``best_sentences``."""
-    import math
-
     words = {w for w in content_words(query) if len(w) > 1}
     if not words:
         return 1.0
     found = {crude_stem(w) for c in chunks
              for w in content_words(f"{c.chunk.context} {c.chunk.text}") | _speaker_words(c.chunk.text, speakers)}
-    weight = {w: math.log((total + 1) / (counts.get(w, 0) + 0.5)) for w in words}
+    weight = _idf(words, counts, total)
     whole = sum(weight.values())
     if whole <= 0:
         return 1.0
@@ -495,8 +526,9 @@ def fitting_quantities(question: str, text: str) -> set[str]:
 
 
 def _near_best(sentences: list[Sentence], near: float) -> list[Sentence]:
-    """The evidence units (best first) scoring within ``near`` of the best one."""
-    return [s for s in sentences if s.score >= sentences[0].score - near] if sentences else []
+    """The evidence units scoring within ``near`` of the best one (not always the first: a
+    transcript's entries are ranked with the rarity of the words they hold)."""
+    return [s for s in sentences if s.score >= max(x.score for x in sentences) - near] if sentences else []
 
 
 def quantity_missing(*, question: str, sentences: list[Sentence], near: float) -> bool:

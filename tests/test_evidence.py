@@ -447,3 +447,22 @@ def test_a_question_naming_speakers_searches_the_entries_without_their_names(tmp
         ask(question=question, store=store, embedder=embedder, generator=gen, top_k=1, min_relevance=0.0)
     assert "Speakers:" in by_all[0].chunk.text and "Magnificent" not in by_all[0].chunk.text  # the names find the list
     assert "Magnificent sight out here." in gen.prompts[0]  # without them, the exchange is found
+
+
+def test_a_transcripts_entries_are_ranked_by_the_rare_words_they_hold(tmp_path):
+    from edgellama.text import content_words
+
+    lines = [f"04:{m // 60:02d}:{m % 60:02d}:00 CC: Eagle, Houston. Roger, we copy you, Eagle, number {m}." for m in range(150)]
+    lines[12] = "04:03:12:00 CC: Roger, Buzz. K factor coming at you: 90 00 00 15. Over."
+    store, embedder = _transcript_store(tmp_path, "\n".join(lines) + "\n")
+    question = "What K factor did Houston give Eagle?"
+    with store:
+        found = search(store=store, embedder=embedder, query=question, k=3)
+        rarity = (store.chunk_counts(content_words(question)), len(load_vectors(store, model=embedder.name)))
+        ranked = best_sentences(query=question, chunks=found, embedder=embedder, limit=60, rarity=rarity)
+        plain = best_sentences(query=question, chunks=found, embedder=embedder, limit=60)
+    at_plain = next(i for i, s in enumerate(plain) if "K factor" in s.said)
+    at_ranked = next(i for i, s in enumerate(ranked) if "K factor" in s.said)
+    assert at_plain >= 3  # the greetings echo the question's names
+    assert at_ranked < at_plain  # "factor" is in one chunk, "Eagle" and "Houston" in all of them
+    assert ranked[at_ranked].score == plain[at_plain].score  # ranked higher, scored the same: abstention reads the score
