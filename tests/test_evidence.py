@@ -384,17 +384,20 @@ def test_a_phrase_the_question_quotes_finds_its_entry_first(tmp_path):
     assert quoted_phrases('Who said \u201cOne small step\u201d? Or "go for landing"') == ["one small step", "go for landing"]
 
 
+# A transcript's preamble: its title, what a line holds, the key to its speakers' labels.
+PREAMBLE = ["Apollo 11 air-to-ground transcript", "",
+            "Each line is: GET time stamp, speaker, words spoken.",
+            "Speakers: CDR = Commander Neil Armstrong; CMP = Command Module Pilot Michael Collins; LMP = Lunar Module",
+            'Pilot Edwin "Buzz" Aldrin; CC = Capsule Communicator (CapCom) at Mission Control, Houston.', ""]
+
+
 def test_a_speaker_the_question_names_is_found_by_the_label_the_entries_give(tmp_path):
     from edgellama.retrieve import speaker_names, speakers_named
 
-    preamble = ["Apollo 11 air-to-ground transcript", "",
-                "Each line is: GET time stamp, speaker, words spoken.",
-                "Speakers: CDR = Commander Neil Armstrong; CMP = Command Module Pilot Michael Collins; LMP = Lunar Module",
-                'Pilot Edwin "Buzz" Aldrin; CC = Capsule Communicator (CapCom) at Mission Control, Houston.', ""]
     lines = [f"04:10:{m:02d}:00 CC: Roger. Readback number {m} of the landing site update." for m in range(40)]
     lines[20] = "04:10:20:00 CMP (COLUMBIA): If you'll excuse me a minute, I'm going to have a cup of coffee."
     lines[21] = "04:10:21:00 CC: Excuse me, Columbia, say again the cup count."
-    store, embedder = _transcript_store(tmp_path, "\n".join(preamble + lines) + "\n")
+    store, embedder = _transcript_store(tmp_path, "\n".join(PREAMBLE + lines) + "\n")
     question = "What did Collins excuse himself to have?"
     with store:
         speakers = speaker_names(store.document_chunks(str(tmp_path / "docs" / "a11.txt"), first=3))
@@ -431,14 +434,10 @@ def test_a_sentence_that_refers_back_is_read_with_the_one_before_it(tmp_path):
 def test_a_question_naming_speakers_searches_the_entries_without_their_names(tmp_path):
     from edgellama.retrieve import without_words
 
-    preamble = ["Apollo 11 air-to-ground transcript", "",
-                "Each line is: GET time stamp, speaker, words spoken.",
-                "Speakers: CDR = Commander Neil Armstrong; CMP = Command Module Pilot Michael Collins; LMP = Lunar Module",
-                'Pilot Edwin "Buzz" Aldrin; CC = Capsule Communicator (CapCom) at Mission Control, Houston.', ""]
     lines = [f"04:13:{m:02d}:00 CC: Roger. Copy the readback number {m} of the pad." for m in range(60)]
     lines[40] = "04:13:40:00 CDR (EVA): Isn't that something! Magnificent sight out here."
     lines[41] = "04:13:41:00 LMP (EVA): Magnificent desolation."
-    store, embedder = _transcript_store(tmp_path, "\n".join(preamble + lines) + "\n")
+    store, embedder = _transcript_store(tmp_path, "\n".join(PREAMBLE + lines) + "\n")
     question = "What did Aldrin say right after Armstrong called it a magnificent sight?"
     assert without_words(question, ["aldrin", "armstrong"]) == "What did   say right after   called it a magnificent sight?"
     gen = ScriptedGenerator("Magnificent desolation")
