@@ -197,7 +197,7 @@ def ask(
         counts = store.chunk_counts(content_words(question))
         picked = best_sentences(query=question, chunks=found[:pool], embedder=embedder,
                                 limit=evidence_sentences, query_vector=query_vector, speakers=named, store=store,
-                                rarity=(counts, len(matrix)))
+                                rarity=(counts, len(matrix)), read_back=True)
         coverage = question_coverage(query=question, chunks=found[:evidence_chunks], total=len(matrix),
                                      counts=counts, speakers=named)
     best = max(s.score for s in picked) if picked else 0.0

@@ -27,7 +27,7 @@ __all__ = ["ScoredChunk", "Sentence", "search", "scored_chunk_to_dict", "best_se
            "ChunkUnits", "chunk_units", "stored_unit_vectors",
            "quoted_phrases", "speaker_names", "speakers_named", "question_coverage", "asks_for_quantity", "quantity_words", "quantity_missing", "asked_unit", "units_named",
            "unit_missing", "asks_for_measure", "measure_words", "fitting_quantities", "quantity_unfit",
-           "preamble_end"]
+           "preamble_end", "without_words"]
 
 
 
@@ -273,7 +273,8 @@ def quoted_phrases(question: str) -> list[str]:
 
 def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder, limit: int,
                    query_vector: "np.ndarray | None" = None, speakers: dict[str, str] | None = None,
-                   store: Store | None = None, rarity: tuple[dict[str, int], int] | None = None) -> list[Sentence]:
+                   store: Store | None = None, rarity: tuple[dict[str, int], int] | None = None,
+                   read_back: bool = False) -> list[Sentence]:
     """The ``limit`` sentences (``evidence_units``: in a transcript, entries) of ``chunks`` closest
     to ``query``, best first, each once. ``store``: where the units' vectors stored at index time
     are read (one query for ``chunks``); the others are embedded now.
@@ -281,7 +282,8 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     A 135M model answers far better from a few sentences than from whole chunks (measured on our
     QA set: token F1 0.40 from the best 4 sentences of the top 3 chunks, 0.31 from the top chunk).
     Score: cosine similarity plus 0.3 x the share of the query's content words in the sentence, plus
-    ``QUOTED_BONUS`` when it holds a phrase the question quotes; a prose sentence that refers back
+    ``QUOTED_BONUS`` when it holds a phrase the question quotes; with ``read_back`` (an answer's
+    evidence, not a summary's sentences, which are shown alone), a prose sentence that refers back
     (``_REFERS_BACK``) is read with the sentence before it. ``rarity``: (chunks holding each word of
     the question, chunks in the index), which ranks a transcript's entries (``RARE_WORDS_WEIGHT``)
     without changing their score. ``speakers``: the speakers the
@@ -301,7 +303,7 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
         for i, ((start, end), sentence) in enumerate(zip(units.spans, units.texts)):
             if rows is not None:
                 stored_rows.setdefault(sentence, rows[i])
-            if i and not units.records and _REFERS_BACK.match(sentence):
+            if read_back and i and not units.records and _REFERS_BACK.match(sentence):
                 before.setdefault(sentence, units.texts[i - 1])
             if sentence not in seen:
                 seen.add(sentence)
@@ -368,6 +370,7 @@ def _rarity_share(words: set[str], rarity: tuple[dict[str, int], int]) -> dict[s
 # patents earned him ...") names its subject only in the sentence before: it is scored on the two
 # together (the better of its own cosine and the mean of both; the words of both). The gold answer
 # in the 4 evidence sentences: xquad-dev 90.0 -> 91.6%, corpus/ 81.9 -> 84.1% (docs/retrieval.md, "s27").
+# An answer's evidence only: a summary shows its sentences alone, where "It was ..." says nothing.
 _REFERS_BACK = re.compile(r"(?:it|he|she|they|this|these|those|its|his|her|their|such|as such|in this way)\b", re.I)
 
 

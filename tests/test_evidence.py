@@ -426,9 +426,11 @@ def test_a_sentence_that_refers_back_is_read_with_the_one_before_it(tmp_path):
         index_paths(store=store, embedder=embedder, paths=[docs], chunk_tokens=200, chunk_overlap=20,
                     max_file_bytes=10**6)
         found = search(store=store, embedder=embedder, query=question, k=3)
-        picked = best_sentences(query=question, chunks=found, embedder=embedder, limit=2)
+        picked = best_sentences(query=question, chunks=found, embedder=embedder, limit=2, read_back=True)
+        alone = best_sentences(query=question, chunks=found, embedder=embedder, limit=2)  # a summary's sentences
     assert [s.text for s in picked] == ["The Warsaw Stock Exchange was closed by the war in 1939.",
-                                        "It was re-established in April 1991."]  # "It" shares no word with the question
+                                        "It was re-established in April 1991."]
+    assert "It was re-established in April 1991." not in [s.text for s in alone]  # "It" shares no word with the question
 
 
 def test_a_question_naming_speakers_searches_the_entries_without_their_names(tmp_path):
