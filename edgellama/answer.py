@@ -187,13 +187,12 @@ def ask(
         query_vector = embedder.embed([question])[0]  # once, for the chunks and for their sentences
         found = search(store=store, embedder=embedder, query=question, k=top_k, vectors=matrix,
                        query_vector=query_vector)
-        pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
         log = next((c.chunk for c in found if is_record_chunk(c.chunk.text)), None)  # the preamble may rank first
         named = speakers_named(question, speaker_names(store.document_chunks(log.path, first=3))) if log else {}
         if named:  # a speaker's name is in the preamble's list alone: the entries are searched by the other words
             found = search(store=store, embedder=embedder, query=without_words(question, named), k=top_k,
                            vectors=matrix, query_vector=query_vector)
-            pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
+        pool = evidence_chunks + RECORD_CHUNKS_EXTRA if found and is_record_chunk(found[0].chunk.text) else evidence_chunks
         counts = store.chunk_counts(content_words(question))
         picked = best_sentences(query=question, chunks=found[:pool], embedder=embedder,
                                 limit=evidence_sentences, query_vector=query_vector, speakers=named, store=store,
@@ -673,7 +672,7 @@ def score_spans(*, question: str, sentences: list[tuple[str, float]], model_text
 
 # The model writes figures where the text spells numbers out ("15 minutes" for "Fifteen minutes,
 # maybe?"): its answer and a span are compared with number words as figures, so the span it meant
-# gets its vote. What is shown stays the span, as written (docs/retrieval.md, "s27").
+# gets its vote. What is shown stays the span, as written (docs/retrieval.md, "Stop 27").
 _FIGURES = {word: str(n) for n, word in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split())} | {word: str(10 * n) for n, word in enumerate(

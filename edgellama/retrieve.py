@@ -369,7 +369,7 @@ def _rarity_share(words: set[str], rarity: tuple[dict[str, int], int]) -> dict[s
 # A prose sentence opening on a word that refers back ("It was re-established in April 1991", "His
 # patents earned him ...") names its subject only in the sentence before: it is scored on the two
 # together (the better of its own cosine and the mean of both; the words of both). The gold answer
-# in the 4 evidence sentences: xquad-dev 90.0 -> 91.6%, corpus/ 81.9 -> 84.1% (docs/retrieval.md, "s27").
+# in the 4 evidence sentences: xquad-dev 90.0 -> 91.6%, corpus/ 81.9 -> 84.1% (docs/retrieval.md, "Stop 27").
 # An answer's evidence only: a summary shows its sentences alone, where "It was ..." says nothing.
 _REFERS_BACK = re.compile(r"(?:it|he|she|they|this|these|those|its|his|her|their|such|as such|in this way)\b", re.I)
 
@@ -677,7 +677,7 @@ def without_words(text: str, words: Iterable[str]) -> str:
     ("What did Aldrin say right after Armstrong called it a magnificent sight?") is searched by
     full text without their names, which only the preamble's list of speakers spells: with them
     that list ranked first and the entries holding "magnificent sight" fell out of the top 5
-    (docs/retrieval.md, "s27"). The question's vector keeps them."""
+    (docs/retrieval.md, "Stop 27"). The question's vector keeps them."""
     words = list(words)
     return re.sub(r"\b(?:%s)\b" % "|".join(map(re.escape, words)), " ", text, flags=re.I) if words else text
 
