@@ -16,7 +16,7 @@ from .render import cite
 from .retrieve import (ScoredChunk, Sentence, best_sentences, is_record_chunk, preamble_end, quantity_missing,
                        quantity_unfit, question_coverage, search, speaker_names, speakers_named,
                        unit_missing, without_words)
-from .store import Store
+from .store import ChunkRecord, Store
 from .text import MONTHS, NUMBER_WORDS, STOPWORDS, content_words, crude_stem, normalize_answer
 
 __all__ = ["Answer", "ask", "answer_to_dict", "NOT_IN_DOCUMENTS", "decide", "Decision", "score_spans",
@@ -124,17 +124,19 @@ QUANTITY_NEAR = 0.15
 RECORD_CHUNKS_EXTRA = 2
 
 
-def _quote_refusal(decision: "Decision", picked: list[Sentence], found: list[ScoredChunk], store: Store) -> str:
+def _quote_refusal(decision: "Decision", picked: list[Sentence], found: list[ScoredChunk],
+                   first_chunks: Callable[[str], list[ChunkRecord]]) -> str:
     """Why the passage ``decision`` would quote (no short answer verified) answers nothing, or "":
     all of it is the text before a log's entries (its title, its speakers), which describes the
-    document, not what it records (docs/retrieval.md, "s25")."""
+    document, not what it records (docs/retrieval.md, "s25"). ``first_chunks``: a document's first
+    chunks by path, as ``ask`` read them."""
     if decision.kind != "quote" or not decision.sentences or decision.sentences[0] >= len(picked):
         return ""
     units = [picked[i] for i in decision.sentences if i < len(picked)]
     chunks = [found[u.chunk_index].chunk for u in units]
     if not all(c.ordinal < 3 for c in chunks):
         return ""
-    ends = {path: preamble_end(store.document_chunks(path, first=3)) for path in {c.path for c in chunks}}  # once a document
+    ends = {path: preamble_end(first_chunks(path)) for path in {c.path for c in chunks}}
     if all(u.line_end < ends[c.path] for u, c in zip(units, chunks)) and all(ends.values()):
         return "the closest passage is the text before the log's entries (its title, its speakers), not what it records"
     return ""
@@ -182,13 +184,20 @@ def ask(
     from .vectors import load_vectors
 
     matrix = vectors if vectors is not None else load_vectors(store, model=embedder.name)
+    firsts: dict[str, list[ChunkRecord]] = {}  # a log's first chunks, read once a question (speakers, preamble)
+
+    def first_chunks(path: str) -> list[ChunkRecord]:
+        if path not in firsts:
+            firsts[path] = store.document_chunks(path, first=3)
+        return firsts[path]
+
     found, picked, coverage = [], [], 0.0
     if len(matrix):  # an empty index needs no embedder
         query_vector = embedder.embed([question])[0]  # once, for the chunks and for their sentences
         found = search(store=store, embedder=embedder, query=question, k=top_k, vectors=matrix,
                        query_vector=query_vector)
         log = next((c.chunk for c in found if is_record_chunk(c.chunk.text)), None)  # the preamble may rank first
-        named = speakers_named(question, speaker_names(store.document_chunks(log.path, first=3))) if log else {}
+        named = speakers_named(question, speaker_names(first_chunks(log.path))) if log else {}
         if named:  # a speaker's name is in the preamble's list alone: the entries are searched by the other words
             found = search(store=store, embedder=embedder, query=without_words(question, named), k=top_k,
                            vectors=matrix, query_vector=query_vector)
@@ -265,7 +274,7 @@ def ask(
         decision = Decision("answer", text, "model", (), "", 1.0, "")
     elif style != "completion":
         decision = Decision("quote", picked[0].text, "", (0,), "", 0.0, "no passage supports the model's answer")
-    refusal = _quote_refusal(decision, picked, found, store) or _answer_refusal(question, decision, picked)
+    refusal = _quote_refusal(decision, picked, found, first_chunks) or _answer_refusal(question, decision, picked)
     if refusal:
         decision = replace(decision, kind="abstain", text=NOT_IN_DOCUMENTS, reason=refusal)
     if decision.kind == "quote":  # the passage as written: a transcript entry with its time stamp and speaker

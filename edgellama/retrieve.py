@@ -319,14 +319,15 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     vectors = np.stack([stored_rows[s] if s in stored_rows else embedded[s] for _, s, _ in sentences])
     sims = vectors @ query_vector
     similarity = {text: float(sims[i]) for i, (_, text, _) in enumerate(sentences)}
+    holds = {text: content_words(text) | _speaker_words(text, speakers) for _, text, _ in sentences}
     words = content_words(query)
     phrases = quoted_phrases(query)
 
     def score(text: str) -> float:
-        cosine, held = similarity[text], content_words(text) | _speaker_words(text, speakers)
+        cosine, held = similarity[text], holds[text]
         if text in before:  # "It was re-established in April 1991": read with the sentence it refers to
             cosine = max(cosine, (cosine + similarity[before[text]]) / 2)
-            held |= content_words(before[text])
+            held = held | content_words(before[text])
         return (cosine + 0.3 * len(words & held) / max(1, len(words))
                 + (QUOTED_BONUS if phrases and any(p in _plain(text) for p in phrases) else 0.0))
 
@@ -336,8 +337,7 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
     def rank(s: Sentence) -> float:  # a transcript entry: its score plus the rarity of the question's words it holds
         if not rare or not s.said_from:
             return s.score
-        held = content_words(s.text) | _speaker_words(s.text, speakers)
-        return s.score + RARE_WORDS_WEIGHT * sum(v for w, v in rare.items() if w in held)
+        return s.score + RARE_WORDS_WEIGHT * sum(v for w, v in rare.items() if w in holds[s.text])
 
     best = sorted(scored, key=lambda s: -rank(s))[:limit]
     return _with_reply(best, scored) if best and best[0].said_from and limit > 1 else best
