@@ -543,10 +543,13 @@ SPAN_WEIGHTS = {
     "not_rescored": -1.06,
 }
 # How many of the likeliest candidates the model's log-probability is asked for (all in one decode),
-# and how far below the best candidate's a log-probability still counts. 8, not 16: with these
-# weights the same F1 on every dev set (replay, docs/retrieval.md) for half the decode, which cost
-# 0.6 s of a corpus/ question's 1.2 s (p50, load 3).
-SPAN_RESCORE = 8
+# and how far below the best candidate's a log-probability still counts. 16 -> 8 at s24 (the same F1
+# for half the decode); 8 -> 4 at stop 28 with MIN_SPAN_CONFIDENCE 0.18 -> 0.20: a decode of fewer
+# than 64 rows costs llama.cpp about 9 ms a row here (one row 20 ms, 25 rows 231, 64 rows 205), and the pass was 22% of
+# a warm xquad-dev question; 4 spans cost 0.076 s against 0.116 s a question (A/B in one process),
+# and the replay of every dev set's recorded log-probabilities gives the same answer F1 over all
+# questions (docs/retrieval.md, "Stop 28").
+SPAN_RESCORE = 4
 LOGPROB_FLOOR = 12.0
 
 _YEAR = re.compile(r"^(1[0-9]{3}|20[0-9]{2})s?$")
@@ -712,8 +715,10 @@ def _token_f1(prediction: str, gold: str) -> float:
 # 7% of corpus/'s unanswerable ones as before; 0.15 to 65% / 86% / 66% at F1 0.50 / 0.63 / 0.38
 # but to 17% of those. 0.18 since s25-spans, once spans of only the question's words share out their
 # probability and the answer's edges are fitted (shape_answer): short answers on both xquad-dev
-# halves by article at F1 >= 0.6 (0.16 falls below it on one), corpus/ F1 0.577 -> 0.580.
-MIN_SPAN_CONFIDENCE = 0.18
+# halves by article at F1 >= 0.6 (0.16 falls below it on one), corpus/ F1 0.577 -> 0.580. 0.20 since
+# stop 28, with 4 spans rescored instead of 8: fewer spans asked means a larger share for the ones
+# asked, and 0.18 then fell below F1 0.6 on the first transcript set (docs/retrieval.md, "Stop 28").
+MIN_SPAN_CONFIDENCE = 0.20
 SPAN_SENTENCES = 4  # the evidence sentences whose spans are candidates: the ones the model saw
 
 
