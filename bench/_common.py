@@ -66,6 +66,11 @@ def info(message: str) -> None:
     print(f"  {message}", flush=True)
 
 
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages, as a benchmark line prints them ("0.52 1.10 1.25")."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def _num(x: float) -> str:
     if abs(x) >= 100:
         return f"{x:.1f}"

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ._common import load_average
+
 ROOT = Path(__file__).resolve().parent.parent
 # The team's dev sets: ../shared/data beside the checkout (or beside the worktrees' folder), or $EDGELLAMA_DEV_DATA.
 SHARED = Path(os.environ.get("EDGELLAMA_DEV_DATA") or next(
@@ -135,7 +137,7 @@ def main() -> None:
                         timers.add("answer tokens", stats.completion_seconds)
                         tokens[0] += stats.prompt_tokens
                         tokens[1] += stats.completion_tokens
-                load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                load = load_average()
                 print(f"== {label}: {len(items)} questions, p50 {statistics.median(totals):.3f} s, mean "
                       f"{statistics.mean(totals):.3f} s (CPU {statistics.mean(cpus):.3f} s); prompt "
                       f"{tokens[0] / len(items):.0f} tokens, answer {tokens[1] / len(items):.1f} tokens a question; load {load}")
@@ -146,7 +148,7 @@ def main() -> None:
     prompt = "Context: " + " ".join(["The crew reported the 1202 program alarm during the powered descent."] * 18)
     prompt += "\nQuestion: Which alarm did the crew report?\nAnswer:"
     costs = decode_rows(generator, prompt)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     print(f"== one decode after a {generator.count_tokens(prompt)}-token prompt, by rows (load {load}):")
     print("   " + ", ".join(f"{n}: {s * 1000:.0f} ms" for n, s in costs.items()))
     generator.close()

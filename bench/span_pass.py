@@ -16,20 +16,15 @@ Default set: xquad-dev (../shared/data/xquad-dev; $EDGELLAMA_DEV_DATA).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from ._common import report
+from ._common import load_average, report
 from .ask_stages import SHARED
 
 DEFAULT_SET = f"xquad={SHARED / 'xquad-dev/questions.jsonl'}:{SHARED / 'xquad-dev/docs'}"
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def ask_ab(*, models, settings, db: Path, questions: list, modes: dict[str, tuple[int, float]]) -> None:
@@ -80,7 +75,7 @@ def ask_ab(*, models, settings, db: Path, questions: list, modes: dict[str, tupl
     ours, base = names
     for mode in names:
         print(f"   {mode}: p50 {statistics.median(seconds[mode]):.3f} s, mean {statistics.mean(seconds[mode]):.3f} s, "
-              f"span pass mean {statistics.mean(span[mode]):.3f} s over {len(questions)} questions; load {_load()}")
+              f"span pass mean {statistics.mean(span[mode]):.3f} s over {len(questions)} questions; load {load_average()}")
     differ = sum(x != y for x, y in zip(said[ours], said[base]))
     p50 = {m: statistics.median(v) for m, v in seconds.items()}
     report(f"warm ask p50, {modes[ours][0]} spans rescored", value=p50[ours], unit="s",
@@ -122,7 +117,7 @@ def main() -> None:
         with models.open_store(create=True, db=db) as store:
             index_paths(store=store, embedder=models.embedder(), paths=[docs],
                         **IndexOptions.from_settings(settings).kwargs())
-        print(f"== {name}: {modes}; load {_load()}", flush=True)
+        print(f"== {name}: {modes}; load {load_average()}", flush=True)
         ask_ab(models=models, settings=settings, db=db, questions=load_qa(questions_path)[:args.n], modes=modes)
 
 

@@ -24,21 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from .ask_stages import ROOT, SHARED
-from ._common import report
+from ._common import load_average, report
 
 DEFAULT_SETS = tuple(f"{name}={ROOT / 'bench/data' / name}.jsonl:{SHARED / 'summarize-dev'}"
                      for name in ("apollo11_qa", "apollo11_qa_more"))
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def index_ab(*, models, settings, docs: Path, folder: Path, rounds: int) -> Path:
@@ -72,7 +67,7 @@ def index_ab(*, models, settings, docs: Path, folder: Path, rounds: int) -> Path
                     embedder.bulk_texts = bulk_texts
             times[mode].append(stats.seconds)
             print(f"   index {mode:13s} unit vectors: {stats.seconds:6.1f} s ({stats.chunks_embedded} chunks, "
-                  f"{stats.units_embedded} units embedded; {rows} chunks with unit vectors); load {_load()}", flush=True)
+                  f"{stats.units_embedded} units embedded; {rows} chunks with unit vectors); load {load_average()}", flush=True)
             if mode == "with":
                 kept = db
     embedder.close()
@@ -113,7 +108,7 @@ def ask_ab(*, models, settings, db: Path, questions: list[dict], rounds: int) ->
                 seconds[mode].append(times)
                 answers.setdefault(mode, said)
                 print(f"   ask {mode:10s} pass {r + 1}: p50 {statistics.median(times):.3f} s, mean "
-                      f"{statistics.mean(times):.3f} s over {len(times)} questions; load {_load()}", flush=True)
+                      f"{statistics.mean(times):.3f} s over {len(times)} questions; load {load_average()}", flush=True)
         store.unit_vectors = stored_reader
     generator.close()
     embedder.close()
@@ -148,7 +143,7 @@ def main() -> None:
 
     settings = resolve_settings(flags={})
     models = Models(settings)
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: load {_load()}", flush=True)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: load {load_average()}", flush=True)
     by_docs: dict[str, list[dict]] = {}
     for spec in args.sets:
         _, _, paths = spec.partition("=")
