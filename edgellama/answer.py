@@ -544,11 +544,11 @@ SPAN_WEIGHTS = {
 }
 # How many of the likeliest candidates the model's log-probability is asked for (all in one decode),
 # and how far below the best candidate's a log-probability still counts. 16 -> 8 at s24 (the same F1
-# for half the decode); 8 -> 4 at stop 28 with MIN_SPAN_CONFIDENCE 0.18 -> 0.20: a decode of fewer
-# than 64 rows costs llama.cpp about 9 ms a row here (one row 20 ms, 25 rows 231, 64 rows 205), and the pass was 22% of
-# a warm xquad-dev question; 4 spans cost 0.076 s against 0.116 s a question (A/B in one process),
-# and the replay of every dev set's recorded log-probabilities gives the same answer F1 over all
-# questions (docs/retrieval.md, "Stop 28").
+# for half the decode); 8 -> 4 at stop 28, with MIN_SPAN_CONFIDENCE 0.18 -> 0.20. A decode of fewer
+# than 64 rows costs llama.cpp about 9 ms a row here (1 row 20 ms, 25 rows 231, 64 rows 205), and
+# the pass was 22% of a warm xquad-dev question: 4 spans take 0.091 s against 0.136 s, the whole
+# question p50 0.868x (bench/span_pass.py). The replay of every dev set's recorded log-probabilities
+# keeps answer F1 over all questions within 0.002 on xquad-dev and corpus/ (docs/retrieval.md, "Stop 28").
 SPAN_RESCORE = 4
 LOGPROB_FLOOR = 12.0
 
