@@ -352,16 +352,13 @@ def best_sentences(*, query: str, chunks: list[ScoredChunk], embedder: Embedder,
 RARE_WORDS_WEIGHT = 0.3
 
 
-def _idf(words: set[str], counts: dict[str, int], total: int) -> dict[str, float]:
-    """Each word's rarity in the index: log((chunks + 1) / (chunks holding it + 0.5))."""
+def _rarity_share(words: set[str], rarity: tuple[dict[str, int], int]) -> dict[str, float]:
+    """Each of ``words``' share of their summed rarity in the index (``rarity``: chunks holding each
+    word, chunks in all), a word's rarity being its IDF, log((chunks + 1) / (chunks holding it + 0.5))."""
     import math
 
-    return {w: math.log((total + 1) / (counts.get(w, 0) + 0.5)) for w in words}
-
-
-def _rarity_share(words: set[str], rarity: tuple[dict[str, int], int]) -> dict[str, float]:
-    """Each of ``words``' share of their summed IDF (``rarity``: chunks holding each, chunks in all)."""
-    idf = _idf(words, *rarity)
+    counts, total = rarity
+    idf = {w: math.log((total + 1) / (counts.get(w, 0) + 0.5)) for w in words}
     whole = sum(idf.values())
     return {w: v / whole for w, v in idf.items()} if whole > 0 else {}
 
@@ -400,11 +397,8 @@ def question_coverage(*, query: str, chunks: list[ScoredChunk], counts: dict[str
         return 1.0
     found = {crude_stem(w) for c in chunks
              for w in content_words(f"{c.chunk.context} {c.chunk.text}") | _speaker_words(c.chunk.text, speakers)}
-    weight = _idf(words, counts, total)
-    whole = sum(weight.values())
-    if whole <= 0:
-        return 1.0
-    return sum(v for w, v in weight.items() if crude_stem(w) in found) / whole
+    share = _rarity_share(words, (counts, total))
+    return sum(v for w, v in share.items() if crude_stem(w) in found) if share else 1.0
 
 
 # A question asking how many / how far / what year... is answered by a number (a figure, a number
