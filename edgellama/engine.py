@@ -460,6 +460,21 @@ class Engine:
                 deadline.check()
                 return checked(engine.generator.stream_chat(messages, max_tokens=max_tokens))
 
+            @property
+            def answer_logprobs(self):
+                """The model's vote on the likeliest spans (answer.score_spans), as in-process: without
+                it the daemon chose other short answers than `ask --no-daemon` and `eval qa` (10 of 21
+                questions on three corpus/ documents, stop 29). None if the model cannot score."""
+                scorer = getattr(engine.generator, "answer_logprobs", None)
+                if scorer is None:
+                    return None
+
+                def checked_scorer(prompt, answers, **options):
+                    deadline.check()
+                    return scorer(prompt, answers, **options)
+
+                return checked_scorer
+
         return Cancellable()
 
     def check_chat_fits(self, messages: list[dict], *, max_tokens: int) -> None:

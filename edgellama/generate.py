@@ -25,7 +25,7 @@ class GenerationStats:
     prompt_seconds: float  # time to the first token: prompt evaluation (plus one sampling step)
     completion_tokens: int
     completion_seconds: float
-    stopped_by: str  # "stop", "length" or "eos"
+    stopped_by: str  # "stop", "length", "eos", or "closed" (the caller stopped reading)
 
     @property
     def tokens_per_second(self) -> float:
@@ -319,25 +319,31 @@ class LlamaGenerator:
         started = time.perf_counter()
         first = None
         count = 0
-        finish = "eos"
-        for chunk in chunks:
-            if first is None:
-                first = time.perf_counter()
-            reason = chunk["choices"][0].get("finish_reason")
-            if reason:
-                finish = reason
-            text = text_of(chunk)
-            if text:
-                count += 1
-                yield text
-        end = time.perf_counter()
-        first = first or end
-        if not prompt_tokens:
-            prompt_tokens = max(0, self.llama.n_tokens - count)
-        self._stats.value = GenerationStats(
-            prompt_tokens=prompt_tokens, prompt_seconds=first - started, completion_tokens=count,
-            completion_seconds=end - first, stopped_by=finish,
-        )
+        finish = "closed"  # the caller stopped reading (closed this generator) before the model stopped
+        try:
+            for chunk in chunks:
+                if first is None:
+                    first = time.perf_counter()
+                reason = chunk["choices"][0].get("finish_reason")
+                if reason:
+                    finish = reason
+                text = text_of(chunk)
+                if text:
+                    count += 1
+                    yield text
+            if finish == "closed":
+                finish = "eos"
+        finally:
+            end = time.perf_counter()
+            if hasattr(chunks, "close"):  # llama.cpp stops here, under the lock, not whenever it is collected
+                chunks.close()
+            first = first or end
+            if not prompt_tokens:
+                prompt_tokens = max(0, self.llama.n_tokens - count)
+            self._stats.value = GenerationStats(
+                prompt_tokens=prompt_tokens, prompt_seconds=first - started, completion_tokens=count,
+                completion_seconds=end - first, stopped_by=finish,
+            )
 
     def answer_logprobs(self, prompt: str, answers: Sequence[str], *, end: str = "\n") -> list[float]:
         """The model's log-probability of each of ``answers`` as the whole completion of ``prompt``

@@ -113,6 +113,22 @@ def test_the_cli_uses_the_daemon_and_says_the_same_as_in_process(daemon):
     assert all(v["reason"] for v in planned.values())
 
 
+# Short answers on the daemon's documents that the model's vote on spans decides (answer.score_spans):
+# until stop 29 the daemon's generator did not offer that vote, and it quoted where the in-process
+# path answered ("Halvard SI-8", "0.2 mg/L", "55 litres").
+SPAN_QUESTIONS = ("Which model are the inverter-chargers in the battery room?",
+                  "Below what chlorine reading do we put up the boil water notice?",
+                  "What is the daily water use target for each person?")
+
+
+def test_the_daemon_chooses_short_answers_as_in_process(daemon):
+    for question in SPAN_QUESTIONS:
+        via_daemon, in_process = (daemon.cli("ask", "--json", *flag, question) for flag in ((), ("--no-daemon",)))
+        assert via_daemon.returncode == 0 == in_process.returncode, via_daemon.stderr + in_process.stderr
+        a, b = json.loads(via_daemon.stdout), json.loads(in_process.stdout)
+        assert (a["kind"], a["answer"], a["method"]) == (b["kind"], b["answer"], b["method"]), question
+
+
 def test_the_client_path_imports_no_model_library(daemon):
     code = (
         "import sys\n"

@@ -7,12 +7,13 @@ from contextlib import contextmanager
 
 import pytest
 
-from edgellama.answer import (NOT_IN_DOCUMENTS, SPAN_FEATURES, SPAN_WEIGHTS, answer_to_dict, ask, candidate_spans, decide,
-                              head_noun, question_type, score_spans)
+from edgellama.answer import (NOT_IN_DOCUMENTS, SPAN_FEATURES, SPAN_WEIGHTS, UNVERIFIED_TOKENS, answer_to_dict, ask,
+                              candidate_spans, could_be_quoted, decide, head_noun, question_type, score_spans)
 from edgellama.prompt import STOP, build_prompt
 from edgellama.indexer import index_paths
 from edgellama.render import answer_body, answer_tail
 from edgellama.store import Store
+from edgellama.text import normalize_answer
 
 from fakes import BagOfWordsEmbedder, ScriptedGenerator
 
@@ -111,6 +112,32 @@ def _indexed(tmp_path, embedder):
         yield store
 
 
+def test_an_answer_can_be_quoted_while_its_words_run_on_in_a_passage():
+    passages = [normalize_answer(TANK).split()]
+    assert could_be_quoted("holds 4,000 lit", passages=passages)  # its last word unfinished
+    assert could_be_quoted("The treated water tank", passages=passages) and could_be_quoted("", passages=passages)
+    assert not could_be_quoted("holds 4,000 barrels", passages=passages)
+    assert not could_be_quoted("4,000 litres every Monday", passages=passages)  # words of the passage, not a run of it
+
+
+def test_an_answer_no_passage_can_hold_is_stopped(tmp_path):
+    """After UNVERIFIED_TOKENS pieces the model is stopped once its words can no longer be read in
+    a passage it was shown (that answer is never shown), and what it said is marked where it was
+    stopped. An answer copying a passage runs on."""
+    embedder = BagOfWordsEmbedder()
+    rambling = ("the water is brought up by a large truck that comes along the valley road every other week "
+                "in the summer months")
+    question = "How many litres does the treated water tank hold?"
+    with _indexed(tmp_path, embedder) as store:
+        stopped = ask(question=question, store=store, embedder=embedder, generator=ScriptedGenerator(rambling),
+                      min_relevance=0.1)
+        copying = ask(question=question, store=store, embedder=embedder, generator=ScriptedGenerator(TANK),
+                      min_relevance=0.1)
+    assert stopped.model_text == " ".join(rambling.split()[:UNVERIFIED_TOKENS]) + " …"
+    assert stopped.kind == "answer" and stopped.method == "span" and "4,000" in stopped.text
+    assert copying.model_text == TANK.rstrip(".") + "." and copying.verified
+
+
 def test_only_the_verified_answer_streams(tmp_path):
     """Nothing the model said streams before it is verified, so nothing is ever taken back."""
     embedder = BagOfWordsEmbedder()
@@ -163,6 +190,23 @@ def test_answer_logprobs_prefer_the_answer_and_leave_the_cache_as_it_was(generat
     assert generator.answer_logprobs(how_much, ["4,500 litres"])[0] == pytest.approx(right, abs=0.05)
     assert generator.answer_logprobs(how_much, ["4,500 litres"])[0] == pytest.approx(right, abs=0.05)
     assert "".join(generator.stream(how_much, max_tokens=12, stop=STOP)) == plain
+
+
+@pytest.mark.models
+def test_a_stream_closed_early_stops_the_model_and_frees_it(generator):
+    """What ``ask`` does to an answer no passage can hold: it closes the stream after a few pieces.
+    The stats say so, the model's lock is free, and the next generation is what it was."""
+    prompt = build_prompt(question="What colour is the tank?", chunks=[("Water", TANK)], count_tokens=generator.count_tokens,
+                          context_budget=500, n_ctx=4096, max_tokens=16).prompt
+    whole = list(generator.stream(prompt, max_tokens=16, stop=()))
+    stream = generator.stream(prompt, max_tokens=16, stop=())
+    first = [next(stream), next(stream)]
+    stream.close()
+    stats = generator.last_stats
+    assert first == whole[:2] and stats.completion_tokens == 2 and stats.stopped_by == "closed"
+    assert generator.answer_logprobs(prompt, ["4,000 litres"])[0] < 0  # the lock was released
+    assert list(generator.stream(prompt, max_tokens=16, stop=())) == whole
+    assert generator.last_stats.stopped_by in ("length", "stop", "eos")
 
 
 @pytest.mark.models
