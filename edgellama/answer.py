@@ -265,7 +265,8 @@ def ask(
     # has read is ever taken back.
     stream = (gen.stream(plan.prompt, max_tokens=max_tokens, stop=STOP) if style == "completion"
               else gen.stream_chat(list(plan.messages), max_tokens=max_tokens))
-    readable = [normalize_answer(f"{passages[i][0].chunk.context} {passages[i][1]}").split() for i in plan.included]
+    read = [f"{passages[i][0].chunk.context} {passages[i][1]}" for i in plan.included]  # what each shown passage says
+    readable = [normalize_answer(r).split() for r in read]
     pieces: list[str] = []
     cut = False  # an answer no passage can hold is stopped after UNVERIFIED_TOKENS pieces
     try:
@@ -281,9 +282,8 @@ def ask(
     said = f"{text} …" if cut else text  # what the model said, marked where it was stopped
     stats = gen.last_stats
     shown = tuple(
-        _source(n, passages[i][0], passages[i][1], passages[i][2],
-                supporting_overlap(text, f"{passages[i][0].chunk.context} {passages[i][1]}"))
-        for n, i in enumerate(plan.included, start=1)
+        _source(n, passages[i][0], passages[i][1], passages[i][2], supporting_overlap(text, r))
+        for n, (i, r) in enumerate(zip(plan.included, read), start=1)
     )
     # The chat style's model saw whole chunks, but what is quoted (or pointed at) when its answer is
     # not verified is still the best evidence sentences: never an empty passage.
